@@ -1,0 +1,157 @@
+"""The one-off build of a recipe: questions -> sample -> verify -> vote -> dedup -> views -> publish.
+
+The flow only composes tasks; every stage reads and writes shards through the ShardStore, so a re-run skips finished
+shards and a killed run resumes with the same rows.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import polars as pl
+import yaml
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from schemas.recipe import Recipe
+from schemas.records import stable_id
+from tasks.dedup import dedup_shard
+from tasks.generate import make_generator
+from tasks.progress import stage_bar
+from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
+from tasks.questions import questions_shards
+from tasks.report import pass_rate_histogram_png, report_markdown, stage_counts, verdict_breakdown
+from tasks.sample import sample_shard
+from tasks.shards import ShardRef, ShardStore
+from tasks.verify import verify_shard
+from tasks.views import build_preference, build_prm, build_sft, join_records, view_metadata
+from tasks.vote import vote_shard
+
+
+@dataclass
+class BuildResult:
+    out: str
+    version: str
+    build_id: str
+    recipe_hash: str
+    counts: dict[str, int]
+    views: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class LazyGenerator:
+    """Starts the backend on first use, so a build whose samples are all cached never loads a model."""
+
+    def __init__(self, config):
+        self.config = config
+        self._generator = None
+
+    def _get(self):
+        if self._generator is None:
+            self._generator = make_generator(self.config)
+        return self._generator
+
+    def __getattr__(self, name):
+        return getattr(self._get(), name)
+
+    def generate(self, requests):
+        return self._get().generate(requests)
+
+    def close(self):
+        if self._generator is not None:
+            self._generator.close()
+
+
+def reference_model(recipe: Recipe) -> str:
+    g = recipe.generation
+    if g.backend == "llamacpp":
+        return f"llamacpp:{g.llamacpp.model_path or 'SmolLM2-135M-Instruct'}"
+    return f"{g.backend}"
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
+    return pl.from_arrow(store.read_all(refs))
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardRef]], version: str,
+                  recipe_hash: str, build_id: str, timings: dict[str, float]) -> BuildResult:
+    """Build every enabled view from the stage shards and write them with the card and the report."""
+    questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
+                                                  ("questions", "samples", "verdicts", "votes", "dedup"))
+    joined = join_records(questions, samples, verdicts, votes, dedup)
+    builders = {
+        "sft": lambda: build_sft(joined, recipe.views.sft),
+        "preference": lambda: build_preference(joined, recipe.views.preference),
+        "prm": lambda: build_prm(joined),
+    }
+    published: list[PublishedView] = []
+    for name, build_table in builders.items():
+        if getattr(recipe.views, name).enabled:
+            published.append(write_view(store.url, name, build_table(),
+                                        view_metadata(name, recipe_hash, build_id, version)))
+    view_rows = {v.name: v.rows for v in published}
+    counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
+    breakdown = verdict_breakdown(verdicts)
+    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    lineage = {
+        "recipe hash": recipe_hash, "build id": build_id, "dataset version": version,
+        "generator": f"{samples['backend'][0]} / {samples['model'][0]} (revision {samples['model_revision'][0]})"
+        if samples.height else "none",
+        "sampling": samples["sampling_json"][0] if samples.height else "none",
+        "verifiers": ", ".join(sorted(set(verdicts["verifier_name"].to_list()))) or "none",
+    }
+    write_text(store.url, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
+                                                 recipe.description, recipe.publish.license, recipe_yaml, published,
+                                                 counts, lineage))
+    write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
+    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings))
+    result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
+    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown}))
+    store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
+                     | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
+    return result
+
+
+@flow(name="build", log_prints=True)
+def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> BuildResult:
+    """Build one recipe into a published, versioned dataset folder."""
+    recipe_hash = recipe.content_hash()
+    build_id = stable_id(recipe_hash, version)  # stable across resumes: a resumed build writes the same rows
+    store = ShardStore(out or recipe.publish.out.format(name=recipe.name))
+    meta = {"cotforge.recipe_hash": recipe_hash, "cotforge.build_id": build_id}
+    timings: dict[str, float] = {}
+    refs: dict[str, list[ShardRef]] = {}
+
+    with _timed(timings, "questions"):
+        refs["questions"] = questions_shards(store, recipe.questions, recipe.seed, recipe.shard_size, recipe_hash,
+                                             build_id, meta)
+    generator = LazyGenerator(recipe.generation)
+    try:
+        with _timed(timings, "sample"), stage_bar("sample", sum(r.rows for r in refs["questions"])) as advance:
+            # One shard at a time: the generator holds one model and keeps it busy by itself.
+            refs["samples"] = [sample_shard(store, q, generator, recipe.generation, recipe.seed, recipe_hash,
+                                            build_id, meta, advance) for q in refs["questions"]]
+    finally:
+        generator.close()
+    with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:
+        refs["verdicts"] = []
+        for s, q in zip(refs["samples"], refs["questions"]):
+            refs["verdicts"].append(verify_shard(store, s, q, recipe_hash, build_id, meta))
+            advance()
+    with _timed(timings, "vote"):
+        refs["votes"] = [vote_shard(store, v, q, recipe.verify, reference_model(recipe), recipe_hash, build_id, meta)
+                         for v, q in zip(refs["verdicts"], refs["questions"])]
+    with _timed(timings, "dedup"):
+        refs["dedup"] = [dedup_shard(store, refs["questions"], recipe.dedup.questions, recipe_hash, build_id, meta)]
+    with _timed(timings, "publish"):
+        return publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)

@@ -1,0 +1,1 @@
+"""Recipe, record and published-view schemas of cotforge."""

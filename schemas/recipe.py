@@ -1,0 +1,77 @@
+"""The recipe: one YAML file that says how to build a dataset. Strict: every error names the field and the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from schemas.config_base import StrictConfig
+from schemas.config_dedup import DedupConfig
+from schemas.config_generation import GenerationConfig
+from schemas.config_publish import PublishConfig
+from schemas.config_questions import QuestionsConfig
+from schemas.config_verify import VerifyConfig
+from schemas.config_views import ViewsConfig
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be built; the message names each bad field and why."""
+
+
+class Recipe(StrictConfig):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    seed: int = 0
+    shard_size: int = Field(default=64, gt=0)  # questions per shard: a Prefect task is a shard, never a row
+    questions: QuestionsConfig
+    generation: GenerationConfig = GenerationConfig()
+    verify: VerifyConfig = VerifyConfig()
+    dedup: DedupConfig = DedupConfig()
+    views: ViewsConfig = ViewsConfig()
+    publish: PublishConfig = PublishConfig()
+
+    def content_hash(self) -> str:
+        """Hash of the validated recipe (defaults filled in), so equivalent YAML files hash the same."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        # Drop pydantic's union-member tags (e.g. 'family') so the path reads like the YAML the user wrote.
+        loc = ".".join(str(p) for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        reason = item["msg"]
+        if item["type"] == "extra_forbidden":
+            reason = "unknown field (check the spelling; see the recipe reference in the README)"
+        lines.append(f"  - field '{loc or '<root>'}': {reason}")
+    return "\n".join(lines)
+
+
+_UNION_TAGS = {"family", "seed", "synth"}
+
+
+def parse_recipe(data: object, origin: str = "recipe") -> Recipe:
+    """Validate a parsed YAML document; raise RecipeError naming every bad field."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe is a mapping of fields, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(_format_errors(error, origin)) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    return parse_recipe(data, origin=str(path))

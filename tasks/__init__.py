@@ -1,0 +1,1 @@
+"""Pipeline stages: pure kernels plus one thin Prefect task per stage."""

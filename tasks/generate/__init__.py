@@ -1,0 +1,22 @@
+"""Generation backends behind one `Generator` protocol; `make_generator` picks one from the recipe."""
+
+from __future__ import annotations
+
+from schemas.config_generation import GenerationConfig
+from tasks.generate.base import Completion, GenerationRequest, Generator, SamplingParams
+
+__all__ = ["Completion", "GenerationRequest", "Generator", "SamplingParams", "make_generator"]
+
+
+def make_generator(config: GenerationConfig) -> Generator:
+    """The backend the recipe names. Heavy backends are imported only when chosen."""
+    if config.backend == "simulated":
+        from tasks.generate.simulated import SimulatedGenerator
+
+        return SimulatedGenerator(config.simulated.step_error_rate, config.simulated.format_error_rate)
+    if config.backend == "llamacpp":
+        from tasks.generate.llamacpp import LlamaCppGenerator
+
+        c = config.llamacpp
+        return LlamaCppGenerator(c.model_path, n_ctx=c.n_ctx, n_threads=c.n_threads)
+    raise ValueError(f"unknown generation backend {config.backend!r}")

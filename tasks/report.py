@@ -1,0 +1,65 @@
+"""The build report: counts per stage, per-verifier verdicts, and plots, under `OUT/report/`."""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+
+
+def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.DataFrame, votes: pl.DataFrame,
+                 dedup: pl.DataFrame, views: dict[str, int]) -> dict[str, int]:
+    """The funnel: generated -> sampled -> verified -> voted -> deduplicated -> published."""
+    counts = {
+        "questions generated": questions.height,
+        "samples generated": samples.height,
+        "samples with generation errors": samples.filter(pl.col("error").is_not_null()).height,
+        "answers extracted": verdicts.filter(pl.col("extracted_answer").is_not_null()).height,
+        "samples verified correct": verdicts.filter(pl.col("verdict") == True).height,  # noqa: E712
+        "samples verified incorrect": verdicts.filter(pl.col("verdict") == False).height,  # noqa: E712
+        "samples undecided": verdicts.filter(pl.col("verdict").is_null()).height,
+        "questions with a majority answer": votes.filter(pl.col("majority_answer").is_not_null()).height,
+        "questions solved at least once": votes.filter(pl.col("n_correct") > 0).height,
+        "questions kept after dedup": dedup.filter(pl.col("keep")).height,
+        "questions dropped as duplicates": dedup.filter(~pl.col("keep")).height,
+    }
+    counts.update({f"rows in view {name}": rows for name, rows in views.items()})
+    return counts
+
+
+def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
+    """Per verifier: how many true / false / null, and why."""
+    return (verdicts.with_columns(pl.col("verdict").cast(pl.Utf8).fill_null("null"))
+            .group_by("verifier_name", "verdict", "reason").len().sort("verifier_name", "verdict", "reason")
+            .to_dicts())
+
+
+def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
+    """A PNG histogram of per-question pass rates."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on build machines
+    import matplotlib.pyplot as plt
+
+    rates = votes.filter(pl.col("pass_rate").is_not_null())["pass_rate"].to_list()
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.hist(rates, bins=[i / 10 for i in range(11)], color="#4c72b0", edgecolor="white")
+    ax.set_xlabel("pass rate (correct samples / samples)")
+    ax.set_ylabel("questions")
+    ax.set_title(f"Per-question pass rate ({len(rates)} questions)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float]) -> str:
+    lines = ["# Build report", "", "## Counts per stage", "", "| stage | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in counts.items()]
+    lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]
+    lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
+    lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    lines += ["", "![pass rate](pass_rate.png)", ""]
+    return "\n".join(lines)
