@@ -11,6 +11,7 @@ import time
 def _quiet_prefect(verbose: bool) -> None:
     # A first flow run starts Prefect's embedded server; on a busy 2-core machine it needs more than the default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
