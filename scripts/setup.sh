@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install cotforge with the given extras, pinned by requirements/lock.txt.
+# Usage: scripts/setup.sh [EXTRAS]   (default: cpu). Re-running with an unchanged lock and extras installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-cpu}"
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=".venv/.cotforge-installed-$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
+if [ ! -f "$stamp" ]; then
+  echo "== installing cotforge[$extras] into .venv (llama-cpp-python compiles on the first run: ~6 min)" >&2
+  .venv/bin/python -m pip install -q --upgrade "pip>=24"
+  # torch first, alone: pip then takes the CPU build from this machine's disk instead of CUDA wheels.
+  if [[ ",$extras," == *",train,"* ]]; then
+    .venv/bin/python -m pip install -q -c requirements/lock.txt "torch==2.13.0"
+  fi
+  .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[$extras]"
+  touch "$stamp"
+fi

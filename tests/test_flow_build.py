@@ -1,0 +1,130 @@
+"""The build flow end to end on the simulated solver: outputs, card, report, pull with schema check, re-run reuse."""
+
+import json
+import os
+import shutil
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from flows.build import build
+from schemas.recipe import parse_recipe
+from schemas.views import SchemaMismatch
+from tasks.publish import read_view
+
+RECIPE = {
+    "name": "flowtest",
+    "seed": 3,
+    "shard_size": 10,
+    "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 25, "difficulty": 3}]},
+    "generation": {"backend": "simulated", "samples_per_question": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "out"
+    result = build(parse_recipe(RECIPE), out=str(out), version="1.2.3")
+    return out, result
+
+
+def _work_files(out):
+    return {p: p.stat().st_mtime_ns for p in sorted((out / "_work").rglob("*")) if p.is_file()}
+
+
+def test_layout_and_metadata(built):
+    out, result = built
+    for view in ("sft", "preference", "prm"):
+        files = sorted((out / view).glob("*.parquet"))
+        assert files, f"no files for {view}"
+        meta = pq.read_schema(files[0]).metadata
+        assert meta[b"cotforge.schema_name"] == view.encode()
+        assert meta[b"cotforge.schema_version"] == b"1.0.0"
+        assert meta[b"cotforge.recipe_hash"].decode() == result.recipe_hash
+        assert meta[b"cotforge.build_id"].decode() == result.build_id
+        assert result.views[view] > 0
+    assert (out / "report" / "pass_rate.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["counts"]["questions generated"] == 25
+    assert report["counts"]["samples generated"] == 100
+
+
+def test_card_declares_one_config_per_view(built):
+    out, _ = built
+    text = (out / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
+    assert configs == {"sft": "sft/*.parquet", "preference": "preference/*.parquet", "prm": "prm/*.parquet"}
+    assert "flowtest (version 1.2.3)" in text
+
+
+def test_views_agree_with_stage_records(built):
+    out, result = built
+    sft = read_view(str(out), "sft")
+    samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
+    verdicts = pl.read_parquet(out / "_work" / "verdicts" / "*.parquet")
+    dedup = pl.read_parquet(out / "_work" / "dedup" / "*.parquet")
+    kept = set(dedup.filter(pl.col("keep"))["question_id"])
+    correct = verdicts.filter(pl.col("verdict") == True)  # noqa: E712
+    expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"])
+    assert set(sft["sample_id"]) == expected
+    assert sft["messages"][0][1]["role"] == "assistant"
+    pref = read_view(str(out), "preference")
+    ok = dict(zip(verdicts["sample_id"], verdicts["verdict"]))
+    assert all(ok[c] is True and ok[r] is False for c, r in zip(pref["chosen_sample_id"], pref["rejected_sample_id"]))
+    by_sample = dict(zip(samples["sample_id"], samples["question_id"]))
+    assert all(by_sample[c] == by_sample[r] == q for c, r, q in
+               zip(pref["chosen_sample_id"], pref["rejected_sample_id"], pref["question_id"]))
+
+
+def test_prm_labels_match_simulated_ground_truth(built):
+    out, _ = built
+    prm = read_view(str(out), "prm")
+    samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
+    truth = dict(zip(samples["sample_id"], samples["first_error_step"]))
+    checked = 0
+    for sample_id, labels, first in zip(prm["sample_id"], prm["labels"], prm["first_error_step"]):
+        if truth[sample_id] is not None:
+            assert first == truth[sample_id] and labels[first] is False and all(labels[:first])
+            checked += 1
+    assert checked > 0
+
+
+def test_pull_refuses_newer_major_version(built, tmp_path):
+    out, _ = built
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "sft", copy / "sft")
+    path = next((copy / "sft").glob("*.parquet"))
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    meta[b"cotforge.schema_version"] = b"2.0.0"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(SchemaMismatch, match="newer than this cotforge"):
+        read_view(str(copy), "sft")
+    with pytest.raises(FileNotFoundError, match="no view 'rlhf'"):
+        read_view(str(out), "rlhf")
+
+
+def test_rerun_reuses_every_shard(built):
+    out, first = built
+    before = _work_files(out)
+    again = build(parse_recipe(RECIPE), out=str(out), version="1.2.3")
+    assert _work_files(out) == before, "a re-run must not rewrite any finished shard"
+    assert again.counts == first.counts
+    assert read_view(str(out), "sft").equals(read_view(str(out), "sft"))
+
+
+def test_cli_build_and_pull(tmp_path):
+    from flows.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "questions": {"sources": [
+        {"kind": "family", "family": "arithmetic", "n": 6, "difficulty": 2}]}}))
+    assert main(["build", str(recipe), "--out", str(tmp_path / "o")]) == 0
+    assert main(["pull", str(tmp_path / "o"), "--config", "sft", "--out", str(tmp_path / "p")]) == 0
+    assert pl.read_parquet(tmp_path / "p" / "sft.parquet").height == read_view(str(tmp_path / "o"), "sft").height
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**RECIPE, "shard_size": -1}))
+    assert main(["build", str(bad)]) == 2
