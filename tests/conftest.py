@@ -12,3 +12,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "0")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def hub_server(tmp_path):
+    """A Hub-compatible server on 127.0.0.1 (tests/hub_server.py) with HF_ENDPOINT/HF_TOKEN and a fresh HF cache
+    pointing at it for the duration of the test; Xet is disabled (the server speaks LFS)."""
+    from tests.hub_server import HubServer, hub_environment
+
+    with HubServer(tmp_path / "hub-storage") as hub, hub_environment(hub.endpoint, hub.token, tmp_path / "hf-cache"):
+        yield hub
