@@ -24,6 +24,9 @@ class GenerationRequest:
     n: int
     seed: int
     params: SamplingParams = SamplingParams()
+    # Text the assistant turn starts with: the backend continues it, and the completion text excludes it
+    # (PRM Monte-Carlo rollouts from a step prefix, guided re-sampling from a reference-solution prefix).
+    assistant_prefix: str = ""
     # Backend-specific context; the simulated solver reads the question's family and parameters from here.
     context: dict = field(default_factory=dict, hash=False, compare=False)
 

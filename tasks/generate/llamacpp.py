@@ -28,8 +28,11 @@ class LlamaCppGenerator:
         self.model_path = model_path or default_model_path()
         self.model = os.path.basename(self.model_path)
         self.revision = _file_digest(self.model_path)
-        self._llm = Llama(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                          verbose=False, seed=0)
+        self._options = dict(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                             verbose=False, seed=0)
+        self._llm = Llama(**self._options)
+        self._llm_logits = None  # a second context keeping every token's logits, opened on the first log-prob request
+        self._formatter, self._eos = _chat_formatter(self._llm)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         out = []
@@ -38,14 +41,21 @@ class LlamaCppGenerator:
                 out.append(self._complete(request, index))
         return out
 
+    def render_prompt(self, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
+        """The chat template of the GGUF applied to `messages`, opening the assistant turn and starting it with
+        `assistant_prefix` (rendered here rather than by `create_chat_completion`, which cannot continue a turn)."""
+        return self._formatter(messages=list(messages)).prompt + assistant_prefix
+
     def _complete(self, request: GenerationRequest, index: int) -> Completion:
         p = request.params
         try:
+            llm = self._llm if p.logprobs is None else self._with_logits()
+            prompt = llm.tokenize(self.render_prompt(request.messages, request.assistant_prefix).encode(),
+                                        add_bos=False, special=True)
             # llama.cpp samples one sequence per call; seeding each with (seed + index) makes sample i reproducible.
-            result = self._llm.create_chat_completion(
-                messages=list(request.messages), temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-                stop=list(p.stop) or None, seed=request.seed + index, logprobs=p.logprobs is not None,
-                top_logprobs=p.logprobs,
+            result = llm.create_completion(
+                prompt=prompt, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                stop=list(p.stop) + [self._eos], seed=request.seed + index, logprobs=p.logprobs,
             )
         except Exception as error:  # a failed request is recorded on its rows, never a crash of the build
             return Completion(request.request_id, index, "", "error", 0, 0, error=f"{type(error).__name__}: {error}")
@@ -53,13 +63,23 @@ class LlamaCppGenerator:
         usage = result.get("usage") or {}
         logprobs = None
         if p.logprobs is not None and choice.get("logprobs"):
-            logprobs = [t["logprob"] for t in choice["logprobs"].get("content", [])]
-        return Completion(request.request_id, index, choice["message"]["content"] or "",
-                          choice.get("finish_reason") or "stop", usage.get("prompt_tokens", 0),
-                          usage.get("completion_tokens", 0), logprobs=logprobs)
+            logprobs = [float(x) for x in choice["logprobs"].get("token_logprobs") or [] if x is not None]
+        return Completion(request.request_id, index, choice.get("text") or "", choice.get("finish_reason") or "stop",
+                          usage.get("prompt_tokens", len(prompt)), usage.get("completion_tokens", 0),
+                          logprobs=logprobs)
+
+    def _with_logits(self):
+        # Log-probs need logits for every position (logits_all), which costs n_ctx x vocab floats: only on demand.
+        if self._llm_logits is None:
+            from llama_cpp import Llama
+
+            self._llm_logits = Llama(**self._options, logits_all=True)
+        return self._llm_logits
 
     def close(self) -> None:
-        self._llm.close() if hasattr(self._llm, "close") else None
+        for llm in (self._llm, self._llm_logits):
+            if llm is not None and hasattr(llm, "close"):
+                llm.close()
 
 
 def _file_digest(path: str) -> str:
@@ -69,3 +89,16 @@ def _file_digest(path: str) -> str:
     with open(path, "rb") as f:
         head = f.read(1 << 20)
     return f"{os.path.getsize(path)}-{hashlib.sha256(head).hexdigest()[:12]}"
+
+
+def _chat_formatter(llm):
+    """The GGUF's own Jinja chat template (as `create_chat_completion` would use it) and its end-of-turn text."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the GGUF model carries no tokenizer.chat_template; use an instruct model with one")
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+    bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True), eos

@@ -7,6 +7,7 @@ error carries through the later steps, as a real model's would. With `format_err
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence
 
 from tasks.families import get_family
@@ -33,15 +34,46 @@ class SimulatedGenerator:
                               error="simulated solver needs a question from a programmatic family")
         family = get_family(family_name)
         params = request.context["params"]
-        error_at = next((s for s in range(family.num_steps(params)) if rng.random() < self.step_error_rate), None)
-        solution = family.solve(params, rng, error_at)
-        lines = [f"Step {i + 1}: {step}" for i, step in enumerate(solution.steps)]
+        # A prefix (PRM rollouts, guided re-sampling) holds steps 0..k-1 already written; steps k.. get fresh error
+        # draws, and an error inside the prefix carries through, as it would for a model continuing that text.
+        k = int(request.context.get("prefix_steps", 0) or 0)
+        prefix_error_at = request.context.get("prefix_error_at")
+        num_steps = family.num_steps(params)
+        error_at = next((s for s in range(k, num_steps) if rng.random() < self.step_error_rate), None)
+        steps, answer = _continue_solution(family, params, rng, k, error_at, request.assistant_prefix)
+        first_error = prefix_error_at if prefix_error_at is not None and prefix_error_at < k else error_at
+        lines = [f"Step {k + i + 1}: {step}" for i, step in enumerate(steps)]
         if rng.random() >= self.format_error_rate:
-            lines.append(f"The answer is {solution.answer}.")
+            lines.append(f"The answer is {answer}.")
         text = "\n".join(lines)
+        if request.assistant_prefix and not request.assistant_prefix.endswith("\n") and text:
+            text = "\n" + text
         prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        prompt_tokens += len(request.assistant_prefix.split())
         return Completion(request.request_id, index, text, "stop", prompt_tokens, len(text.split()),
-                          first_error_step=solution.first_error_step)
+                          first_error_step=first_error)
 
     def close(self) -> None:
         pass
+
+
+_STEP_RESULT = re.compile(r"=\s*(-?\d+)\s*$")
+
+
+def _continue_solution(family, params: dict, rng: random.Random, k: int, error_at: int | None,
+                       prefix: str) -> tuple[tuple[str, ...], str]:
+    """Steps k.. of a solution and its final answer, continuing from the value the prefix's last step reached."""
+    if k == 0:
+        solution = family.solve(params, rng, error_at)
+        return solution.steps, solution.answer
+    last_step = [line for line in prefix.splitlines() if line.strip()][-1:] or [""]
+    reached = _STEP_RESULT.search(last_step[0])
+    if reached and "start" in params and "plan" in params:
+        # Families shaped like arithmetic (a start value and a plan of operations): carry the prefix's value on,
+        # wrong or not, so an error in the prefix reaches the final answer.
+        rest = dict(params, start=int(reached.group(1)), plan=params["plan"][k:])
+        solution = family.solve(rest, rng, None if error_at is None else error_at - k)
+        return solution.steps, solution.answer
+    # Other families: the prefix is taken as correct; only the fresh draws can go wrong.
+    solution = family.solve(params, rng, error_at)
+    return solution.steps[k:], solution.answer

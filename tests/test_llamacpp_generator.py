@@ -1,0 +1,52 @@
+"""llama.cpp in-process with the real SmolLM2 GGUF: seeded samples, chat template, assistant-prefix continuation."""
+
+import pytest
+
+from tasks.generate.base import GenerationRequest, SamplingParams
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def llama():
+    from tasks.generate.llamacpp import LlamaCppGenerator
+
+    generator = LlamaCppGenerator(n_ctx=512, n_threads=2)
+    yield generator
+    generator.close()
+
+
+def _request(rid="q", n=2, seed=5, prefix="", max_tokens=12, logprobs=None):
+    messages = ({"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2 + 3?"})
+    return GenerationRequest(rid, messages, n, seed, SamplingParams(temperature=0.9, max_tokens=max_tokens,
+                                                                    logprobs=logprobs), assistant_prefix=prefix)
+
+
+def test_samples_are_reproducible_from_the_seed(llama):
+    first = llama.generate([_request()])
+    again = llama.generate([_request()])
+    assert [(c.request_id, c.index) for c in first] == [("q", 0), ("q", 1)]
+    assert [c.text for c in first] == [c.text for c in again]
+    assert all(c.error is None and c.completion_tokens > 0 and c.prompt_tokens > 10 for c in first)
+    assert all(c.completion_tokens <= 12 for c in first)
+
+
+def test_prompt_uses_the_models_chat_template_and_ends_with_the_prefix(llama):
+    prompt = llama.render_prompt(_request().messages, "Step 1: 2 + 3 =")
+    assert prompt.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\nStep 1: 2 + 3 =")
+
+
+def test_prefix_is_continued_and_not_repeated(llama):
+    plain, prefixed = llama.generate([_request(n=1), _request(n=1, prefix="Step 1: 2 + 3 =")])
+    assert prefixed.error is None and prefixed.text
+    assert not prefixed.text.lstrip().startswith("Step 1")
+    # The prefix is part of the prompt: the prompt is longer by its tokens.
+    assert prefixed.prompt_tokens > plain.prompt_tokens
+
+
+def test_logprobs_one_per_generated_token(llama):
+    [c] = llama.generate([_request(n=1, logprobs=1, max_tokens=6)])
+    assert c.error is None
+    assert len(c.logprobs) == c.completion_tokens
+    assert all(lp <= 0.0 for lp in c.logprobs)
