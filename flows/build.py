@@ -26,7 +26,8 @@ from tasks.report import pass_rate_histogram_png, report_markdown, stage_counts,
 from tasks.sample import sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
-from tasks.views import build_preference, build_prm, build_sft, join_records, view_metadata
+from tasks.prm import label_steps_shard
+from tasks.views import join_records, view_builders, view_metadata
 from tasks.vote import vote_shard
 
 
@@ -89,16 +90,12 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
     joined = join_records(questions, samples, verdicts, votes, dedup)
-    builders = {
-        "sft": lambda: build_sft(joined, recipe.views.sft),
-        "preference": lambda: build_preference(joined, recipe.views.preference),
-        "prm": lambda: build_prm(joined),
-    }
+    step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
     published: list[PublishedView] = []
-    for name, build_table in builders.items():
-        if getattr(recipe.views, name).enabled:
-            published.append(write_view(store.url, name, build_table(),
-                                        view_metadata(name, recipe_hash, build_id, version)))
+    for name, build_table in view_builders(joined, step_labels, recipe.views,
+                                           recipe.generation.system_prompt).items():
+        published.append(write_view(store.url, name, build_table(),
+                                    view_metadata(name, recipe_hash, build_id, version)))
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     breakdown = verdict_breakdown(verdicts)
@@ -153,5 +150,18 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> Bui
                          for v, q in zip(refs["verdicts"], refs["questions"])]
     with _timed(timings, "dedup"):
         refs["dedup"] = [dedup_shard(store, refs["questions"], recipe.dedup.questions, recipe_hash, build_id, meta)]
+    if recipe.views.prm.enabled:
+        with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
+            # Rollouts come from the recipe's generator unless the prm view names its own backend.
+            labeller = LazyGenerator(recipe.views.prm.generation or recipe.generation)
+            try:
+                refs["step_labels"] = []
+                for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
+                    refs["step_labels"].append(label_steps_shard(
+                        store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
+                        recipe.views.prm.generation or recipe.generation, recipe.seed, recipe_hash, build_id, meta))
+                    advance()
+            finally:
+                labeller.close()
     with _timed(timings, "publish"):
         return publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)

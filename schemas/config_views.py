@@ -1,27 +1,91 @@
-"""Recipe section `views`: which training tables to publish and what each keeps."""
+"""Recipe section `views`: which training tables to publish and what each keeps.
+
+Each key is one published view (one config in the dataset card); `enabled: false` leaves it out.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, model_validator
+
 from schemas.config_base import StrictConfig
+from schemas.config_generation import GenerationConfig
 
 
 class SftViewConfig(StrictConfig):
     enabled: bool = True
     keep: Literal["verified", "majority"] = "verified"  # strict: verifier says true; lenient: agrees with majority
+    # How the assistant turn carries the rationale: "think_tags" renders `<think>reasoning</think>` before the final
+    # answer (the convention of reasoning chat templates); "plain" writes the reasoning then the answer. The
+    # rationale is always also in its own `reasoning` column.
+    reasoning_format: Literal["think_tags", "plain"] = "think_tags"
+    include_system_prompt: bool = False  # put the recipe's system prompt first in `messages` / `prompt`
 
 
 class PreferenceViewConfig(StrictConfig):
     enabled: bool = True
-    max_pairs_per_question: int = 2
+    max_pairs_per_question: int = Field(default=2, ge=1)
+    # Which pair makers run: verified-correct vs incorrect, and (both correct) the shorter vs the longer rationale.
+    methods: list[Literal["correct_vs_incorrect", "concise_vs_verbose"]] = ["correct_vs_incorrect",
+                                                                             "concise_vs_verbose"]
+    # concise_vs_verbose pairs only when the longer rationale has at least this many times the tokens of the shorter.
+    min_length_ratio: float = Field(default=1.25, ge=1.0)
+    reasoning_format: Literal["think_tags", "plain"] = "think_tags"
+
+
+class UnpairedViewConfig(StrictConfig):
+    """KTO-style rows: one completion with a desirable (true) / undesirable (false) label."""
+
+    enabled: bool = True
+    max_per_question: int = Field(default=4, ge=1)
+    reasoning_format: Literal["think_tags", "plain"] = "think_tags"
 
 
 class PrmViewConfig(StrictConfig):
+    """Stepwise labels by Monte-Carlo rollouts from each step prefix (Math-Shepherd)."""
+
+    enabled: bool = True
+    # "mc_rollout": sample `rollouts` continuations of every step prefix and check them against the gold answer.
+    # "simulated_ground_truth": the simulated solver's known first error (no rollouts; for tests and comparisons).
+    label_method: Literal["mc_rollout", "simulated_ground_truth"] = "mc_rollout"
+    segmentation: Literal["lines"] = "lines"  # one step per non-empty line
+    rollouts: int = Field(default=4, ge=1)  # m completions per step prefix, sampled in one batched call
+    max_steps: int = Field(default=8, ge=1)  # rationales with more steps are recorded as skipped, not truncated
+    max_samples_per_question: int = Field(default=2, ge=1)  # how many of a question's samples get step labels
+    rollout_max_tokens: int | None = Field(default=None, gt=0)  # None: the sampling max_tokens of the generator
+    rollout_temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: the generator's temperature
+    # The backend that rolls out the prefixes; None: the recipe's generator (the policy whose steps are labelled).
+    generation: GenerationConfig | None = None
+
+
+class RlvrViewConfig(StrictConfig):
+    """RL prompts with a verifiable answer, kept inside a pass-rate band (questions solved sometimes)."""
+
+    enabled: bool = True
+    # Keep questions with min_pass_rate <= pass rate <= max_pass_rate, with the ends excluded when `exclusive`:
+    # the default keeps questions the reference model solves sometimes but not always (they give RL a signal).
+    min_pass_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    exclusive: bool = True
+    include_system_prompt: bool = True  # the verifier reads the answer format the system prompt asks for
+
+    @model_validator(mode="after")
+    def _ordered_band(self) -> "RlvrViewConfig":
+        if self.min_pass_rate > self.max_pass_rate:
+            raise ValueError(f"min_pass_rate ({self.min_pass_rate}) is above max_pass_rate ({self.max_pass_rate})")
+        return self
+
+
+class CalibrationViewConfig(StrictConfig):
     enabled: bool = True
 
 
 class ViewsConfig(StrictConfig):
     sft: SftViewConfig = SftViewConfig()
+    sft_lenient: SftViewConfig = SftViewConfig(keep="majority")
     preference: PreferenceViewConfig = PreferenceViewConfig()
+    unpaired: UnpairedViewConfig = UnpairedViewConfig()
     prm: PrmViewConfig = PrmViewConfig()
+    rlvr: RlvrViewConfig = RlvrViewConfig()
+    calibration: CalibrationViewConfig = CalibrationViewConfig()

@@ -1,13 +1,21 @@
 """Published views: the training tables, each with a semver schema version and migrations from older ones.
 
-Column names are the ones TRL's trainers read: SFT `messages`, preference `prompt`/`chosen`/`rejected`, stepwise
-supervision `prompt`/`completions`/`labels` (bool; the soft Monte-Carlo score has its own column because TRL casts
-labels to int).
+Column names are the ones TRL's trainers read: SFT `messages` (or conversational `prompt`/`completion`), preference
+`prompt`/`chosen`/`rejected`, unpaired `prompt`/`completion`/`label`, stepwise supervision
+`prompt`/`completions`/`labels` (bool; the soft Monte-Carlo score has its own column because TRL casts labels to int),
+RL prompts `prompt` with the gold answer in `solution` (the name TRL's accuracy reward reads).
+
+Versioning (see schemas/CHANGELOG.md): a minor version only adds columns, so a reader migrates any older minor of its
+major by filling them in, and reads a newer minor by keeping the columns it knows. A new major may rename or retype
+columns; a reader refuses it and says which cotforge reads it. Every released version has its JSON Schema under
+`schemas/json/<view>/<version>.json` and a frozen fixture under `data/fixtures/<view>/<version>.parquet`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import polars as pl
@@ -17,9 +25,12 @@ from pydantic import BaseModel, ConfigDict
 from schemas.arrow import arrow_schema
 
 COTFORGE_VERSION = "0.1.0"
+JSON_SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 
 
 class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: str
     content: str
 
@@ -29,15 +40,20 @@ class ViewRow(BaseModel):
 
 
 class SftRow(ViewRow):
-    """One verified (or majority-agreeing) rationale as a chat."""
+    """One verified (strict) or majority-agreeing (lenient) rationale as a chat, the reasoning apart from the answer."""
 
-    messages: list[Message]
-    prompt: str
-    completion: str
+    messages: list[Message]  # user turn, then the assistant turn rendered per `reasoning_format`
+    prompt: list[Message]  # conversational prompt/completion variant of the same chat
+    completion: list[Message]
+    reasoning: str  # the rationale without the final-answer line
+    final_answer: str  # the final-answer line ("The answer is 42.")
+    reasoning_format: str  # "think_tags": <think>reasoning</think> then the answer; "plain"
+    answer: str | None  # the extracted final answer
+    verified: bool | None
+    agrees_with_majority: bool
+    keep_rule: str  # "verified" (strict config) or "majority" (lenient config)
     question_id: str
     sample_id: str
-    answer: str | None
-    verified: bool | None
     source: str
     difficulty: int | None
 
@@ -45,13 +61,29 @@ class SftRow(ViewRow):
 class PreferenceRow(ViewRow):
     """Two samples of the same question: one judged better than the other, and how the pair was made."""
 
-    prompt: str
-    chosen: str
-    rejected: str
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    pair_method: str  # "correct_vs_incorrect", "concise_vs_verbose"
+    chosen_verified: bool | None
+    rejected_verified: bool | None
+    chosen_tokens: int
+    rejected_tokens: int
     question_id: str
     chosen_sample_id: str
     rejected_sample_id: str
-    pair_method: str  # "correct_vs_incorrect", "concise_vs_verbose"
+    source: str
+
+
+class UnpairedRow(ViewRow):
+    """One completion with a desirable / undesirable label (KTO-style trainers)."""
+
+    prompt: list[Message]
+    completion: list[Message]
+    label: bool  # the verifier's verdict
+    verdict_reason: str | None
+    question_id: str
+    sample_id: str
     source: str
 
 
@@ -60,13 +92,52 @@ class PrmRow(ViewRow):
 
     prompt: str
     completions: list[str]
-    labels: list[bool]
-    step_scores: list[float]  # soft score per step (fraction of rollouts reaching the gold answer)
+    labels: list[bool]  # hard label: some rollout from the prefix ending at this step reached the gold answer
+    step_scores: list[float]  # soft score per step: the fraction of rollouts that did
     first_error_step: int | None  # index of the first step labelled false; None when all are true
-    label_method: str  # "simulated_ground_truth", "mc_rollout"
-    segmentation: str  # how the rationale was split into steps
+    label_method: str  # "mc_rollout", "simulated_ground_truth"
+    segmentation: str  # how the rationale was split into steps ("lines")
+    rollouts_per_step: int  # m; 0 when no rollouts were sampled
+    rollout_model: str  # backend / model that rolled the prefixes out; "" without rollouts
+    verified: bool | None  # the whole sample's verdict
+    reference_first_error_step: int | None  # ground truth where known (simulated solver), else None
     question_id: str
     sample_id: str
+
+
+class RlvrRow(ViewRow):
+    """A prompt for RL with a verifiable reward: gold answer or tests, the verifier to use, and its difficulty."""
+
+    prompt: list[Message]
+    solution: str | None  # gold answer (or pseudo-label from the vote when the source had none)
+    solution_kind: str  # "gold", "pseudo_label"
+    tests: str | None  # unit tests for code questions
+    answer_type: str
+    verifier: str  # registered verifier name (tasks/verify.py)
+    pass_rate: float | None  # the reference model's empirical pass rate
+    n_samples: int
+    n_correct: int
+    difficulty_bin: str  # "hard", "medium", "easy" ... (tasks/vote.py::difficulty_bin)
+    reference_model: str
+    question_id: str
+    source: str
+
+
+class CalibrationRow(ViewRow):
+    """A sample with a confidence target: the empirical accuracy of its question's samples (SaySelf-style)."""
+
+    prompt: list[Message]
+    completion: list[Message]
+    answer: str | None
+    correct: bool | None
+    confidence_target: float | None  # n_correct / n_samples of the question; None without a gold answer
+    answer_agreement: float  # share of the question's answered samples that gave this sample's answer
+    n_samples: int
+    question_id: str
+    sample_id: str
+
+
+Migration = Callable[[pl.DataFrame], pl.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -76,22 +147,37 @@ class ViewSchema:
     name: str
     version: str
     model: type[ViewRow]
-    # (from_version, function) pairs: each function takes a frame of that version and returns the next minor one.
-    migrations: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] = field(default_factory=dict)
+    purpose: str = ""
+    # from_version -> (to_version, function taking a frame of from_version and returning one of to_version).
+    migrations: dict[str, tuple[str, Migration]] = field(default_factory=dict)
 
     @property
     def major(self) -> int:
-        return int(self.version.split(".")[0])
+        return parse_version(self.version)[0]
 
     @property
     def arrow(self) -> pa.Schema:
         return arrow_schema(self.model)
 
+    def json_schema(self) -> dict:
+        """The row model's JSON Schema, stamped with the view name and version."""
+        return {"$id": f"https://cotforge.dev/schemas/{self.name}/{self.version}.json",
+                "x-cotforge-view": self.name, "x-cotforge-schema-version": self.version,
+                **self.model.model_json_schema()}
+
 
 VIEWS: dict[str, ViewSchema] = {
-    "sft": ViewSchema("sft", "1.0.0", SftRow),
-    "preference": ViewSchema("preference", "1.0.0", PreferenceRow),
-    "prm": ViewSchema("prm", "1.0.0", PrmRow),
+    "sft": ViewSchema("sft", "1.0.0", SftRow, "supervised fine-tuning on verified rationales (`messages`, or "
+                      "conversational `prompt`/`completion`)"),
+    "sft_lenient": ViewSchema("sft_lenient", "1.0.0", SftRow, "supervised fine-tuning on rationales that agree with "
+                              "the majority answer (no gold answer needed)"),
+    "preference": ViewSchema("preference", "1.0.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)"),
+    "unpaired": ViewSchema("unpaired", "1.0.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)"),
+    "prm": ViewSchema("prm", "1.0.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
+                      "Monte-Carlo score in `step_scores`)"),
+    "rlvr": ViewSchema("rlvr", "1.0.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)"),
+    "calibration": ViewSchema("calibration", "1.0.0", CalibrationRow, "confidence calibration (`confidence_target`"
+                              " per sample)"),
 }
 
 
@@ -99,25 +185,80 @@ class SchemaMismatch(ValueError):
     """A published file this version of cotforge cannot read."""
 
 
-def check_and_migrate(frame: pl.DataFrame, view: str, found_version: str) -> pl.DataFrame:
-    """Bring a frame read from a file of `found_version` up to the current schema, or refuse with a clear reason."""
-    if view not in VIEWS:
-        raise SchemaMismatch(f"unknown view {view!r}; this cotforge knows {sorted(VIEWS)}")
-    schema = VIEWS[view]
-    found_major = int(found_version.split(".")[0])
-    if found_major > schema.major:
+def parse_version(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a semver string; a malformed one is a SchemaMismatch."""
+    parts = str(version).split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise SchemaMismatch(f"schema version {version!r} is not MAJOR.MINOR.PATCH")
+    major, minor, patch = (int(p) for p in parts)
+    return major, minor, patch
+
+
+def check_and_migrate(frame: pl.DataFrame, view: str, found_version: str,
+                      writer_version: str | None = None, views: dict[str, ViewSchema] | None = None) -> pl.DataFrame:
+    """Bring a frame read from a file of `found_version` up to the current schema, or refuse with a clear reason.
+
+    Older minors are migrated step by step; a newer minor of the same major is read by keeping the known columns
+    (minors only add columns); another major is refused, naming the cotforge that wrote it (`writer_version`, from
+    the file's `cotforge.version` metadata) and the major this one reads. The result has exactly the current
+    schema's columns, in order, with its types.
+    """
+    views = VIEWS if views is None else views
+    if view not in views:
+        raise SchemaMismatch(f"unknown view {view!r}; this cotforge ({COTFORGE_VERSION}) knows {sorted(views)}")
+    schema = views[view]
+    found = parse_version(found_version)
+    current = parse_version(schema.version)
+    written_by = f"written by cotforge {writer_version}" if writer_version else "written by another cotforge"
+    if found[0] > current[0]:
         raise SchemaMismatch(
-            f"{view} schema version {found_version} is newer than this cotforge ({COTFORGE_VERSION}) reads "
-            f"(major {schema.major}, {schema.version}); upgrade cotforge to a release that reads major {found_major}"
+            f"{view} schema version {found_version} ({written_by}) is newer than this cotforge ({COTFORGE_VERSION}) "
+            f"reads: it reads {view} major {current[0]} (up to {schema.version}). Read it with "
+            f"cotforge {writer_version or 'a release'} or later (`pip install -U cotforge`); see schemas/CHANGELOG.md"
         )
-    if found_major < schema.major:
-        raise SchemaMismatch(f"{view} schema version {found_version} has no migration to {schema.version}")
     version = found_version
-    while version != schema.version and version in schema.migrations:
-        frame = schema.migrations[version](frame)
-        major, minor, _ = version.split(".")
-        version = f"{major}.{int(minor) + 1}.0"
+    while parse_version(version) < current and version in schema.migrations:
+        version, migrate = schema.migrations[version]
+        frame = migrate(frame)
+    if parse_version(version)[0] != current[0]:
+        raise SchemaMismatch(f"{view} schema version {found_version} ({written_by}) is an older major with no "
+                             f"migration to {schema.version}; read it with cotforge {writer_version or '0.x'}")
+    if parse_version(version) < current:
+        raise SchemaMismatch(f"{view} schema version {found_version}: no migration from {version} to {schema.version}")
     missing = [c for c in schema.arrow.names if c not in frame.columns]
     if missing:
         raise SchemaMismatch(f"{view} {found_version}: columns {missing} are missing")
-    return frame
+    table = frame.select(schema.arrow.names).to_arrow()
+    try:
+        table = table.cast(schema.arrow)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+        raise SchemaMismatch(f"{view} {found_version}: columns do not fit schema {schema.version}: {error}") from None
+    return pl.from_arrow(table)
+
+
+def export_json_schemas(folder: Path = JSON_SCHEMA_DIR) -> list[Path]:
+    """Write each view's current JSON Schema to `<folder>/<view>/<version>.json`.
+
+    A released version's file is never rewritten with other content: changing a row model means a new version.
+    """
+    written = []
+    for schema in VIEWS.values():
+        path = folder / schema.name / f"{schema.version}.json"
+        text = json_schema_text(schema)
+        if path.exists() and path.read_text() != text:
+            raise SchemaMismatch(f"{path} differs from the {schema.name} row model: a released schema is frozen, "
+                                 f"bump {schema.name}'s version (and add a migration) instead of editing it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def json_schema_text(schema: ViewSchema) -> str:
+    """The exact text of a view's exported JSON Schema file."""
+    return json.dumps(schema.json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    for p in export_json_schemas():
+        print(p)
