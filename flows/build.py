@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.recipe import Recipe
 from schemas.records import stable_id
-from tasks.dedup import dedup_shard
+from tasks.decontam import decontam_shard
+from tasks.dedup import dedup_shard, publish_dedup, sample_dedup_shard
 from tasks.generate import make_generator
 from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
@@ -26,6 +27,7 @@ from tasks.report import pass_rate_histogram_png, report_markdown, stage_counts,
 from tasks.sample import sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
+from tasks.verify_pool import VerifierPool
 from tasks.prm import label_steps_shard
 from tasks.views import join_records, view_builders, view_metadata
 from tasks.vote import vote_shard
@@ -89,7 +91,8 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     """Build every enabled view from the stage shards and write them with the card and the report."""
     questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
-    joined = join_records(questions, samples, verdicts, votes, dedup)
+    joined = join_records(questions, samples, verdicts, votes, dedup,
+                          sample_dedup=_frame(store, refs["sample_dedup"]) if refs.get("sample_dedup") else None)
     step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
     published: list[PublishedView] = []
     for name, build_table in view_builders(joined, step_labels, recipe.views,
@@ -98,6 +101,8 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
                                     view_metadata(name, recipe_hash, build_id, version)))
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
+    dedup_summary = publish_dedup(store, refs, recipe.dedup, version)  # writes OUT/index/<version>/
+    counts.update(dedup_summary["counts"])
     breakdown = verdict_breakdown(verdicts)
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {
@@ -113,7 +118,7 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
-    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown}))
+    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown, "dedup": dedup_summary["report"]}))
     store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
                      | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
     return result
@@ -142,14 +147,26 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> Bui
         generator.close()
     with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:
         refs["verdicts"] = []
-        for s, q in zip(refs["samples"], refs["questions"]):
-            refs["verdicts"].append(verify_shard(store, s, q, recipe_hash, build_id, meta))
-            advance()
+        judge = LazyGenerator(recipe.verify.judge.generation) if recipe.verify.judge else None
+        # One worker pool for all shards: spawning workers (and importing math-verify) is paid once per build.
+        with VerifierPool(recipe.verify.workers) as pool:
+            try:
+                for s, q in zip(refs["samples"], refs["questions"]):
+                    refs["verdicts"].append(verify_shard(store, s, q, recipe_hash, build_id, meta, recipe.verify,
+                                                         pool, judge))
+                    advance()
+            finally:
+                judge.close() if judge else None
     with _timed(timings, "vote"):
-        refs["votes"] = [vote_shard(store, v, q, recipe.verify, reference_model(recipe), recipe_hash, build_id, meta)
+        refs["votes"] = [vote_shard(store, v, q, recipe.verify, reference_model(recipe), recipe_hash, build_id, meta,
+                                    recipe.generation.samples_per_question)
                          for v, q in zip(refs["verdicts"], refs["questions"])]
     with _timed(timings, "dedup"):
-        refs["dedup"] = [dedup_shard(store, refs["questions"], recipe.dedup.questions, recipe_hash, build_id, meta)]
+        refs["decontam"] = [decontam_shard(store, refs["questions"], recipe.dedup.decontam, recipe_hash, build_id, meta)]
+        refs["dedup"] = [dedup_shard(store, refs["questions"], refs["votes"], refs["decontam"], recipe.dedup, version,
+                                     recipe_hash, build_id, meta)]
+        refs["sample_dedup"] = [sample_dedup_shard(store, refs["samples"], refs["verdicts"], recipe.dedup, version,
+                                                   recipe_hash, build_id, meta)]
     if recipe.views.prm.enabled:
         with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
             # Rollouts come from the recipe's generator unless the prm view names its own backend.
@@ -159,7 +176,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> Bui
                 for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
                     refs["step_labels"].append(label_steps_shard(
                         store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
-                        recipe.views.prm.generation or recipe.generation, recipe.seed, recipe_hash, build_id, meta))
+                        recipe.views.prm.generation or recipe.generation, recipe.verify, recipe.seed, recipe_hash,
+                        build_id, meta))
                     advance()
             finally:
                 labeller.close()

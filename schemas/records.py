@@ -80,17 +80,34 @@ class Sample(Record):
     build_id: str
 
 
+class Check(Record):
+    """One verifier's judgement of one sample; a Verdict keeps every check that ran on its row."""
+
+    name: str  # registered verifier name: math, exact, choice, regex, code, abstain, judge, format, language, length
+    version: str
+    verdict: bool | None  # None: this verifier could not decide
+    reason: str
+
+
 class Verdict(Record):
-    """Answer extraction and one verifier's judgement of one sample."""
+    """Answer extraction and the verifier cascade's final judgement of one sample (one row per sample)."""
 
     sample_id: str
     question_id: str
-    extracted_answer: str | None
-    extraction_method: str | None  # "boxed", "answer_is", "tag", "last_number", "option_letter"
-    verdict: bool | None  # None: the verifier could not decide
-    reason: str
-    verifier_name: str
+    extracted_answer: str | None  # normalised final answer ("42", "3/4", "B", code), what the vote counts
+    extraction_method: str | None  # "boxed", "answer_tag", "answer_is", "last_number", "option_letter", "code_block"
+    verdict: bool | None  # final cascade verdict; None: nothing could decide
+    reason: str  # why the deciding verifier said so ("numeric_equal", "timeout", "no_answer_found", ...)
+    verifier_name: str  # the verifier whose judgement is `verdict`
     verifier_version: str
+    checks: list[Check] = []  # every verifier that ran on this row, in cascade order
+    raw_answer: str | None = None  # the answer as written, before normalisation
+    judge_score: float | None = None  # 0..1 when the LLM judge ran and gave a score
+    judge_rationale: str | None = None  # the judge's full output
+    n_chars: int = 0
+    n_words: int = 0
+    n_steps: int = 0  # non-empty lines
+    scripts: str = ""  # letter scripts found in the text, most frequent first ("latin", "latin,cjk")
     recipe_hash: str
     build_id: str
 
@@ -104,21 +121,51 @@ class Vote(Record):
     n_correct: int
     majority_answer: str | None
     vote_share: float  # share of answered samples that gave the majority answer
-    pass_rate: float | None  # n_correct / n_samples; None when no gold answer was known
+    pass_rate: float | None  # n_correct / n_samples; None when neither gold nor pseudo-label is known
+    pass_rate_basis: str | None = None  # "gold", "pseudo_label" (agreement with it) or None
     pseudo_label: str | None  # majority answer adopted as gold when there was none and the share cleared the bar
     difficulty_bin: str  # "never", "hard", "medium", "easy", "always", "unknown"
     reference_model: str
+    k: int = 0  # samples per question the recipe asked for (n_samples may be lower after generation errors)
     recipe_hash: str
     build_id: str
 
 
 class DedupFlag(Record):
-    """Near-duplicate decision for one question (rows are flagged, never deleted)."""
+    """Duplicate/contamination decision for one question (rows are flagged, never deleted)."""
 
     question_id: str
-    cluster_id: str  # id of the cluster's kept member; equals question_id for singletons
+    cluster_id: str  # id of the cluster's kept member (or the earlier version's row); own id for singletons
     keep: bool
     drop_reason: str | None  # "exact_duplicate", "near_duplicate", "earlier_version", "contaminated:<bench>"
+    similarity: float | None = None  # estimated Jaccard to the row it duplicates (1.0 for exact duplicates)
+    contamination: list[str] = []  # every benchmark this question hit
+    recipe_hash: str
+    build_id: str
+
+
+class SampleDedupFlag(Record):
+    """Near-duplicate decision for one sampled rationale."""
+
+    sample_id: str
+    question_id: str
+    cluster_id: str  # sample id of the cluster's kept member
+    keep: bool
+    drop_reason: str | None  # "exact_duplicate", "near_duplicate", "earlier_version"
+    similarity: float | None = None
+    recipe_hash: str
+    build_id: str
+
+
+class DecontamHit(Record):
+    """One overlap between a question and an evaluation-set row."""
+
+    question_id: str
+    benchmark: str
+    method: str  # "ngram" (shared word n-grams) or "minhash" (estimated Jaccard)
+    score: float  # shared n-grams, or estimated Jaccard
+    eval_row: int  # row index in the evaluation set
+    eval_text: str  # the evaluation row's text (first 200 characters)
     recipe_hash: str
     build_id: str
 
@@ -129,6 +176,8 @@ RECORD_MODELS: dict[str, type[Record]] = {
     "verdicts": Verdict,
     "votes": Vote,
     "dedup": DedupFlag,
+    "sample_dedup": SampleDedupFlag,
+    "decontam": DecontamHit,
 }
 
 RECORD_SCHEMAS = {name: arrow_schema(model) for name, model in RECORD_MODELS.items()}

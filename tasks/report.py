@@ -28,8 +28,18 @@ def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.Da
 
 
 def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
-    """Per verifier: how many true / false / null, and why."""
-    return (verdicts.with_columns(pl.col("verdict").cast(pl.Utf8).fill_null("null"))
+    """Per verifier: how many true / false / null, and why.
+
+    Every check on every row counts under its verifier's name; the cascade's final verdicts count under
+    "final:<deciding verifier>". Keys: verifier_name, verdict ("true"/"false"/"null"), reason, len."""
+    final = verdicts.select(pl.format("final:{}", pl.col("verifier_name")).alias("verifier_name"), "verdict", "reason")
+    parts = [final]
+    if "checks" in verdicts.columns and verdicts.height:
+        checks = verdicts.select("checks").explode("checks").drop_nulls("checks").unnest("checks")
+        parts.append(checks.select(pl.col("name").alias("verifier_name"), "verdict", "reason"))
+    table = pl.concat(parts, how="vertical_relaxed")
+    return (table.with_columns(pl.when(pl.col("verdict").is_null()).then(pl.lit("null"))
+                               .otherwise(pl.col("verdict").cast(pl.Utf8).str.to_lowercase()).alias("verdict"))
             .group_by("verifier_name", "verdict", "reason").len().sort("verifier_name", "verdict", "reason")
             .to_dicts())
 
