@@ -23,12 +23,13 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.arrow import to_table
 from schemas.config_generation import GenerationConfig
+from schemas.config_verify import VerifyConfig
 from schemas.config_views import PrmViewConfig
 from schemas.records import Record, stable_id
-from tasks.extract import extract_answer
 from tasks.generate import GenerationRequest, Generator, SamplingParams
 from tasks.shards import ShardRef, ShardStore, shard_key
-from tasks.verify import VERIFIERS
+from tasks.verify import verifier_versions, verify_samples
+from tasks.verify_pool import VerifierPool
 
 _STEP_PREFIX = re.compile(r"^\s*(?:step\s*\d+\s*[:.)-]\s*)", re.I)
 
@@ -110,18 +111,26 @@ def prefix_requests(row: dict, raw_lines: list[str], config: PrmViewConfig, gene
     return requests
 
 
-def judge_texts(texts: list[str], golds: list[str], verifiers: list[str]) -> list[bool]:
-    """Whether each full text's final answer is accepted by its verifier against its gold answer."""
-    answers = [extract_answer(t)[0] for t in texts]
-    ok = [False] * len(texts)
-    for name in sorted(set(verifiers)):
-        if name not in VERIFIERS:
-            continue  # an unknown verifier accepts nothing; the sample's own verdict says why
-        idx = [i for i, v in enumerate(verifiers) if v == name]
-        results = VERIFIERS[name][1]([answers[i] for i in idx], [golds[i] for i in idx])
-        for i, (verdict, _reason) in zip(idx, results):
-            ok[i] = verdict is True
-    return ok
+def judge_rollouts(texts: list[str], rows: list[dict], verify: VerifyConfig, pool: VerifierPool | None) -> list[bool]:
+    """Whether each rollout's full text (prefix + continuation) is judged correct by the same verifier cascade that
+    judged the samples, against its question's gold answer (or the vote's pseudo-label)."""
+    if not texts:
+        return []
+    ids = [f"rollout-{i}" for i in range(len(texts))]
+    samples = pa.table({"sample_id": ids, "question_id": ids, "text": texts, "error": [None] * len(texts),
+                        "finish_reason": ["stop"] * len(texts)}, schema=pa.schema([
+                            ("sample_id", pa.string()), ("question_id", pa.string()), ("text", pa.string()),
+                            ("error", pa.string()), ("finish_reason", pa.string())]))
+    questions = pa.table({
+        "question_id": ids, "text": [r["question"] or "" for r in rows],
+        "gold_answer": [r.get("gold_answer") or r.get("pseudo_label") for r in rows],
+        "verifier": [r.get("verifier") or "math" for r in rows],
+        "answer_type": [r.get("answer_type") or "number" for r in rows], "tests": [r.get("tests") for r in rows]},
+        schema=pa.schema([("question_id", pa.string()), ("text", pa.string()), ("gold_answer", pa.string()),
+                          ("verifier", pa.string()), ("answer_type", pa.string()), ("tests", pa.string())]))
+    verdicts = verify_samples(samples, questions, "", "", verify, pool)
+    by_id = dict(zip(verdicts.column("sample_id").to_pylist(), verdicts.column("verdict").to_pylist()))
+    return [by_id.get(i) is True for i in ids]
 
 
 def ground_truth_labels(n_steps: int, first_error_step: int | None, verified: bool | None) -> list[bool]:
@@ -134,7 +143,8 @@ def ground_truth_labels(n_steps: int, first_error_step: int | None, verified: bo
 
 
 def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmViewConfig,
-                generation: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str) -> pa.Table:
+                generation: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str,
+                verify: VerifyConfig = VerifyConfig(), pool: VerifierPool | None = None) -> pa.Table:
     """StepLabel rows for the picked samples of `joined` (one row per sample: labels, or the reason for none)."""
     segment = SEGMENTERS[config.segmentation]
     picked = pick_samples(joined, config).to_dicts()
@@ -167,19 +177,16 @@ def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmVi
     for c in completions:
         by_request.setdefault(c.request_id, []).append(c)
     model = f"{generator.backend}/{generator.model}" if requests else ""
-    texts, golds, verifiers, where = [], [], [], []
-    for p, (r, _base, _raw, reqs) in enumerate(pending):
-        gold = r.get("gold_answer") or r.get("pseudo_label")
+    texts, owners, where = [], [], []
+    for r, _base, _raw, reqs in pending:
         for req in reqs:
             for c in by_request.get(req.request_id, []):
                 if c.error is None:
                     texts.append(req.assistant_prefix + c.text)
-                    golds.append(gold)
-                    verifiers.append(r.get("verifier") or "math")
-                    where.append((p, req.request_id))
-    accepted = judge_texts(texts, golds, verifiers)
+                    owners.append(r)
+                    where.append(req.request_id)
     successes: dict[str, list[bool]] = {}
-    for (p, request_id), ok in zip(where, accepted):
+    for request_id, ok in zip(where, judge_rollouts(texts, owners, verify, pool)):
         successes.setdefault(request_id, []).append(ok)
     for r, base, raw, reqs in pending:
         scores, errors = [], 0
@@ -205,8 +212,8 @@ def _finish(labels: list[bool], scores: list[float]) -> dict:
 @task(name="label_steps", cache_policy=NO_CACHE)
 def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef, verdicts: ShardRef, votes: ShardRef,
                       dedup: list[ShardRef], generator: Generator | None, config: PrmViewConfig,
-                      generation: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str,
-                      metadata: dict[str, str]) -> ShardRef:
+                      generation: GenerationConfig, verify: VerifyConfig, recipe_seed: int, recipe_hash: str,
+                      build_id: str, metadata: dict[str, str]) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
     The output is keyed by its input shards and the labelling config (which includes the rollout backend's), so it
@@ -214,7 +221,8 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
     """
     from tasks.views import join_records  # here: tasks.views imports this module's segmenters
 
-    config_hash = stable_id(config.model_dump_json(), generation.model_dump_json(), str(recipe_seed))
+    config_hash = stable_id(config.model_dump_json(), generation.model_dump_json(), verifier_versions(verify),
+                            str(recipe_seed))
     key = shard_key("step_labels", config_hash, questions.key, samples.key, verdicts.key, votes.key,
                     *(d.key for d in dedup))
     done = store.done("step_labels", key)
@@ -223,5 +231,5 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
     frame = lambda ref: pl.from_arrow(store.read(ref))  # noqa: E731
     joined = join_records(frame(questions), frame(samples), frame(verdicts), frame(votes),
                           pl.from_arrow(store.read_all(dedup)))
-    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id)
+    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify)
     return store.write("step_labels", key, table, metadata)
