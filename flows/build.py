@@ -20,6 +20,7 @@ from schemas.records import stable_id
 from tasks.decontam import decontam_shard
 from tasks.dedup import dedup_shard, publish_dedup, sample_dedup_shard
 from tasks.generate import make_generator
+from tasks.hub import push_build, retry_policy
 from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
 from tasks.questions import questions_shards
@@ -42,6 +43,7 @@ class BuildResult:
     counts: dict[str, int]
     views: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    pushed: dict | None = None  # Hub repo, version tag and commit when the build was pushed (tasks/hub.py)
 
 
 class LazyGenerator:
@@ -125,8 +127,9 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
 
 
 @flow(name="build", log_prints=True)
-def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> BuildResult:
-    """Build one recipe into a published, versioned dataset folder."""
+def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: str | None = None,
+          private: bool | None = None) -> BuildResult:
+    """Build one recipe into a published, versioned dataset folder; with `push` (ORG/NAME), publish it to the Hub."""
     recipe_hash = recipe.content_hash()
     build_id = stable_id(recipe_hash, version)  # stable across resumes: a resumed build writes the same rows
     store = ShardStore(out or recipe.publish.out.format(name=recipe.name))
@@ -158,9 +161,10 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> Bui
             finally:
                 judge.close() if judge else None
     with _timed(timings, "vote"):
-        refs["votes"] = [vote_shard(store, v, q, recipe.verify, reference_model(recipe), recipe_hash, build_id, meta,
-                                    recipe.generation.samples_per_question)
-                         for v, q in zip(refs["verdicts"], refs["questions"])]
+        # Pure per-shard work: submitted to the flow's task runner (Ray when the recipe says so).
+        refs["votes"] = map_shards(recipe, vote_shard, [
+            (store, v, q, recipe.verify, reference_model(recipe), recipe_hash, build_id, meta,
+             recipe.generation.samples_per_question) for v, q in zip(refs["verdicts"], refs["questions"])])
     with _timed(timings, "dedup"):
         refs["decontam"] = [decontam_shard(store, refs["questions"], recipe.dedup.decontam, recipe_hash, build_id, meta)]
         refs["dedup"] = [dedup_shard(store, refs["questions"], refs["votes"], refs["decontam"], recipe.dedup, version,
@@ -173,13 +177,47 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0") -> Bui
             labeller = LazyGenerator(recipe.views.prm.generation or recipe.generation)
             try:
                 refs["step_labels"] = []
-                for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
-                    refs["step_labels"].append(label_steps_shard(
-                        store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
-                        recipe.views.prm.generation or recipe.generation, recipe.verify, recipe.seed, recipe_hash,
-                        build_id, meta))
-                    advance()
+                with VerifierPool(recipe.verify.workers) as pool:  # rollouts are judged like the samples were
+                    for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
+                        refs["step_labels"].append(label_steps_shard(
+                            store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
+                            recipe.views.prm.generation or recipe.generation, recipe.verify, recipe.seed,
+                            recipe_hash, build_id, meta, pool))
+                        advance()
             finally:
                 labeller.close()
     with _timed(timings, "publish"):
-        return publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)
+        result = publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)
+    repo = push or recipe.publish.repo
+    if repo:
+        pushed = push_build(store.url, repo, version, recipe.publish.private if private is None else private,
+                            retry_policy(recipe.publish))
+        result.pushed = asdict(pushed)
+    return result
+
+
+def map_shards(recipe: Recipe, shard_task, calls: list[tuple]) -> list:
+    """Run a shard task over argument tuples: inline on the local runner, submitted to the task runner on Ray."""
+    if recipe.runner.kind == "local":
+        return [shard_task(*args) for args in calls]
+    futures = [shard_task.submit(*args) for args in calls]
+    return [f.result() for f in futures]
+
+
+def task_runner_for(recipe: Recipe):
+    """The Prefect task runner a recipe asks for (None: the flow's default)."""
+    if recipe.runner.kind == "ray":
+        from prefect_ray import RayTaskRunner  # optional extra: pip install 'cotforge[ray]'
+
+        init_kwargs = {"num_cpus": recipe.runner.num_cpus} if recipe.runner.num_cpus and not recipe.runner.address \
+            else None
+        return RayTaskRunner(address=recipe.runner.address, init_kwargs=init_kwargs)
+    return None
+
+
+def run_build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: str | None = None,
+              private: bool | None = None) -> BuildResult:
+    """Run the build flow on the task runner the recipe names (local, or Ray)."""
+    runner = task_runner_for(recipe)
+    flow_ = build.with_options(task_runner=runner) if runner is not None else build
+    return flow_(recipe, out=out, version=version, push=push, private=private)

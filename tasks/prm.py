@@ -213,7 +213,7 @@ def _finish(labels: list[bool], scores: list[float]) -> dict:
 def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef, verdicts: ShardRef, votes: ShardRef,
                       dedup: list[ShardRef], generator: Generator | None, config: PrmViewConfig,
                       generation: GenerationConfig, verify: VerifyConfig, recipe_seed: int, recipe_hash: str,
-                      build_id: str, metadata: dict[str, str]) -> ShardRef:
+                      build_id: str, metadata: dict[str, str], pool: VerifierPool | None = None) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
     The output is keyed by its input shards and the labelling config (which includes the rollout backend's), so it
@@ -231,5 +231,5 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
     frame = lambda ref: pl.from_arrow(store.read(ref))  # noqa: E731
     joined = join_records(frame(questions), frame(samples), frame(verdicts), frame(votes),
                           pl.from_arrow(store.read_all(dedup)))
-    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify)
+    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify, pool)
     return store.write("step_labels", key, table, metadata)
