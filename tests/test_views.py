@@ -1,0 +1,126 @@
+"""View builders on stage records made by the real kernels (simulated solver): what each view selects and writes."""
+
+import polars as pl
+import pytest
+
+from schemas.config_views import (CalibrationViewConfig, PreferenceViewConfig, RlvrViewConfig, SftViewConfig,
+                                  UnpairedViewConfig, ViewsConfig)
+from schemas.views import VIEWS
+from tasks.views import (build_calibration, build_preference, build_rlvr, build_sft, build_unpaired, render_assistant,
+                         split_reasoning, view_builders)
+from tests.views_support import simulated_joined
+
+
+@pytest.fixture(scope="module")
+def joined():
+    frame, generation = simulated_joined(n=30, difficulty=3, samples=6, seed=9, step_error_rate=0.12)
+    return frame, generation
+
+
+def test_split_reasoning_keeps_the_answer_line_apart():
+    text = "Step 1: 2 + 3 = 5\nStep 2: 5 * 2 = 10\nThe answer is 10."
+    assert split_reasoning(text, "10") == ("Step 1: 2 + 3 = 5\nStep 2: 5 * 2 = 10", "The answer is 10.")
+    # No line states the answer: all text is reasoning, the final line is written from the extracted answer.
+    assert split_reasoning("2 + 3 = 5\n5 * 2 = 10", "10") == ("2 + 3 = 5\n5 * 2 = 10", "The answer is 10.")
+    assert split_reasoning("x = \\boxed{7}", "7") == ("", "x = \\boxed{7}")
+    assert render_assistant("r1\nr2", "The answer is 3.", "think_tags") == "<think>\nr1\nr2\n</think>\n\nThe answer is 3."
+    assert render_assistant("r1", "The answer is 3.", "plain") == "r1\nThe answer is 3."
+
+
+def test_sft_strict_and_lenient(joined):
+    frame, generation = joined
+    strict = pl.from_arrow(build_sft(frame, SftViewConfig(keep="verified")))
+    lenient = pl.from_arrow(build_sft(frame, SftViewConfig(keep="majority", reasoning_format="plain",
+                                                           include_system_prompt=True), generation.system_prompt))
+    usable = frame.filter(pl.col("usable"))
+    assert set(strict["sample_id"]) == set(usable.filter(pl.col("verdict") == True)["sample_id"])  # noqa: E712
+    assert set(lenient["sample_id"]) == set(usable.filter(pl.col("agrees_with_majority"))["sample_id"])
+    assert strict.height > 0 and lenient.height > 0 and set(strict["keep_rule"]) == {"verified"}
+    texts = dict(zip(frame["sample_id"], frame["text"]))
+    for row in strict.iter_rows(named=True):
+        assistant = row["messages"][-1]
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["prompt"] == row["messages"][:-1] and row["completion"] == [assistant]
+        assert assistant["content"] == f"<think>\n{row['reasoning']}\n</think>\n\n{row['final_answer']}"
+        assert "answer is" not in row["reasoning"].lower() and row["answer"] in row["final_answer"]
+        assert texts[row["sample_id"]].startswith(row["reasoning"])
+    first = lenient.row(0, named=True)
+    assert first["messages"][0] == {"role": "system", "content": generation.system_prompt}
+    assert "<think>" not in first["messages"][-1]["content"]
+
+
+def test_preference_pairs_stay_within_a_question_and_record_their_method(joined):
+    frame, _ = joined
+    # The simulated solver's correct rationales differ in length only by the answer line (~1.2x): a low ratio bar.
+    pref = pl.from_arrow(build_preference(frame, PreferenceViewConfig(max_pairs_per_question=2, min_length_ratio=1.15)))
+    by_id = {r["sample_id"]: r for r in frame.iter_rows(named=True)}
+    methods = pref["pair_method"].value_counts()
+    assert set(methods["pair_method"]) == {"correct_vs_incorrect", "concise_vs_verbose"}
+    for row in pref.iter_rows(named=True):
+        chosen, rejected = by_id[row["chosen_sample_id"]], by_id[row["rejected_sample_id"]]
+        assert chosen["question_id"] == rejected["question_id"] == row["question_id"]
+        assert chosen["sample_id"] != rejected["sample_id"]
+        assert row["prompt"] == [{"role": "user", "content": chosen["question"]}]
+        if row["pair_method"] == "correct_vs_incorrect":
+            assert chosen["verdict"] is True and rejected["verdict"] is False
+        else:
+            assert chosen["verdict"] is True and rejected["verdict"] is True
+            assert rejected["completion_tokens"] >= 1.15 * chosen["completion_tokens"]
+    assert pref.group_by("question_id", "pair_method").len()["len"].max() <= 2
+    only = pl.from_arrow(build_preference(frame, PreferenceViewConfig(methods=["correct_vs_incorrect"])))
+    assert set(only["pair_method"]) == {"correct_vs_incorrect"}
+
+
+def test_unpaired_labels_are_the_verdicts(joined):
+    frame, _ = joined
+    rows = pl.from_arrow(build_unpaired(frame, UnpairedViewConfig(max_per_question=3)))
+    verdict = dict(zip(frame["sample_id"], frame["verdict"]))
+    assert rows.height > 0 and set(rows["label"]) == {True, False}
+    assert all(verdict[s] is label for s, label in zip(rows["sample_id"], rows["label"]))
+    assert rows.group_by("question_id").len()["len"].max() <= 3
+
+
+def test_rlvr_band_filter(joined):
+    frame, generation = joined
+    rows = pl.from_arrow(build_rlvr(frame, RlvrViewConfig(), generation.system_prompt))
+    per_question = frame.filter(pl.col("usable")).group_by("question_id").agg(
+        rate=pl.col("verdict").fill_null(False).mean())
+    expected = set(per_question.filter((pl.col("rate") > 0) & (pl.col("rate") < 1))["question_id"])
+    assert set(rows["question_id"]) == expected and rows.height > 0
+    gold = dict(zip(frame["question_id"], frame["gold_answer"]))
+    assert all(gold[q] == s for q, s in zip(rows["question_id"], rows["solution"]))
+    assert set(rows["verifier"]) == {"math"} and set(rows["solution_kind"]) == {"gold"}
+    assert rows["prompt"][0][0]["role"] == "system"
+    inclusive = build_rlvr(frame, RlvrViewConfig(exclusive=False))
+    assert inclusive.num_rows == per_question.height  # [0, 1] inclusive keeps every question with a pass rate
+    narrow = pl.from_arrow(build_rlvr(frame, RlvrViewConfig(min_pass_rate=0.5, max_pass_rate=0.9)))
+    assert narrow["pass_rate"].is_between(0.5, 0.9, closed="none").all()
+    with pytest.raises(ValueError, match="min_pass_rate"):
+        RlvrViewConfig(min_pass_rate=0.8, max_pass_rate=0.2)
+
+
+def test_calibration_target_is_the_questions_empirical_accuracy(joined):
+    frame, _ = joined
+    rows = pl.from_arrow(build_calibration(frame, CalibrationViewConfig()))
+    assert rows.height == frame.filter(pl.col("usable")).height
+    accuracy = frame.group_by("question_id").agg(acc=pl.col("verdict").fill_null(False).mean())
+    check = rows.join(accuracy, on="question_id")
+    assert (check["confidence_target"] - check["acc"]).abs().max() < 1e-12
+    # Agreement: the share of the question's answered samples with the same answer.
+    answers = frame.filter(pl.col("extracted_answer").is_not_null())
+    share = answers.group_by("question_id", "extracted_answer").len().join(
+        answers.group_by("question_id").len().rename({"len": "total"}), on="question_id")
+    check = rows.join(share, left_on=["question_id", "answer"], right_on=["question_id", "extracted_answer"])
+    assert ((check["answer_agreement"] - check["len"] / check["total"]).abs().max()) < 1e-12
+
+
+def test_every_view_builds_with_its_registered_schema(joined):
+    frame, generation = joined
+    builders = view_builders(frame, None, ViewsConfig(), generation.system_prompt)
+    assert set(builders) == set(VIEWS)
+    for name, build in builders.items():
+        table = build()
+        assert table.schema.equals(VIEWS[name].arrow), name
+        assert table.num_rows > 0, name
+    off = ViewsConfig(rlvr={"enabled": False}, calibration={"enabled": False})
+    assert set(view_builders(frame, None, off, "")) == set(VIEWS) - {"rlvr", "calibration"}
