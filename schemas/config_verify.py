@@ -26,9 +26,6 @@ class SandboxConfig(StrictConfig):
     # "auto": a fresh network namespace (`unshare -n`) when the machine allows it, always with the audit hook;
     # "audit": only the in-process audit hook that refuses sockets; "unshare": fail the item if unshare is missing.
     network: Literal["auto", "unshare", "audit"] = "auto"
-    # When the verifier runs as root: run programs under a throw-away uid, so RLIMIT_NPROC counts only them and
-    # file permissions keep them out of everything else. Ignored when not root.
-    isolate_user: bool = True
 
 
 class LanguageConfig(StrictConfig):

@@ -78,8 +78,8 @@ def normalize_answer(answer: str, answer_type: str = "number") -> str:
         return answer.strip("\n")
     text = _TEXT_WRAPPER.sub(r"\1", answer).strip()
     if answer_type == "choice":
-        m = _LETTER.match(text.strip())
-        return m.group(1).upper() if m else normalize_text_answer(text)
+        m = _LETTER.match(text.strip().upper())
+        return m.group(1) if m else normalize_text_answer(text)
     if answer_type == "number":
         number = as_rational(text)
         if number is not None:

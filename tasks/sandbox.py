@@ -4,10 +4,12 @@ Layers, each one holding on its own where it can:
 - Resource limits (setrlimit, inherited by every child): CPU seconds, address space (memory), number of processes,
   file size (stdout/stderr go to files, so this also caps output), open files; a wall-clock limit after which the whole
   process group is killed.
-- A throw-away user id when the verifier runs as root (`isolate_user`): RLIMIT_NPROC then counts only the sandbox's
-  processes (a fork bomb stops at `max_processes`), file permissions keep it out of everything it does not own (the
-  verifier's files, /root, /proc/<pid>/environ of other users), and after the run every process of that uid is
-  killed, including any that escaped the process group with setsid().
+- A throw-away user id whenever the verifier runs as root (root ignores RLIMIT_NPROC, so this is not optional):
+  RLIMIT_NPROC then counts only the sandbox's processes (a fork bomb stops at `max_processes`), file permissions keep
+  it out of everything it does not own (the verifier's files, /root, /proc/<pid>/environ of other users; world-
+  writable places such as /tmp are left to the audit hook), and after the run every process of that uid is killed,
+  including any that escaped the process group with setsid(). Not root: RLIMIT_NPROC is the user's current process
+  count plus `max_processes`.
 - No network: a fresh network namespace (the unshare(2) syscall with CLONE_NEWNET, i.e. `unshare -n`) when the
   kernel allows it, so only an unconnected loopback exists; and always an audit hook (PEP 578) in the harness that
   refuses socket creation, subprocesses/exec, ctypes, writes outside the working directory and reading other
@@ -123,17 +125,18 @@ def network_namespace_available() -> bool:
 
 
 def _user_process_count(uid: int) -> int:
+    """Live (not zombie) processes whose real uid is `uid`."""
     count = 0
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("Uid:"):
-                            count += int(line.split()[1]) == uid
-                            break
+                    status = f.read()
             except OSError:
                 continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            count += int(fields.get("Uid", "-1 ").split()[0]) == uid and not fields.get("State", "").strip(
+                ).startswith(("Z", "X"))
     return count
 
 
@@ -184,7 +187,8 @@ def _limits_preexec(limits: SandboxConfig, uid: int | None, nproc: int, namespac
 
 def _kill_user_processes(uid: int) -> None:
     """SIGKILL every process of the sandbox uid (kill(-1) as that uid reaches exactly those), until none is left."""
-    for _ in range(20):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         if _user_process_count(uid) == 0:
             return
         try:
@@ -229,7 +233,7 @@ def run_program(source: str, limits: SandboxConfig = SandboxConfig(), audit_hook
     namespace = limits.network != "audit" and network_namespace_available()
     if limits.network == "unshare" and not namespace:
         return SandboxResult("sandbox_error", None, "", "network namespaces unavailable", 0.0, "none", "none")
-    uid = _sandbox_uid() if limits.isolate_user else None
+    uid = _sandbox_uid()
     nproc = limits.max_processes if uid is not None else _user_process_count(os.getuid()) + limits.max_processes
     network = "namespace+audit_hook" if namespace else "audit_hook"
     user = f"isolated_uid:{uid}" if uid is not None else "same_user"

@@ -1,0 +1,148 @@
+"""The verifier cascade: one row per sample, every check kept, failures as reasons."""
+
+import polars as pl
+import pytest
+
+from schemas.config_verify import FormatConfig, LanguageConfig, LengthConfig, SandboxConfig, VerifyConfig
+from tasks.report import verdict_breakdown
+from tasks.shards import ShardStore, shard_key
+from tasks.verify import VERIFIERS, letter_scripts, verify_samples, verify_shard
+from tasks.verify_pool import VerifierPool
+from tests.verify_helpers import question, sample, tables
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with VerifierPool(2) as p:
+        yield p
+
+
+def _by_id(table) -> dict[str, dict]:
+    return {r["sample_id"]: r for r in table.to_pylist()}
+
+
+def test_contract_verifier_names_are_registered():
+    assert {"math", "exact", "choice", "regex", "code", "abstain", "judge", "format", "language",
+            "length"} <= set(VERIFIERS)
+
+
+def test_math_cascade_keeps_every_check_and_one_row_per_sample(pool):
+    qs = [question("q1", "12"), question("q2", None)]
+    ss = [sample("q1", 0, "Step 1: 5 + 7 = 12\nThe answer is 12."),
+          sample("q1", 1, "Step 1: 5 + 7 = 13\nThe answer is 13."),
+          sample("q1", 2, "I am not sure."),
+          sample("q1", 3, "", error="backend down", finish_reason="error"),
+          sample("q1", 4, "Half of 24 is \\boxed{\\frac{24}{2}}"),
+          sample("q2", 0, "The answer is 4.")]
+    out = verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool)
+    assert out.num_rows == len(ss)
+    rows = _by_id(out)
+    assert (rows["q1-0"]["verdict"], rows["q1-0"]["reason"], rows["q1-0"]["extracted_answer"]) == (
+        True, "math_equivalent", "12")
+    assert (rows["q1-1"]["verdict"], rows["q1-1"]["reason"]) == (False, "math_mismatch")
+    assert (rows["q1-2"]["verdict"], rows["q1-2"]["reason"], rows["q1-2"]["extracted_answer"]) == (
+        False, "no_answer_found", None)
+    assert (rows["q1-3"]["verdict"], rows["q1-3"]["reason"]) == (None, "generation_error")
+    assert (rows["q1-4"]["verdict"], rows["q1-4"]["extraction_method"]) == (True, "boxed")
+    assert (rows["q2-0"]["verdict"], rows["q2-0"]["reason"]) == (None, "no_gold_answer")
+    checks = rows["q1-1"]["checks"]
+    assert [c["name"] for c in checks] == ["math", "format", "language", "length"]
+    assert all(c["version"] for c in checks)
+    assert rows["q1-0"]["verifier_name"] == "math" and rows["q1-0"]["verifier_version"] == VERIFIERS["math"][0]
+    assert rows["q1-0"]["n_steps"] == 2 and rows["q1-0"]["scripts"] == "latin"
+
+
+def test_rule_verifiers_exact_choice_regex_abstain_and_unknown(pool):
+    qs = [question("e", "Paris", "exact", "text"), question("c", "B", "choice", "choice"),
+          question("r", r"(paris|lyon)", "regex", "text"), question("a", "ABSTAIN", "abstain", "none"),
+          question("u", "1", "no_such_verifier")]
+    ss = [sample("e", 0, "The answer is paris."), sample("e", 1, "The answer is Rome."),
+          sample("c", 0, "Looking at the options, the answer is (B)."), sample("c", 1, "I pick (D)"),
+          sample("r", 0, "The answer is Lyon"), sample("r", 1, "The answer is Nice"),
+          sample("a", 0, "There is not enough information to answer."), sample("a", 1, "The answer is 7."),
+          sample("u", 0, "The answer is 1.")]
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
+    got = {k: (v["verdict"], v["reason"]) for k, v in rows.items()}
+    assert got == {
+        "e-0": (True, "exact_match"), "e-1": (False, "exact_mismatch"),
+        "c-0": (True, "choice_match"), "c-1": (False, "choice_mismatch"),
+        "r-0": (True, "pattern_matched"), "r-1": (False, "pattern_mismatch"),
+        "a-0": (True, "declined"), "a-1": (False, "answered_unanswerable"),
+        "u-0": (None, "unknown_verifier:no_such_verifier"),
+    }
+
+
+def test_code_verifier_runs_candidates_in_the_sandbox(pool):
+    tests = "assert square(3) == 9\nassert square(-2) == 4\n"
+    qs = [question("k", None, "code", "code", tests=tests), question("n", None, "code", "code")]
+    ss = [sample("k", 0, "Here:\n```python\ndef square(x):\n    return x * x\n```"),
+          sample("k", 1, "```python\ndef square(x):\n    return x + x\n```"),
+          sample("k", 2, "```python\ndef square(x):\n    while True:\n        pass\n```\n"),
+          sample("k", 3, "I would square it."),
+          sample("n", 0, "```python\nprint(1)\n```")]
+    config = VerifyConfig(sandbox=SandboxConfig(cpu_s=1, wall_s=4.0))
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", config, pool))
+    got = {k: (v["verdict"], v["reason"]) for k, v in rows.items()}
+    assert got["k-0"] == (True, "tests_passed")
+    assert got["k-1"] == (False, "tests_failed")
+    assert got["k-2"][0] is False and got["k-2"][1] in ("cpu_limit", "timeout")
+    assert got["k-3"] == (False, "no_code_block")
+    assert got["n-0"] == (None, "no_tests")
+
+
+def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
+    # A deadline no verification can meet: every pooled item times out, the stage still returns every row.
+    qs = [question("q", "3")]
+    ss = [sample("q", i, f"The answer is {i}.") for i in range(3)]
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(timeout_s=1e-4), pool))
+    assert {(v["verdict"], v["reason"]) for v in rows.values()} == {(None, "timeout")}
+
+
+def test_structure_gates_veto_only_when_enforced(pool):
+    qs = [question("q", "4")]
+    ss = [sample("q", 0, "The answer is 5. No wait, \\boxed{4}"),  # two different final answers
+          sample("q", 1, "答案是 4。The answer is 4."),  # mixed scripts
+          sample("q", 2, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length")]
+    lenient = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
+    assert all(v["verdict"] is True for v in lenient.values())
+    formats = {k: next(c for c in v["checks"] if c["name"] == "format")["reason"] for k, v in lenient.items()}
+    assert formats["q-0"] == "conflicting_final_answers"
+    strict = VerifyConfig(format=FormatConfig(enforce=True),
+                          language=LanguageConfig(policy="target_only", target="latin", enforce=True),
+                          length=LengthConfig(enforce=True))
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", strict, pool))
+    assert (rows["q-0"]["verdict"], rows["q-0"]["reason"], rows["q-0"]["verifier_name"]) == (
+        False, "format:conflicting_final_answers", "format")
+    assert (rows["q-1"]["verdict"], rows["q-1"]["reason"]) == (False, "language:other_script:cjk")
+    assert (rows["q-2"]["verdict"], rows["q-2"]["reason"]) == (False, "length:truncated")
+    # The answer check itself still says the answer was right: nothing is lost.
+    assert all(v["checks"][0]["verdict"] is True for v in rows.values())
+
+
+def test_language_policies(pool):
+    assert letter_scripts("Let θ be the angle; 角度 is angle")["greek"] == 0  # one-letter Greek is notation
+    qs = [question("q", "4")]
+    ss = [sample("q", 0, "The answer is 4, 因为 two plus two."), sample("q", 1, "Ответ 4, потому что два плюс два")]
+    mixed = _by_id(verify_samples(*tables(qs, ss), "r", "b",
+                                  VerifyConfig(language=LanguageConfig(policy="mixed_allowed")), pool))
+    lang = {k: next(c for c in v["checks"] if c["name"] == "language") for k, v in mixed.items()}
+    assert (lang["q-0"]["verdict"], lang["q-0"]["reason"]) == (True, "target_dominant")
+    assert (lang["q-1"]["verdict"], lang["q-1"]["reason"]) == (False, "target_share_below_min")
+    assert mixed["q-0"]["scripts"] == "latin,cjk"
+
+
+def test_verify_shard_caches_by_config_and_breakdown_reads_checks(tmp_path, pool):
+    store = ShardStore(str(tmp_path))
+    samples, questions = tables([question("q", "2")], [sample("q", 0, "The answer is 2."),
+                                                       sample("q", 1, "The answer is 3.")])
+    s_ref = store.write("samples", shard_key("samples", "x"), samples)
+    q_ref = store.write("questions", shard_key("questions", "x"), questions)
+    first = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
+    again = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
+    other = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(timeout_s=9.0), pool)
+    assert first == again and other.key != first.key and first.rows == 2
+    breakdown = verdict_breakdown(pl.from_arrow(store.read(first)))
+    counts = {(b["verifier_name"], b["verdict"], b["reason"]): b["len"] for b in breakdown}
+    assert counts[("final:math", "true", "math_equivalent")] == 1
+    assert counts[("math", "false", "math_mismatch")] == 1
+    assert counts[("length", "true", "within_limits")] == 2
