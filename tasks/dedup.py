@@ -39,7 +39,7 @@ _P = 0x9E3779B97F4A7C15  # odd, so invertible mod 2^64
 _Q = pow(_P, -1, 1 << 64)  # span hashes are sums of (byte + 1) * Q^t, re-based to the span start by P^start
 _BAND_MULTIPLIERS = np.random.RandomState(20240611).randint(1, 1 << 62, 1024, dtype=np.uint64) * np.uint64(2) + 1
 _SPAN_CHUNK = 16_384  # shingles per permutation chunk: 16k x 128 x 4 B = 8 MiB of temporaries
-_DOC_BATCH = 4_096  # documents per shingling batch
+_DOC_BATCH = 1_024  # documents per shingling batch (bounds the per-byte temporaries)
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:

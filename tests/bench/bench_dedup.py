@@ -18,7 +18,7 @@ from datasketch import MinHash, MinHashLSH
 
 from schemas.config_dedup import MinHashConfig
 from schemas.records import normalize_text
-from tasks.dedup import UnionFind, cluster_texts, lsh_params
+from tasks.dedup import UnionFind, cluster_texts, fast_hash32
 
 CONFIG = MinHashConfig(threshold=0.8, num_perm=128, shingle="chars", shingle_size=5, keep=["earliest"])
 
@@ -87,7 +87,8 @@ def datasketch_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
         if j != i:
             uf.union(j, i)
             continue
-        m = MinHash(num_perm=config.num_perm, seed=config.seed)
+        # same parameters as ours, shingle hash included (datasketch's default sha1 would make the estimates differ)
+        m = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=fast_hash32 if config.hash == "fast" else None)
         data = norm.encode()
         for k in range(max(len(data) - config.shingle_size + 1, 1)):
             m.update(data[k:k + config.shingle_size])
