@@ -1,4 +1,5 @@
-"""The `cotforge` command: build a recipe, pull a published view."""
+"""The `cotforge` command: build a recipe (optionally pushing it to the Hub), pull a published view, schedule builds
+and serve the schedules."""
 
 from __future__ import annotations
 
@@ -28,12 +29,32 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except RecipeError as error:
         console.print(f"[red]bad recipe[/red] {error}")
         return 2
-    from flows.build import build
+    from flows.build import run_build
     from tasks.progress import stop_progress
 
+    from tasks.hub import VersionExistsError, next_version, parse_semver, published_versions
+
+    push = args.push or recipe.publish.repo
+    version = args.version
+    try:
+        if version is not None:
+            parse_semver(version)
+        if push:
+            if version is None:
+                version = next_version(push)
+            elif version in published_versions(push):
+                raise VersionExistsError(f"{push} already has version {version}; published versions are never moved "
+                                         "or overwritten: pass a new --version (or none for the next patch version)")
+    except (ValueError, VersionExistsError) as error:
+        console.print(f"[red]cannot build[/red] {error}")
+        return 2
     start = time.perf_counter()
     try:
-        result = build(recipe, out=args.out, version=args.version)
+        result = run_build(recipe, out=args.out, version=version or "0.1.0", push=push,
+                           private=True if args.private else None)
+    except VersionExistsError as error:
+        console.print(f"[red]not published[/red] {error}")
+        return 2
     finally:
         stop_progress()
     table = Table(title=f"{recipe.name} {result.version} (build {result.build_id})")
@@ -44,16 +65,19 @@ def _cmd_build(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"data: [bold]{os.path.abspath(result.out)}[/bold]  "
                   f"(card: README.md, report: report/report.md)  wall time {time.perf_counter() - start:.0f}s")
+    if result.pushed:
+        console.print(f"pushed: [bold]{result.pushed['repo_id']}[/bold] version {result.pushed['version']} "
+                      f"(commit {result.pushed['commit'][:12]})")
     return 0
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     from schemas.views import SchemaMismatch
-    from tasks.publish import read_view
+    from tasks.hub import cotforge_pull
 
     try:
-        frame = read_view(args.source, args.config)
-    except (SchemaMismatch, FileNotFoundError, ValueError) as error:
+        frame = cotforge_pull(args.source, args.config, version=args.version)
+    except (SchemaMismatch, FileNotFoundError, ValueError, OSError) as error:
         print(f"cannot pull {args.config!r} from {args.source}: {error}", file=sys.stderr)
         return 2
     if args.out:
@@ -66,6 +90,34 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from schemas.recipe import RecipeError
+    from flows.schedule import create_schedule
+
+    try:
+        deployment_id = create_schedule(args.recipe, cron=args.cron, interval=args.interval, push=args.push,
+                                        out=args.out, reseed=args.reseed, private=True if args.private else None,
+                                        name=args.name)
+    except (RecipeError, ValueError) as error:
+        print(f"cannot schedule {args.recipe}: {error}", file=sys.stderr)
+        return 2
+    every = f"cron {args.cron!r}" if args.cron else f"every {args.interval:g}s"
+    print(f"scheduled {args.recipe} ({every}) as Prefect deployment {deployment_id}; run `cotforge serve` to execute "
+          "the scheduled builds")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from flows.schedule import serve_schedules
+
+    try:
+        serve_schedules(limit=args.limit)
+    except RuntimeError as error:
+        print(f"cannot serve: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cotforge", description="Build reasoning datasets from recipes.")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs")
@@ -73,13 +125,31 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="run a one-off build of a recipe")
     b.add_argument("recipe")
     b.add_argument("--out", help="output folder (default: the recipe's publish.out)")
-    b.add_argument("--version", default="0.1.0", help="dataset version X.Y.Z")
+    b.add_argument("--version", default=None,
+                   help="dataset version X.Y.Z (default 0.1.0; with --push, the next patch version of the repo)")
+    b.add_argument("--push", metavar="ORG/NAME", help="publish to this Hub dataset repo (HF_ENDPOINT / HF_TOKEN)")
+    b.add_argument("--private", action="store_true", help="create the Hub repo private")
     b.set_defaults(func=_cmd_build)
     p = sub.add_parser("pull", help="read a published view as a Polars frame, with a schema check")
-    p.add_argument("source", help="a local output folder")
+    p.add_argument("source", help="a Hub dataset repo ORG/NAME, or a local output folder")
+    p.add_argument("--version", help="version X.Y.Z to pull (default: the latest)")
     p.add_argument("--config", required=True, help="view name: sft, preference, prm ...")
     p.add_argument("--out", help="write the view to OUT/<config>.parquet instead of printing it")
     p.set_defaults(func=_cmd_pull)
+    s = sub.add_parser("schedule", help="create a Prefect deployment that builds a recipe on a schedule")
+    s.add_argument("recipe")
+    when = s.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="cron expression, e.g. '0 3 * * *'")
+    when.add_argument("--interval", type=float, help="seconds between builds")
+    s.add_argument("--push", metavar="ORG/NAME", help="publish each new version to this Hub dataset repo")
+    s.add_argument("--private", action="store_true", help="create the Hub repo private")
+    s.add_argument("--out", help="local folder of the versions (X.Y.Z/ subfolders); default: the recipe's")
+    s.add_argument("--reseed", action="store_true", help="derive each version's seed from the version")
+    s.add_argument("--name", help="deployment name (default: from the recipe and target)")
+    s.set_defaults(func=_cmd_schedule)
+    v = sub.add_parser("serve", help="run the scheduled builds (Prefect serve) until interrupted")
+    v.add_argument("--limit", type=int, help="at most this many builds at once")
+    v.set_defaults(func=_cmd_serve)
     args = parser.parse_args(argv)
     _quiet_prefect(args.verbose)
     return args.func(args)

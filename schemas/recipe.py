@@ -14,6 +14,7 @@ from schemas.config_dedup import DedupConfig
 from schemas.config_generation import GenerationConfig
 from schemas.config_publish import PublishConfig
 from schemas.config_questions import QuestionsConfig
+from schemas.config_runner import RunnerConfig
 from schemas.config_verify import VerifyConfig
 from schemas.config_views import ViewsConfig
 
@@ -33,6 +34,7 @@ class Recipe(StrictConfig):
     dedup: DedupConfig = DedupConfig()
     views: ViewsConfig = ViewsConfig()
     publish: PublishConfig = PublishConfig()
+    runner: RunnerConfig = RunnerConfig()  # where shard tasks run: local, or Ray (prefect-ray)
 
     def content_hash(self) -> str:
         """Hash of the validated recipe (defaults filled in), so equivalent YAML files hash the same."""
