@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from tasks.families import FamilyItem, Solution, register_family
+from tasks.families import (FamilyItem, Solution, abstain_solution, add_unanswerable, generate_distinct,
+                            is_unanswerable, params_value, register_family, ABSTAIN_STEPS)
 
 _NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goro", "Hana", "Ivan", "Jade"]
 _THINGS = ["apples", "marbles", "stickers", "coins", "books", "shells", "pencils", "stamps"]
@@ -22,12 +23,11 @@ class ArithmeticFamily:
 
     def generate(self, n: int, difficulty: int, seed: int, **params) -> list[FamilyItem]:
         """`difficulty` d: d steps (1 = a single addition), operands up to 10**(1 + d//3)."""
-        rng = random.Random(f"{self.name}:{difficulty}:{seed}")
-        items = []
-        for _ in range(n):
-            steps = int(params.get("steps", difficulty))
-            high = 10 ** (1 + difficulty // 3)
-            ops = ["add"] if difficulty == 1 else ["add", "sub", "mul"]
+        steps = params_value(params, "steps", difficulty)
+        high = 10 ** (1 + difficulty // 3)
+        ops = ["add"] if difficulty == 1 else ["add", "sub", "mul"]
+
+        def make(rng: random.Random) -> FamilyItem:
             start = rng.randint(1, high)
             value = start
             plan = []
@@ -40,15 +40,26 @@ class ArithmeticFamily:
                 value = _OPS[op][2](value, x)
             p = {"name": rng.choice(_NAMES), "thing": rng.choice(_THINGS), "start": start, "plan": plan}
             solution = self.solve(p, rng, error_at=None)
-            items.append(FamilyItem(text=self._render(p), gold_answer=solution.answer, params=p,
-                                    reference_steps=solution.steps))
-        return items
+            return FamilyItem(text=self._render(p), gold_answer=solution.answer, params=p,
+                              reference_steps=solution.steps)
+
+        key = f"{self.name}:{difficulty}:{seed}"
+        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
+                                key, self._perturb)
+
+    def _perturb(self, item: FamilyItem, rng: random.Random) -> tuple[str, str]:
+        p = item.params
+        first = f"{p['name']} has {p['start']} {p['thing']}."
+        return (item.text.replace(first, f"{p['name']} has some {p['thing']}.", 1),
+                f"how many {p['thing']} {p['name']} starts with")
 
     def num_steps(self, params: dict) -> int:
-        return len(params["plan"])
+        return ABSTAIN_STEPS if is_unanswerable(params) else len(params["plan"])
 
     def solve(self, params: dict, rng: random.Random, error_at: int | None) -> Solution:
         """Work the plan step by step; at `error_at` the result is off by a small amount and the error carries on."""
+        if is_unanswerable(params):
+            return abstain_solution(params, rng, error_at)
         value = params["start"]
         steps = []
         for i, (op, x) in enumerate(params["plan"]):
