@@ -61,6 +61,9 @@ class JudgeConfig(StrictConfig):
     # overrides a rule `true` (a right answer with reasoning the judge rejects).
     everywhere: bool = False
     pass_score: float = Field(default=0.5, ge=0.0, le=1.0)  # score (0..1) at or above which a bare score passes
+    # Text the judge's reply starts with (the backend continues it), e.g. "SCORE:" so a small model states a score
+    # first; it is kept at the head of the stored rationale.
+    assistant_prefix: str = ""
 
 
 class VerifyConfig(StrictConfig):

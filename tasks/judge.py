@@ -16,7 +16,9 @@ from tasks.generate.base import GenerationRequest, Generator, SamplingParams
 
 JUDGE_VERSION = "1"
 
-_VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(correct|incorrect|right|wrong|yes|no|true|false)\b", re.I)
+# A verdict followed by "or ..." is the prompt's template echoed back, not a decision.
+_VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(correct|incorrect|right|wrong|yes|no|true|false)\b"
+                      r"(?!\s*(?:or|/|\|)\s*\w)", re.I)
 _SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*(10|100|1)\b)?", re.I)
 _POSITIVE = {"correct", "right", "yes", "true"}
 
@@ -67,7 +69,8 @@ def judge_samples(generator: Generator, rows: list[dict], config: JudgeConfig, s
     params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=tuple(s.stop))
     requests = [GenerationRequest(request_id=r["sample_id"],
                                   messages=judge_messages(r["question"], r["text"], r["gold_answer"], config.rubric),
-                                  n=1, seed=int(stable_id(str(seed), r["sample_id"], length=8), 16), params=params)
+                                  n=1, seed=int(stable_id(str(seed), r["sample_id"], length=8), 16), params=params,
+                                  assistant_prefix=config.assistant_prefix)
                 for r in rows]
     try:
         completions = generator.generate(requests)
@@ -80,6 +83,7 @@ def judge_samples(generator: Generator, rows: list[dict], config: JudgeConfig, s
         if completion is None or completion.error is not None:
             out.append(Judgement(None, "judge_error", None, completion.error if completion else "no completion"))
             continue
-        verdict, reason, score = parse_judgement(completion.text, config.pass_score)
-        out.append(Judgement(verdict, reason, score, completion.text))
+        text = config.assistant_prefix + completion.text
+        verdict, reason, score = parse_judgement(text, config.pass_score)
+        out.append(Judgement(verdict, reason, score, text))
     return out

@@ -1,0 +1,86 @@
+"""Majority vote, pseudo-labels, pass rate with k and the reference model, difficulty bins and the band kernel."""
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from schemas.arrow import to_table
+from schemas.config_verify import VerifyConfig
+from schemas.records import Verdict
+from tasks.shards import ShardStore, shard_key
+from tasks.vote import agreement_with_majority, difficulty_bin, in_band, majority, vote_answers, vote_shard
+from tests.verify_helpers import question
+from schemas.records import Question
+
+
+def _verdicts(rows: list[tuple[str, str, str | None, bool | None]]) -> pa.Table:
+    return to_table([Verdict(sample_id=s, question_id=q, extracted_answer=a, extraction_method="answer_is" if a else None,
+                             verdict=v, reason="x", verifier_name="math", verifier_version="2", recipe_hash="r",
+                             build_id="b") for s, q, a, v in rows], Verdict)
+
+
+QUESTIONS = to_table([question("g", "4"), question("p", None), question("w", None), question("empty", "1")], Question)
+VERDICTS = _verdicts([
+    ("g0", "g", "4", True), ("g1", "g", "4", True), ("g2", "g", "5", False), ("g3", "g", None, False),
+    ("p0", "p", "7", None), ("p1", "p", "7", None), ("p2", "p", "7", None), ("p3", "p", "8", None),
+    ("w0", "w", "1", None), ("w1", "w", "2", None), ("w2", "w", "3", None),
+])
+
+
+def test_votes_with_gold_pseudo_labels_and_missing_samples():
+    votes = {v["question_id"]: v for v in vote_answers(VERDICTS, QUESTIONS, VerifyConfig(pseudo_label_min_share=0.6),
+                                                       "simulated", "r", "b", k=4).to_pylist()}
+    g = votes["g"]
+    assert (g["majority_answer"], g["vote_share"], g["n_answered"], g["n_correct"]) == ("4", 2 / 3, 3, 2)
+    assert (g["pass_rate"], g["pass_rate_basis"], g["pseudo_label"], g["difficulty_bin"]) == (0.5, "gold", None,
+                                                                                             "medium")
+    assert (g["k"], g["reference_model"], g["n_samples"]) == (4, "simulated", 4)
+    p = votes["p"]  # no gold, 3 of 4 agree: the majority becomes a pseudo-label
+    assert (p["pseudo_label"], p["vote_share"], p["pass_rate"], p["pass_rate_basis"]) == ("7", 0.75, 0.75,
+                                                                                          "pseudo_label")
+    w = votes["w"]  # no gold and no clear majority: no label, no pass rate
+    assert (w["pseudo_label"], w["pass_rate"], w["difficulty_bin"]) == (None, None, "unknown")
+    assert w["majority_answer"] == "1"  # ties break on the answer text: deterministic
+    e = votes["empty"]
+    assert (e["n_samples"], e["majority_answer"], e["pass_rate"], e["vote_share"]) == (0, None, None, 0.0)
+
+
+def test_agreement_with_majority_per_sample():
+    votes = pl.from_arrow(vote_answers(VERDICTS, QUESTIONS, VerifyConfig(), "m", "r", "b"))
+    agree = dict(agreement_with_majority(pl.from_arrow(VERDICTS), votes).iter_rows())
+    assert agree["g0"] and agree["g1"] and not agree["g2"] and not agree["g3"]
+    assert agree["p0"] and not agree["p3"]
+
+
+def test_difficulty_bins_and_edges():
+    assert [difficulty_bin(r) for r in (None, 0.0, 0.2, 0.5, 0.9, 1.0)] == [
+        "unknown", "never", "hard", "medium", "easy", "always"]
+    assert difficulty_bin(0.2, (0.1, 0.3)) == "medium"
+    with pytest.raises(ValueError, match="difficulty_edges"):
+        VerifyConfig(difficulty_edges=[0.7, 0.2])
+
+
+def test_in_band_on_floats_expressions_and_series():
+    assert in_band(0.5, 0.1, 0.9) and not in_band(1.0, 0.1, 0.9) and not in_band(None, 0.0, 1.0)
+    assert in_band(0.1, 0.1, 0.9)  # inclusive
+    frame = pl.DataFrame({"pass_rate": [0.0, 0.25, 0.75, 1.0, None]})
+    kept = frame.filter(in_band(pl.col("pass_rate"), 0.1, 0.9))["pass_rate"].to_list()
+    assert kept == [0.25, 0.75]
+    assert in_band(frame["pass_rate"], 0.0, 0.5).to_list() == [True, True, False, False, False]
+    with pytest.raises(ValueError):
+        in_band(0.5, 0.9, 0.1)
+
+
+def test_majority_kernel():
+    assert majority([]) == (None, 0)
+    assert majority(["b", "a", "b", "a"]) == ("a", 2)
+
+
+def test_vote_shard_writes_and_reuses(tmp_path):
+    store = ShardStore(str(tmp_path))
+    v_ref = store.write("verdicts", shard_key("verdicts", "x"), VERDICTS)
+    q_ref = store.write("questions", shard_key("questions", "x"), QUESTIONS)
+    first = vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 4)
+    assert first.rows == 4
+    assert vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 4) == first
+    assert vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 8).key != first.key
