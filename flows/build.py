@@ -25,7 +25,7 @@ from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
 from tasks.questions import questions_shards
 from tasks.report import pass_rate_histogram_png, report_markdown, stage_counts, verdict_breakdown
-from tasks.sample import sample_shard
+from tasks.sample import generation_accounting, sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
 from tasks.verify_pool import VerifierPool
@@ -118,9 +118,10 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
                                                  recipe.description, recipe.publish.license, recipe_yaml, published,
                                                  counts, lineage))
     write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
-    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings))
+    generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
+    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
-    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown, "dedup": dedup_summary["report"]}))
+    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown, "generation": generation, "dedup": dedup_summary["report"]}))
     store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
                      | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
     return result

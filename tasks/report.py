@@ -64,9 +64,13 @@ def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float]) -> str:
+def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float],
+                    generation: dict | None = None) -> str:
     lines = ["# Build report", "", "## Counts per stage", "", "| stage | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
+    if generation:  # tasks.sample.generation_accounting: tokens, throughput, accepted per token / GPU-hour
+        lines += ["", "## Generation", "", "| measure | value |", "|---|---|"]
+        lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items()]
     lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]
     lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
