@@ -113,7 +113,9 @@ def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str,
         for short, long in zip(by_length, reversed(by_length)):
             if made >= config.max_pairs_per_question or short["sample_id"] == long["sample_id"]:
                 break
-            if long["completion_tokens"] >= config.min_length_ratio * max(short["completion_tokens"], 1):
+            # Rendering rewrites a missing answer line, so two rationales can differ only before rendering.
+            same = _assistant(short, config.reasoning_format) == _assistant(long, config.reasoning_format)
+            if not same and long["completion_tokens"] >= config.min_length_ratio * max(short["completion_tokens"], 1):
                 pairs.append(("concise_vs_verbose", short, long))
                 made += 1
     return pairs

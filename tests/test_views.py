@@ -51,8 +51,14 @@ def test_sft_strict_and_lenient(joined):
 
 def test_preference_pairs_stay_within_a_question_and_record_their_method(joined):
     frame, _ = joined
-    # The simulated solver's correct rationales differ in length only by the answer line (~1.2x): a low ratio bar.
-    pref = pl.from_arrow(build_preference(frame, PreferenceViewConfig(max_pairs_per_question=2, min_length_ratio=1.15)))
+    # The simulated solver's correct rationales of a question are the same steps; make some verbose (two lines
+    # restating the plan) so concise-vs-verbose pairs exist.
+    verbose = (pl.col("sample_index") % 2 == 1) & (pl.col("verdict") == True)  # noqa: E712
+    frame = frame.with_columns(
+        text=pl.when(verbose).then(pl.lit("We restate the problem and track the count.\nWe work one operation per "
+                                          "line and keep the running total.\n") + pl.col("text")).otherwise("text"),
+        completion_tokens=pl.when(verbose).then(pl.col("completion_tokens") + 14).otherwise("completion_tokens"))
+    pref = pl.from_arrow(build_preference(frame, PreferenceViewConfig(max_pairs_per_question=2)))
     by_id = {r["sample_id"]: r for r in frame.iter_rows(named=True)}
     methods = pref["pair_method"].value_counts()
     assert set(methods["pair_method"]) == {"correct_vs_incorrect", "concise_vs_verbose"}
@@ -65,7 +71,8 @@ def test_preference_pairs_stay_within_a_question_and_record_their_method(joined)
             assert chosen["verdict"] is True and rejected["verdict"] is False
         else:
             assert chosen["verdict"] is True and rejected["verdict"] is True
-            assert rejected["completion_tokens"] >= 1.15 * chosen["completion_tokens"]
+            assert rejected["completion_tokens"] >= 1.25 * chosen["completion_tokens"]
+            assert row["chosen"] != row["rejected"]
     assert pref.group_by("question_id", "pair_method").len()["len"].max() <= 2
     only = pl.from_arrow(build_preference(frame, PreferenceViewConfig(methods=["correct_vs_incorrect"])))
     assert set(only["pair_method"]) == {"correct_vs_incorrect"}
