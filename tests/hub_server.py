@@ -337,12 +337,16 @@ def _create_repo(h: _Handler, method, match, segments) -> None:
     repo_id = f"{namespace}/{payload['name']}"
     private = payload.get("visibility") == "private" or bool(payload.get("private"))
     store = h.server.hub.store
+    prefix = "" if type_ == "model" else f"{type_}s/"
+    url = f"{h.server.hub.endpoint}/{prefix}{repo_id}"
     with store.lock:
         if store.exists(type_, repo_id):
-            raise HubError(409, "You already created this repo")
+            # Like the Hub: 409 with the existing repo's url (create_repo(exist_ok=True) reads it).
+            h._send(409, {"error": "You already created this model repo", "url": url},
+                    {"X-Error-Message": "You already created this repo"})
+            return
         store.create(type_, repo_id, private)
-    prefix = "" if type_ == "model" else f"{type_}s/"
-    h._send(200, {"url": f"{h.server.hub.endpoint}/{prefix}{repo_id}", "name": repo_id})
+    h._send(200, {"url": url, "name": repo_id})
 
 
 @_route(r"/api/repos/delete", ("DELETE",), "delete_repo")
