@@ -1,0 +1,109 @@
+"""Frozen fixtures: every released view schema version stays readable by the current reader.
+
+`data/fixtures/<view>/<version>.parquet` is a small published file of that version (with its key-value metadata) and
+`<version>.json` its rows as written. Both are frozen: `python -m tests.test_fixture_views` writes the fixtures of
+versions that have none and never rewrites one. The tests read each fixture with the current reader
+(`check_and_migrate`) and fail when a change to a row model, the reader or a migration breaks old files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.views import VIEWS, SchemaMismatch, check_and_migrate, parse_version
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+ROWS_PER_FIXTURE = 4
+
+
+def fixture_files() -> list[Path]:
+    return sorted(FIXTURES.glob("*/*.parquet"))
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    return json.loads(json.dumps(rows, sort_keys=True))
+
+
+def freeze_fixtures() -> list[Path]:
+    """Write a fixture for each view's current version that has none (a released fixture is never rewritten)."""
+    from schemas.config_views import ViewsConfig
+    from tasks.generate.simulated import SimulatedGenerator
+    from tasks.prm import label_steps
+    from tasks.shards import write_parquet_atomic
+    from tasks.views import view_builders, view_metadata
+    from tests.views_support import simulated_joined
+
+    import fsspec
+
+    frame, generation = simulated_joined(n=6, difficulty=2, samples=4, seed=17)
+    frame = frame.with_columns(  # some verbose correct rationales, so concise-vs-verbose pairs exist
+        text=pl.when((pl.col("sample_index") == 1) & pl.col("verdict").fill_null(False))
+        .then(pl.lit("We restate the problem first.\nThen we work one operation per line.\n") + pl.col("text"))
+        .otherwise("text"),
+        completion_tokens=pl.when((pl.col("sample_index") == 1) & pl.col("verdict").fill_null(False))
+        .then(pl.col("completion_tokens") + 12).otherwise("completion_tokens"))
+    views = ViewsConfig()
+    labels = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.15, 0.05), views.prm, generation, 17, "fixture",
+                                       "fixture"))
+    written = []
+    for name, build in view_builders(frame, labels, views, generation.system_prompt).items():
+        path = FIXTURES / name / f"{VIEWS[name].version}.parquet"
+        if path.exists():
+            continue
+        table = build().slice(0, ROWS_PER_FIXTURE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(fsspec.filesystem("file"), str(path), table,
+                             view_metadata(name, "fixture", "fixture", "0.0.0"))
+        path.with_suffix(".json").write_text(json.dumps(_jsonable(table.to_pylist()), indent=1, sort_keys=True)
+                                             + "\n")
+        written.append(path)
+    return written
+
+
+def _read(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
+    table = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    return pl.from_arrow(table), meta
+
+
+def test_fixture_exists_for_every_current_view_version():
+    for view in VIEWS.values():
+        path = FIXTURES / view.name / f"{view.version}.parquet"
+        assert path.exists(), f"{view.name} {view.version} has no frozen fixture: run `python -m tests.test_fixture_views`"
+        assert path.with_suffix(".json").exists()
+
+
+def test_fixture_of_the_current_version_has_the_current_schema():
+    """A row-model change without a version bump shows here: the frozen file of that version no longer matches."""
+    for view in VIEWS.values():
+        schema = pq.read_schema(FIXTURES / view.name / f"{view.version}.parquet")
+        assert schema.remove_metadata().equals(view.arrow), f"{view.name}: changed without a schema version bump"
+
+
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_fixture_reads_with_the_current_reader(path: Path):
+    frame, meta = _read(path)
+    view, version = path.parent.name, path.stem
+    assert meta["cotforge.schema_name"] == view and meta["cotforge.schema_version"] == version
+    expected = json.loads(path.with_suffix(".json").read_text())
+    assert frame.height == len(expected) > 0
+    if view not in VIEWS or parse_version(version)[0] != VIEWS[view].major:
+        # An old major is refused with a message that names the cotforge that wrote it.
+        with pytest.raises(SchemaMismatch, match=meta.get("cotforge.version", "cotforge")):
+            check_and_migrate(frame, view, version, meta.get("cotforge.version"))
+        return
+    read = check_and_migrate(frame, view, version, meta.get("cotforge.version"))
+    assert read.columns == VIEWS[view].arrow.names
+    # Every column the old version wrote reads back with the values it had.
+    old_columns = [c for c in expected[0] if c in read.columns]
+    assert _jsonable(read.select(old_columns).to_dicts()) == [{c: row[c] for c in old_columns} for row in expected]
+
+
+if __name__ == "__main__":
+    for p in freeze_fixtures():
+        print(p)
