@@ -146,7 +146,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
         with _timed(timings, "sample"), stage_bar("sample", sum(r.rows for r in refs["questions"])) as advance:
             # One shard at a time: the generator holds one model and keeps it busy by itself.
             refs["samples"] = [sample_shard(store, q, generator, recipe.generation, recipe.seed, recipe_hash,
-                                            build_id, meta, advance) for q in refs["questions"]]
+                                            build_id, meta, advance, verify_config=recipe.verify)
+                              for q in refs["questions"]]
     finally:
         generator.close()
     with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:

@@ -97,30 +97,19 @@ def completions_to_samples(requests: list[GenerationRequest], completions: list[
 # ---------------------------------------------------------------------------------------------------- verification
 
 
-def accepted_flags(samples: list[Sample], questions: dict[str, dict]) -> list[bool | None]:
+def accepted_flags(samples: list[Sample], questions: pa.Table, verify_config=None, pool=None) -> list[bool | None]:
     """Per sample: True (verified correct), False (wrong) or None (undecidable: no gold, unknown verifier, error).
 
-    Only `extract_answer` and the `VERIFIERS` registry are used, the same kernels the verify stage runs."""
-    from tasks.extract import extract_answer
-    from tasks.verify import VERIFIERS
+    The verify stage's own kernel decides (`tasks.verify.verify_samples`: extraction, the question's registered
+    verifier, the cascade), so the adaptive budget counts exactly what the build will later accept."""
+    from schemas.config_verify import VerifyConfig
+    from tasks.verify import verify_samples
 
-    flags: list[bool | None] = [None] * len(samples)
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        groups.setdefault(questions[s.question_id].get("verifier") or "math", []).append(i)
-    for name, idx in groups.items():
-        if name not in VERIFIERS:
-            continue
-        _, verify = VERIFIERS[name]
-        predictions = [extract_answer(samples[i].text)[0] if samples[i].error is None else None for i in idx]
-        golds = [questions[samples[i].question_id].get("gold_answer") for i in idx]
-        try:
-            results = verify(predictions, golds)
-        except Exception:  # a verifier that cannot run here leaves these samples undecided (the verify stage reports)
-            continue
-        for i, gold, (verdict, _reason) in zip(idx, golds, results):
-            flags[i] = None if gold is None else verdict
-    return flags
+    if not samples:
+        return []
+    verdicts = verify_samples(to_table(samples, Sample), questions, "", "", verify_config or VerifyConfig(), pool=pool)
+    by_id = dict(zip(verdicts.column("sample_id").to_pylist(), verdicts.column("verdict").to_pylist()))
+    return [by_id.get(s.sample_id) for s in samples]
 
 
 def plan_extra_samples(n: int, accepted: int, decided: int, quota: int, cap: int, min_step: int) -> int:
@@ -232,8 +221,23 @@ def _run_round(requests: list[GenerationRequest], generator: Generator, config: 
 
 def sample_questions(questions: pa.Table, generator: Generator, config: GenerationConfig, recipe_seed: int,
                      recipe_hash: str, build_id: str, advance=lambda n=1: None, parts: PartWriter | None = None,
-                     stats: SamplingStats | None = None) -> pa.Table:
-    """Sample every question of a shard (all rounds); `advance` is called per question of the first round."""
+                     stats: SamplingStats | None = None, verify_config=None) -> pa.Table:
+    """Sample every question of a shard (all rounds); `advance` is called per question of the first round.
+    `verify_config` (the recipe's `verify` section) judges acceptance for the adaptive budget and guidance."""
+    adaptive, guided = config.adaptive, config.guidance
+    if adaptive.enabled or guided.enabled:
+        from tasks.verify_pool import VerifierPool
+
+        workers = verify_config.workers if verify_config is not None else None
+        with VerifierPool(workers) as pool:
+            return _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts,
+                                     stats, lambda batch: accepted_flags(batch, questions, verify_config, pool))
+    return _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts, stats,
+                             None)
+
+
+def _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts, stats,
+                      judge_batch) -> pa.Table:
     began = time.perf_counter()
     parts = parts or PartWriter(None, "", None)
     stats = stats if stats is not None else SamplingStats()
@@ -244,8 +248,8 @@ def sample_questions(questions: pa.Table, generator: Generator, config: Generati
     stats.rounds = 1
     stats.per_round["0"] = len(samples)
     adaptive, guided = config.adaptive, config.guidance
-    if adaptive.enabled or guided.enabled:
-        flags = accepted_flags(samples, rows)
+    if judge_batch is not None:
+        flags = judge_batch(samples)
         for round_ in range(1, adaptive.max_rounds + 1 if adaptive.enabled else 1):
             tally = _tally(samples, flags)
             more = []
@@ -259,7 +263,7 @@ def sample_questions(questions: pa.Table, generator: Generator, config: Generati
             new = _run_round(more, generator, config, recipe_hash, build_id, parts, stats, round_, None,
                              {qid: n for qid, (n, _, _) in tally.items()}, advance)
             samples += new
-            flags += accepted_flags(new, rows)
+            flags += judge_batch(new)
             stats.rounds = round_ + 1
             stats.per_round[str(round_)] = len(new)
         if guided.enabled:
@@ -300,9 +304,12 @@ def stats_path(key: str) -> str:
 @task(name="sample", cache_policy=NO_CACHE)
 def sample_shard(store: ShardStore, questions: ShardRef, generator: Generator, config: GenerationConfig,
                  recipe_seed: int, recipe_hash: str, build_id: str, metadata: dict[str, str],
-                 advance=lambda n=1: None) -> ShardRef:
-    """Sample one question shard (skipped when its output already exists; resumed from its parts when partly done)."""
-    config_hash = stable_id(config.model_dump_json(), str(recipe_seed))
+                 advance=lambda n=1: None, verify_config=None) -> ShardRef:
+    """Sample one question shard (skipped when its output already exists; resumed from its parts when partly done).
+    `verify_config` matters only with the adaptive budget or guidance, which verify as they sample."""
+    verifying = config.adaptive.enabled or config.guidance.enabled
+    config_hash = stable_id(config.model_dump_json(), str(recipe_seed),
+                            verify_config.model_dump_json() if verifying and verify_config is not None else "")
     key = shard_key("samples", config_hash, questions.key)
     done = store.done("samples", key)
     if done is not None:
@@ -311,7 +318,7 @@ def sample_shard(store: ShardStore, questions: ShardRef, generator: Generator, c
     stats = SamplingStats()
     parts = PartWriter(store, key, metadata)
     table = sample_questions(store.read(questions), generator, config, recipe_seed, recipe_hash, build_id, advance,
-                             parts, stats)
+                             parts, stats, verify_config)
     ref = store.write("samples", key, table, metadata)
     store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend, "model": generator.model})
     return ref
