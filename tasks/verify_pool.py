@@ -60,8 +60,8 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
-        self.item: int | None = None  # index of the item in flight
-        self.deadline = 0.0
+        self.queue: list[int] = []  # indices sent to this worker, the one it is running first
+        self.deadline = 0.0  # for the item at the head of the queue (or for saying ready)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -74,13 +74,16 @@ class VerifierPool:
     """`workers` processes; `run(items, timeouts)` returns one (verdict, reason) per item, in order.
 
     Workers are started once and reused across shards (spawned, so a Prefect/thread-laden parent is never forked).
+    Each worker holds up to `depth` items, so it never idles while a busy parent gets round to sending the next; an
+    item's clock starts when the parent sees the worker finish the one before it (or when sent to an idle worker).
     """
 
     def __init__(self, workers: int | None = None, preload: tuple[str, ...] = ("math_verify",),
-                 start_timeout_s: float = 120.0):
+                 start_timeout_s: float = 120.0, depth: int = 2):
         self.size = workers or os.cpu_count() or 1
         self.preload = preload
         self.start_timeout_s = start_timeout_s
+        self.depth = max(1, depth)
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self.restarts = 0  # workers replaced after a timeout or a crash (reported by benchmarks and tests)
@@ -98,10 +101,11 @@ class VerifierPool:
         return worker
 
     def run(self, items: list[Item], timeouts: list[float] | float = 5.0) -> list[Result]:
-        """Run every item with its own hard wall-clock timeout (seconds from the moment a worker takes it)."""
+        """Run every item with its own hard wall-clock timeout; one (verdict, reason) per item, in order."""
         if not items:
             return []
         limits = timeouts if isinstance(timeouts, list) else [timeouts] * len(items)
+        self._start_failures = 0  # each call tries afresh: a passing start problem does not poison the pool
         while len(self._workers) < self.size:
             self._workers.append(self._start())
         results: list[Result | None] = [None] * len(items)
@@ -115,47 +119,52 @@ class VerifierPool:
                 pending.clear()
                 if not remaining:
                     break
-            for worker in self._workers:
-                if worker.ready and worker.item is None and pending:
+            for worker in list(self._workers):
+                while worker.ready and len(worker.queue) < self.depth and pending:
                     index = pending.pop()
                     function, args = items[index]
                     try:
                         worker.conn.send((index, function, args))
                     except (OSError, ValueError):  # died while idle: put the item back, replace the worker
                         pending.append(index)
-                        self._replace(worker)
-                        continue
-                    worker.item, worker.deadline = index, time.monotonic() + limits[index]
-            busy = [w for w in self._workers if w.item is not None or not w.ready]
-            now = time.monotonic()
-            ready = wait([w.conn for w in busy], timeout=max(0.0, min(w.deadline for w in busy) - now))
-            for worker in list(self._workers):
+                        self._fail(worker, results, pending, "worker_crashed")
+                        break
+                    if not worker.queue:
+                        worker.deadline = time.monotonic() + limits[index]
+                    worker.queue.append(index)
+            busy = [w for w in self._workers if w.queue or not w.ready]
+            ready = wait([w.conn for w in busy], timeout=max(0.0, min(w.deadline for w in busy) - time.monotonic()))
+            for worker in busy:
                 if worker.conn in ready:
                     try:
                         index, result = worker.conn.recv()
                     except (EOFError, OSError):
                         self._start_failures += not worker.ready
-                        remaining -= self._fail(worker, results, "worker_crashed")
+                        remaining -= self._fail(worker, results, pending, "worker_crashed")
                         continue
                     if index == "ready":
                         worker.ready = True
                         self._start_failures = 0
-                    else:
-                        results[index] = result
-                        worker.item = None
-                        remaining -= 1
-                elif worker in busy and time.monotonic() >= worker.deadline:
+                        continue
+                    results[worker.queue.pop(0)] = result
+                    remaining -= 1
+                    if worker.queue:
+                        worker.deadline = time.monotonic() + limits[worker.queue[0]]
+                elif time.monotonic() >= worker.deadline:
                     self._start_failures += not worker.ready
-                    remaining -= self._fail(worker, results, "timeout" if worker.ready else "worker_start_timeout")
+                    reason = "timeout" if worker.ready else "worker_start_timeout"
+                    remaining -= self._fail(worker, results, pending, reason)
         return [r if r is not None else (None, "worker_crashed") for r in results]
 
-    def _fail(self, worker: _Worker, results: list, reason: str) -> int:
-        """Kill and replace a worker; its item in flight (if any) gets a None verdict. Returns items finished."""
-        index = worker.item
+    def _fail(self, worker: _Worker, results: list, pending: list[int], reason: str) -> int:
+        """Kill and replace a worker: the item it was running gets a None verdict, the ones queued behind it go back
+        to `pending`. Returns how many items this finished (0 or 1)."""
+        queue = worker.queue
         self._replace(worker)
-        if index is None:
+        if not queue:
             return 0
-        results[index] = (None, reason)
+        results[queue[0]] = (None, reason)
+        pending.extend(reversed(queue[1:]))
         return 1
 
     def _replace(self, worker: _Worker) -> None:

@@ -1,0 +1,16 @@
+"""Smoke test of the verification benchmark at a tiny size: it runs and prints sane figures (no speed threshold)."""
+
+import re
+
+from tests.bench.bench_verify import main
+
+
+def test_bench_verify_prints_sane_figures(capsys):
+    result = main(["--items", "60", "--workers", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"ratio pool / one process: [\d.]+", out)
+    assert "verifications/s" in out and "load average" in out
+    assert result["single_per_s"] > 0 and result["pooled_per_s"] > 0 and result["ratio"] > 0
+    assert result["timeouts"] == 0
+    # The mix is built to be ~60% equal pairs: a verifier that said yes (or no) to everything would fail this.
+    assert 0.3 * 60 <= result["equal"] <= 0.9 * 60
