@@ -2,9 +2,12 @@
 
 import re
 
+import pytest
+
 from tests.bench.bench_verify import main
 
 
+@pytest.mark.slow
 def test_bench_verify_prints_sane_figures(capsys):
     result = main(["--items", "60", "--workers", "2", "--repeats", "1"])
     out = capsys.readouterr().out
