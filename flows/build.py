@@ -23,8 +23,8 @@ from tasks.generate import make_generator
 from tasks.hub import push_build, retry_policy
 from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
-from tasks.questions import questions_shards
-from tasks.report import pass_rate_histogram_png, report_markdown, stage_counts, verdict_breakdown
+from tasks.questions import question_mix, questions_shards, rejects_ref
+from tasks.report import mix_counts, pass_rate_histogram_png, report_markdown, stage_counts, verdict_breakdown
 from tasks.sample import generation_accounting, sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
@@ -105,6 +105,9 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     dedup_summary = publish_dedup(store, refs, recipe.dedup, version)  # writes OUT/index/<version>/
     counts.update(dedup_summary["counts"])
+    rejects = rejects_ref(store, recipe.questions, recipe.seed, build_id)  # seed rows / synth candidates turned down
+    mix = question_mix(questions, _frame(store, [rejects]) if rejects else None)
+    counts.update(mix_counts(mix))
     breakdown = verdict_breakdown(verdicts)
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {
@@ -116,12 +119,12 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     }
     write_text(store.url, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
                                                  recipe.description, recipe.publish.license, recipe_yaml, published,
-                                                 counts, lineage))
+                                                 counts, lineage, mix=mix))
     write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
-    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation))
+    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
-    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "verdicts": breakdown, "generation": generation, "dedup": dedup_summary["report"]}))
+    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown, "generation": generation, "dedup": dedup_summary["report"]}))
     store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
                      | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
     return result

@@ -51,7 +51,7 @@ FUNNEL = (  # (stage, count key in the report's counts) of the card's funnel
 
 def card_text(name: str, version: str, description: str, license_: str, recipe_yaml: str,
               views: list[PublishedView], counts: dict[str, int], lineage: dict[str, str],
-              plots: list[str] | None = None, repo: str | None = None) -> str:
+              plots: list[str] | None = None, repo: str | None = None, mix: list[dict] | None = None) -> str:
     """A dataset card: YAML header with one config per view (so `load_dataset(path, "sft")` works), then the schema
     versions, how to load each view, the funnel, decontamination, lineage, plots, the recipe and the license.
 
@@ -79,6 +79,9 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
     else:
         decontam = "No evaluation set was configured for decontamination in this build (`dedup.decontam.evals`)."
     lineage_rows = "\n".join(f"- **{k}**: {v}" for k, v in lineage.items())
+    # The question mix (tasks.questions.question_mix): how many questions each source gave, and what it turned down.
+    sources = "\n".join(f"| `{m['source']}` | {m['questions']} | {m['share']:.1%} | {m['rejected']} |"
+                        for m in mix or []) or "| (not recorded) | | | |"
     loads = "\n".join(f'{v.name} = load_dataset("{repo}", "{v.name}", split="train", revision="{version}")'
                        for v in views)
     pulls = "\n".join(f"cotforge pull {repo} --config {v.name} --version {version}" for v in views)
@@ -116,6 +119,12 @@ or as a Polars frame with a schema check (and migration of older schema versions
 from tasks.hub import cotforge_pull
 frame = cotforge_pull("{repo}", "{views[0].name if views else 'sft'}", version="{version}")
 ```
+
+## Question sources
+
+| source | questions | share | rows rejected (kept in the build's `question_rejects` shards with the reason) |
+|---|---|---|---|
+{sources}
 
 ## How it was made (funnel)
 

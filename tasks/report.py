@@ -64,10 +64,27 @@ def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def mix_counts(mix: list[dict]) -> dict[str, int]:
+    """The question mix (tasks.questions.question_mix) as funnel counts: questions per source, rejected rows."""
+    counts = {f"questions from {m['source']}": m["questions"] for m in mix}
+    counts["question rows rejected"] = sum(m["rejected"] for m in mix)
+    return counts
+
+
+def mix_markdown(mix: list[dict]) -> list[str]:
+    """A table of the question sources: kept, share of the mix, rejected rows and why."""
+    lines = ["## Question sources", "", "| source | questions | share | rejected | reasons |", "|---|---|---|---|---|"]
+    lines += [f"| {m['source']} | {m['questions']} | {m['share']:.1%} | {m['rejected']} | "
+              f"{', '.join(f'{k} ({v})' for k, v in m['reject_reasons'].items()) or '-'} |" for m in mix]
+    return lines + [""]
+
+
 def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float],
-                    generation: dict | None = None) -> str:
+                    generation: dict | None = None, mix: list[dict] | None = None) -> str:
     lines = ["# Build report", "", "## Counts per stage", "", "| stage | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
+    if mix:
+        lines += [""] + mix_markdown(mix)
     if generation:  # tasks.sample.generation_accounting: tokens, throughput, accepted per token / GPU-hour
         lines += ["", "## Generation", "", "| measure | value |", "|---|---|"]
         lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items()]
