@@ -124,7 +124,7 @@ _ANSWER = re.compile(r"answer\s*:\s*(.+)", re.I)
 
 def parse_candidate(raw: str) -> tuple[str | None, str | None]:
     """(question, proposed answer) from `Question: ...\\nAnswer: ...`; a bare text counts as the question."""
-    text = raw.strip()
+    text = raw.replace("**", "").strip()  # small models like to bold the labels
     match = _QUESTION.search(text)
     question = match.group(1).strip() if match else None
     if question is None:
@@ -137,7 +137,8 @@ def parse_candidate(raw: str) -> tuple[str | None, str | None]:
     return (question or None), (answer or None)
 
 
-_PLACEHOLDER = re.compile(r"<[^>]*>|(?<![A-Za-z}])\{[a-z_ ]+\}|\[(?:topic|insert|your|answer|number)[^\]]*\]|\bTODO\b|\.\.\.$", re.I)
+_PLACEHOLDER = re.compile(r"<[^>]*>|(?<![A-Za-z}])\{[a-z_ ]+\}|\[(?:topic|insert|your|answer|number)[^\]]*\]"
+                          r"|\bTODO\b|\.\.\.$", re.I)
 _ASKS = re.compile(r"\?|\b(find|compute|calculate|determine|what|how|which|who|solve|evaluate|show)\b", re.I)
 _NUMBERS = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
