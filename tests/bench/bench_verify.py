@@ -3,9 +3,11 @@
     python -m tests.bench.bench_verify [--items 2000] [--workers 2] [--repeats 3]
 
 Both pools are started and warmed (math-verify imported) before timing, so the figures are steady-state throughput.
-The single-process and pooled runs alternate `repeats` times and the best of each counts: other processes share the
-cores, and the best run is the one least disturbed by them. The load average is printed next to the figures. The
-pooled verdicts must equal the single-process ones (the benchmark fails otherwise).
+The items are cut into slices and each slice runs on the single worker, then on the pool: other processes share the
+cores, and alternating small slices gives both sides the same bursts of load; the ratio is total items over total
+wall time, pool over single. Worker CPU milliseconds per verification (from /proc) are printed too: equal figures
+mean the pool adds no work, so its speed-up is bounded only by idle cores. The load average is printed next to the
+figures. The pooled verdicts must equal the single-process ones (the benchmark fails otherwise).
 """
 
 from __future__ import annotations
@@ -39,10 +41,31 @@ def make_items(n: int, seed: int = 0) -> list[tuple[str, tuple]]:
     return items
 
 
-def _timed_run(pool: VerifierPool, items, timeout_s: float) -> tuple[float, list]:
+def _autogroup_enabled() -> bool:
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
+def _cpu_seconds(pool: VerifierPool) -> float:
+    """User + system CPU seconds used so far by the pool's worker processes (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for worker in pool._workers:
+        with open(f"/proc/{worker.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def _measure(pool: VerifierPool, items, timeout_s: float) -> tuple[float, float, list]:
+    """(wall seconds, worker CPU seconds, results) of one run."""
+    cpu = _cpu_seconds(pool)
     start = time.perf_counter()
     results = pool.run(items, timeout_s)
-    return time.perf_counter() - start, results
+    return time.perf_counter() - start, _cpu_seconds(pool) - cpu, results
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,41 +73,58 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=100, help="items per alternating slice")
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args(argv)
 
     items = make_items(args.items)
+    chunks = [items[i:i + args.chunk] for i in range(0, len(items), args.chunk)]
     warmup = make_items(4 * args.workers, seed=1)
+    wall = {"single": 0.0, "pooled": 0.0}
+    cpu = {"single": 0.0, "pooled": 0.0}
+    load_before = os.getloadavg()[0]
     with VerifierPool(1) as single, VerifierPool(args.workers) as pooled:
         single.run(warmup, args.timeout)  # starts the workers and imports math-verify in each
         pooled.run(warmup, args.timeout)
-        single_times, pooled_times = [], []
-        reference = None
+        reference: list | None = None
         for _ in range(args.repeats):
-            seconds, single_results = _timed_run(single, items, args.timeout)
-            single_times.append(seconds)
-            seconds, pooled_results = _timed_run(pooled, items, args.timeout)
-            pooled_times.append(seconds)
-            reference = reference or single_results
-            if pooled_results != single_results or single_results != reference:
+            results: dict[str, list] = {"single": [], "pooled": []}
+            # Slices alternate, so both sides see the same bursts of load from other processes on the machine.
+            for chunk in chunks:
+                for name, pool in (("single", single), ("pooled", pooled)):
+                    seconds, cpu_seconds, out = _measure(pool, chunk, args.timeout)
+                    wall[name] += seconds
+                    cpu[name] += cpu_seconds
+                    results[name] += out
+            if results["pooled"] != results["single"] or (reference and results["single"] != reference):
                 raise AssertionError("the pool changed verdicts")
-        timeouts = sum(1 for verdict, reason in reference if reason == "timeout")
-    single_rate = args.items / min(single_times)
-    pooled_rate = args.items / min(pooled_times)
+            reference = results["single"]
+        restarts = single.restarts + pooled.restarts
+    n = args.items * args.repeats
+    single_rate, pooled_rate = n / wall["single"], n / wall["pooled"]
     load = os.getloadavg()
+    timeouts = sum(1 for _, reason in reference if reason == "timeout")
     result = {
         "items": args.items, "workers": args.workers, "repeats": args.repeats,
         "single_per_s": single_rate, "pooled_per_s": pooled_rate, "ratio": pooled_rate / single_rate,
-        "equal": sum(1 for verdict, _ in reference if verdict is True), "timeouts": timeouts,
-        "load_avg_1m": load[0], "cpus": os.cpu_count(),
+        "single_cpu_ms": 1000 * cpu["single"] / n, "pooled_cpu_ms": 1000 * cpu["pooled"] / n,
+        "equal": sum(1 for verdict, _ in reference if verdict is True), "timeouts": timeouts, "restarts": restarts,
+        "load_avg_1m": (load_before + load[0]) / 2, "cpus": os.cpu_count(),
     }
-    print(f"items: {args.items} math verifications (math-verify), best of {args.repeats} alternating runs")
-    print(f"machine: {os.cpu_count()} cpus, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min)")
-    print(f"one worker process: {single_rate:.1f} verifications/s")
-    print(f"pool of {args.workers} workers: {pooled_rate:.1f} verifications/s")
+    print(f"items: {args.items} math verifications (math-verify) x {args.repeats} repeats, in alternating slices of "
+          f"{args.chunk} (one worker, then the pool)")
+    print(f"machine: {os.cpu_count()} cpus, 1-min load average {load_before:.2f} before, {load[0]:.2f} after "
+          f"(other processes share the cores)")
+    if _autogroup_enabled():
+        print("note: the kernel's autogroup scheduling shares CPU between sessions, not processes: while other "
+              "sessions keep the cores busy, this one (parent and workers together) gets its share whatever the "
+              "number of workers; compare the CPU ms per verification to see the pool's own overhead")
+    print(f"one worker process: {single_rate:.1f} verifications/s, {result['single_cpu_ms']:.2f} worker CPU ms each")
+    print(f"pool of {args.workers} workers: {pooled_rate:.1f} verifications/s, "
+          f"{result['pooled_cpu_ms']:.2f} worker CPU ms each")
     print(f"ratio pool / one process: {result['ratio']:.2f}")
-    print(f"verdicts: {result['equal']} equal, {args.items - result['equal']} not, {timeouts} timeouts "
-          f"(identical in every run)")
+    print(f"verdicts: {result['equal']} equal, {args.items - result['equal']} not, {timeouts} timeouts, "
+          f"{restarts} worker restarts (identical in every run)")
     return result
 
 
