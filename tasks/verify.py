@@ -249,6 +249,9 @@ def check_length(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return out
 
 
+_NO_QUESTION = "none"
+
+
 def _answer_type(verifier: str, answer_type: str) -> str:
     return {"code": "code", "choice": "choice", "exact": "text", "regex": "text"}.get(verifier, answer_type)
 
@@ -290,7 +293,7 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     s = pl.from_arrow(samples).select("sample_id", "question_id", "text", "error", "finish_reason")
     rows = s.join(q, on="question_id", how="left").to_dicts()
     for r in rows:
-        r["verifier"] = r["verifier"] or "unknown"  # a sample whose question is missing still gets its row
+        r["verifier"] = r["verifier"] or _NO_QUESTION  # a sample whose question is missing still gets its row
     ctx = VerifyContext(config, pool)
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
                                   [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
@@ -302,7 +305,8 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
         idx = [i for i, r in enumerate(rows) if r["verifier"] == name]
         if name not in VERIFIERS:
             for i in idx:
-                checks[i].append(Check(name=name, version="?", verdict=None, reason=f"unknown_verifier:{name}"))
+                reason = "question_missing" if name == _NO_QUESTION else f"unknown_verifier:{name}"
+                checks[i].append(Check(name=name, version="?", verdict=None, reason=reason))
             continue
         for i, result in zip(idx, VERIFIERS[name][1]([items[i] for i in idx], ctx)):
             checks[i].append(_check(name, result))

@@ -146,3 +146,26 @@ def test_verify_shard_caches_by_config_and_breakdown_reads_checks(tmp_path, pool
     assert counts[("final:math", "true", "math_equivalent")] == 1
     assert counts[("math", "false", "math_mismatch")] == 1
     assert counts[("length", "true", "within_limits")] == 2
+
+
+def test_verify_recipe_section_errors_name_the_field():
+    from schemas.recipe import RecipeError, parse_recipe
+
+    base = {"name": "t", "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 2}]}}
+    recipe = parse_recipe({**base, "verify": {"judge": {"generation": {"backend": "simulated"}, "everywhere": True},
+                                              "language": {"policy": "target_only", "target": "cyrillic"}}})
+    assert recipe.verify.judge.everywhere and recipe.verify.language.target == "cyrillic"
+    for bad, field in (({"sandbox": {"cpu_s": 0}}, "verify.sandbox.cpu_s"),
+                       ({"judge": {"rubrik": "x"}}, "verify.judge.rubrik"),
+                       ({"language": {"policy": "english"}}, "verify.language.policy"),
+                       ({"sandbox": {"network": "off"}}, "verify.sandbox.network")):
+        with pytest.raises(RecipeError, match=field.replace(".", r"\.")):
+            parse_recipe({**base, "verify": bad})
+
+
+def test_empty_shards_and_orphan_samples_still_get_rows(pool):
+    empty = verify_samples(*tables([question("q", "1")], []), "r", "b", VerifyConfig(), pool)
+    assert empty.num_rows == 0 and "checks" in empty.column_names
+    orphan = verify_samples(*tables([question("q", "1")], [sample("missing", 0, "The answer is 1.")]), "r", "b",
+                            VerifyConfig(), pool).to_pylist()
+    assert [(r["verdict"], r["reason"]) for r in orphan] == [(None, "question_missing")]
