@@ -349,7 +349,8 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
 def verifier_versions(config: VerifyConfig) -> str:
     """What the verdicts depend on besides their inputs: every verifier's version and the verify config."""
     versions = ",".join(f"{n}={v}" for n, (v, _) in sorted(VERIFIERS.items()))
-    return stable_id(versions, config.model_dump_json())
+    # The number of workers changes how fast, never what: it stays out of the key.
+    return stable_id(versions, config.model_dump_json(exclude={"workers"}))
 
 
 @task(name="verify", cache_policy=NO_CACHE)

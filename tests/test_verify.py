@@ -140,7 +140,8 @@ def test_verify_shard_caches_by_config_and_breakdown_reads_checks(tmp_path, pool
     first = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
     again = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
     other = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(timeout_s=9.0), pool)
-    assert first == again and other.key != first.key and first.rows == 2
+    same = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(workers=1), pool)
+    assert first == again == same and other.key != first.key and first.rows == 2
     breakdown = verdict_breakdown(pl.from_arrow(store.read(first)))
     counts = {(b["verifier_name"], b["verdict"], b["reason"]): b["len"] for b in breakdown}
     assert counts[("final:math", "true", "math_equivalent")] == 1
