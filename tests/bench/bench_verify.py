@@ -7,7 +7,9 @@ The items are cut into slices and each slice runs on the single worker, then on 
 cores, and alternating small slices gives both sides the same bursts of load; the ratio is total items over total
 wall time, pool over single. Worker CPU milliseconds per verification (from /proc) are printed too: equal figures
 mean the pool adds no work, so its speed-up is bounded only by idle cores. The load average is printed next to the
-figures. The pooled verdicts must equal the single-process ones (the benchmark fails otherwise).
+figures, and so is the machine's ceiling measured in the same run: plain CPU-bound processes, N over one, no pool
+(on an idle 2-core machine about 2; on a shared one much less). The pooled verdicts must equal the single-process
+ones (the benchmark fails otherwise).
 """
 
 from __future__ import annotations
@@ -60,6 +62,37 @@ def _cpu_seconds(pool: VerifierPool) -> float:
     return total
 
 
+def _spin(loops: int) -> None:
+    x = 0
+    for i in range(loops):
+        x += i * i % 7
+
+
+def machine_ceiling(workers: int, seconds: float = 0.5) -> float:
+    """Throughput of `workers` plain CPU-bound processes over one, measured now: what the cores give this session.
+
+    No pool, no IPC: the best ratio any pool could reach under the same load."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    start = time.perf_counter()
+    _spin(200_000)
+    loops = max(10_000, int(200_000 * seconds / max(time.perf_counter() - start, 1e-6)))
+
+    def wall(n: int) -> float:
+        processes = [ctx.Process(target=_spin, args=(loops,)) for _ in range(n)]
+        begin = time.perf_counter()
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+        return time.perf_counter() - begin
+
+    one = min(wall(1) for _ in range(2))
+    many = min(wall(workers) for _ in range(2))
+    return workers * one / many
+
+
 def _measure(pool: VerifierPool, items, timeout_s: float) -> tuple[float, float, list]:
     """(wall seconds, worker CPU seconds, results) of one run."""
     cpu = _cpu_seconds(pool)
@@ -100,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
                 raise AssertionError("the pool changed verdicts")
             reference = results["single"]
         restarts = single.restarts + pooled.restarts
+    ceiling = machine_ceiling(args.workers)
     n = args.items * args.repeats
     single_rate, pooled_rate = n / wall["single"], n / wall["pooled"]
     load = os.getloadavg()
@@ -109,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "single_per_s": single_rate, "pooled_per_s": pooled_rate, "ratio": pooled_rate / single_rate,
         "single_cpu_ms": 1000 * cpu["single"] / n, "pooled_cpu_ms": 1000 * cpu["pooled"] / n,
         "equal": sum(1 for verdict, _ in reference if verdict is True), "timeouts": timeouts, "restarts": restarts,
-        "load_avg_1m": (load_before + load[0]) / 2, "cpus": os.cpu_count(),
+        "load_avg_1m": (load_before + load[0]) / 2, "cpus": os.cpu_count(), "machine_ceiling": ceiling,
     }
     print(f"items: {args.items} math verifications (math-verify) x {args.repeats} repeats, in alternating slices of "
           f"{args.chunk} (one worker, then the pool)")
@@ -123,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pool of {args.workers} workers: {pooled_rate:.1f} verifications/s, "
           f"{result['pooled_cpu_ms']:.2f} worker CPU ms each")
     print(f"ratio pool / one process: {result['ratio']:.2f}")
+    print(f"machine ceiling now ({args.workers} plain CPU-bound processes / 1, no pool): {ceiling:.2f}")
+    print(f"pool ratio / machine ceiling: {result['ratio'] / ceiling:.2f} (1.0: the pool gets all the cores give)")
     print(f"verdicts: {result['equal']} equal, {args.items - result['equal']} not, {timeouts} timeouts, "
           f"{restarts} worker restarts (identical in every run)")
     return result

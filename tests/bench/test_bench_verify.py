@@ -15,5 +15,6 @@ def test_bench_verify_prints_sane_figures(capsys):
     assert "verifications/s" in out and "load average" in out
     assert result["single_per_s"] > 0 and result["pooled_per_s"] > 0 and result["ratio"] > 0
     assert result["timeouts"] == 0
+    assert "machine ceiling" in out and 0 < result["machine_ceiling"] <= 2 * 1.25  # 2 workers: at most ~2x
     # The mix is built to be ~60% equal pairs: a verifier that said yes (or no) to everything would fail this.
     assert 0.3 * 60 <= result["equal"] <= 0.9 * 60
