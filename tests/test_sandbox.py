@@ -113,9 +113,14 @@ NETWORK_PROGRAM = ("import socket\n"
                    "print('connected')\n")
 
 
-def test_sandbox_network_access_is_blocked(listener):
+@pytest.mark.parametrize("network", ["auto", "audit"])
+def test_sandbox_network_access_is_blocked(listener, network):
     port, got = listener
-    result = run_program(NETWORK_PROGRAM.format(port=port), LIMITS)
+    result = run_program(NETWORK_PROGRAM.format(port=port), LIMITS.model_copy(update={"network": network}))
+    if network == "audit" or not network_namespace_available():
+        assert result.network == "audit_hook"
+    else:
+        assert result.network == "namespace+audit_hook"
     assert result.status == "blocked"
     assert "socket" in result.stderr and "connected" not in result.stdout
     assert got == []
@@ -145,6 +150,9 @@ def test_sandbox_writing_outside_its_directory_is_blocked(tmp_path):
     world_writable.chmod(0o777)
     tmp_path.chmod(0o755)
     targets = [tmp_path / "escape.txt", world_writable / "escape.txt"]
+    keep = world_writable / "keep.txt"
+    keep.write_text("precious")
+    keep.chmod(0o666)
     program = ("import os\n"
                "open('inside.txt', 'w').write('fine')\n"  # its own directory is writable
                "assert open('inside.txt').read() == 'fine'\n"
@@ -155,11 +163,17 @@ def test_sandbox_writing_outside_its_directory_is_blocked(tmp_path):
                "    except PermissionError as e:\n"
                "        errors += 1\n"
                "        print('refused', e)\n"
+               f"for op in (lambda: os.remove({str(keep)!r}), lambda: os.rename({str(keep)!r}, 'stolen.txt')):\n"
+               "    try:\n"
+               "        op()\n"
+               "    except PermissionError:\n"
+               "        errors += 1\n"
                "print('refused', errors)\n")
     result = run_program(program, LIMITS)
     assert result.status == "ok", result.stderr
-    assert "refused 2" in result.stdout
+    assert "refused 4" in result.stdout
     assert not any(t.exists() for t in targets)
+    assert keep.read_text() == "precious"
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the throw-away uid layer exists only when the verifier runs as root")
