@@ -1,0 +1,38 @@
+"""The `generation` recipe section: one field switches backend; bad values name the field."""
+
+import pytest
+
+from schemas.recipe import RecipeError, load_recipe, parse_recipe
+
+
+def _recipe(generation: dict) -> dict:
+    return {"name": "t", "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 2}]},
+            "generation": generation}
+
+
+@pytest.mark.parametrize("backend", ["simulated", "llamacpp", "vllm", "openai"])
+def test_one_field_switches_backend(backend):
+    recipe = parse_recipe(_recipe({"backend": backend}))
+    assert recipe.generation.backend == backend
+    assert recipe.generation.vllm.enable_prefix_caching  # prefix caching on by default
+
+
+def test_shipped_recipe_runs_on_another_backend_by_changing_one_field():
+    recipe = load_recipe("data/recipes/simulated.yaml")
+    data = recipe.model_dump(mode="json")
+    data["generation"]["backend"] = "openai"
+    switched = parse_recipe(data)
+    assert switched.generation.backend == "openai" and switched.questions == recipe.questions
+
+
+@pytest.mark.parametrize("generation, field", [
+    ({"backend": "tgi"}, "generation.backend"),
+    ({"vllm": {"gpu_memory_utilization": 1.5}}, "generation.vllm.gpu_memory_utilization"),
+    ({"openai": {"max_concurrency": 0}}, "generation.openai.max_concurrency"),
+    ({"openai": {"api_key": "sk-x"}}, "generation.openai.api_key"),  # keys never go in recipes: unknown field
+    ({"adaptive": {"quota": 0}}, "generation.adaptive.quota"),
+    ({"guidance": {"mode": "answer"}}, "generation.guidance.mode"),
+])
+def test_bad_generation_fields_are_named(generation, field):
+    with pytest.raises(RecipeError, match=f"field '{field}'"):
+        parse_recipe(_recipe(generation))
