@@ -140,9 +140,26 @@ def _user_process_count(uid: int) -> int:
     return count
 
 
-def _sandbox_uid() -> int | None:
-    """A uid no one else uses, derived from this process's pid (unique among live verifier processes)."""
-    return 200_000 + os.getpid() if os.geteuid() == 0 else None
+def _sandbox_uid(pid: int | None = None) -> int | None:
+    """A uid no one else uses, derived from the verifier process's pid (unique among live verifier processes)."""
+    return 200_000 + (pid or os.getpid()) if os.geteuid() == 0 else None
+
+
+def _dir_prefix(pid: int) -> str:
+    return f"cotforge-sandbox-{pid}-"
+
+
+def clean_up_after(pid: int) -> None:
+    """Kill what a dead verifier process left running in its sandbox, and remove its working directories.
+
+    The worker pool calls this after killing a worker that overran its hard deadline mid-run."""
+    uid = _sandbox_uid(pid)
+    if uid is not None:
+        _kill_user_processes(uid)
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if name.startswith(_dir_prefix(pid)):
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
 
 
 @lru_cache(maxsize=4)
@@ -237,8 +254,8 @@ def run_program(source: str, limits: SandboxConfig = SandboxConfig(), audit_hook
     nproc = limits.max_processes if uid is not None else _user_process_count(os.getuid()) + limits.max_processes
     network = "namespace+audit_hook" if namespace else "audit_hook"
     user = f"isolated_uid:{uid}" if uid is not None else "same_user"
-    workdir = tempfile.mkdtemp(prefix="cotforge-sandbox-")
-    outdir = tempfile.mkdtemp(prefix="cotforge-sandbox-out-")  # outside the workdir: the program cannot replace them
+    workdir = tempfile.mkdtemp(prefix=_dir_prefix(os.getpid()))
+    outdir = tempfile.mkdtemp(prefix=_dir_prefix(os.getpid()) + "out-")  # outside the workdir: out of its reach
     try:
         with open(os.path.join(workdir, "main.py"), "w") as f:
             f.write(source)

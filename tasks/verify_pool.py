@@ -169,6 +169,10 @@ class VerifierPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
+        if worker.queue:  # it died mid-item: a sandboxed program it started may still run
+            from tasks.sandbox import clean_up_after
+
+            clean_up_after(worker.process.pid)
         self.restarts += 1
         self._workers[self._workers.index(worker)] = self._start()
 

@@ -211,3 +211,28 @@ def test_sandbox_leaves_no_working_directory_behind():
     workdir = result.stdout.strip()
     assert result.status == "ok" and workdir.startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
     assert not os.path.exists(workdir)
+
+
+@pytest.mark.slow
+def test_sandbox_program_outliving_a_killed_pool_worker_is_cleaned_up():
+    """The pool's hard deadline kills a worker mid-run; the sandboxed program it started is killed too."""
+    import glob
+    import tempfile
+
+    from tasks.verify_pool import VerifierPool
+
+    patient = SandboxConfig(cpu_s=5, wall_s=60.0)  # the sandbox itself would wait a minute
+    with VerifierPool(1, preload=()) as pool:
+        # Start the worker first, so its pid (and its sandbox uid) is known before the item runs.
+        pool.run([("tests.test_sandbox:worker_pid", ())], 60.0)
+        pid = pool._workers[0].process.pid
+        results = pool.run([("tasks.sandbox:check_program", ("import time\ntime.sleep(120)\n", "",
+                                                             patient.model_dump_json()))], 3.0)
+    assert results == [(None, "timeout")]
+    uid = _sandbox_uid(pid)
+    assert uid is None or _user_process_count(uid) == 0
+    assert glob.glob(f"{tempfile.gettempdir()}/cotforge-sandbox-{pid}-*") == []
+
+
+def worker_pid():
+    return True, str(os.getpid())
