@@ -331,7 +331,7 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
 
     verdicts = []
     for i, (r, e, item) in enumerate(zip(rows, extractions, items)):
-        final = _final(checks[i], checks[i][0].name, config) if checks[i][0].name in VERIFIERS else checks[i][0]
+        final = _final(checks[i], checks[i][0].name, config)
         judgement = judged.get(i)
         text = item.text
         verdicts.append(Verdict(
