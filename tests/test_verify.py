@@ -6,7 +6,7 @@ import pytest
 from schemas.config_verify import FormatConfig, LanguageConfig, LengthConfig, SandboxConfig, VerifyConfig
 from tasks.report import verdict_breakdown
 from tasks.shards import ShardStore, shard_key
-from tasks.verify import VERIFIERS, letter_scripts, verify_samples, verify_shard
+from tasks.verify import VERIFIERS, letter_scripts, register_verifier, verify_samples, verify_shard
 from tasks.verify_pool import VerifierPool
 from tests.verify_helpers import question, sample, tables
 
@@ -91,11 +91,21 @@ def test_code_verifier_runs_candidates_in_the_sandbox(pool):
 
 
 def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
-    # A deadline no verification can meet: every pooled item times out, the stage still returns every row.
-    qs = [question("q", "3")]
-    ss = [sample("q", i, f"The answer is {i}.") for i in range(3)]
-    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(timeout_s=1e-4), pool))
-    assert {(v["verdict"], v["reason"]) for v in rows.values()} == {(None, "timeout")}
+    """A registered verifier whose pooled check hangs on some items: those rows get None/timeout, the rest decide."""
+    def sleepy(items, ctx):
+        calls = [("tests.test_verify_pool:hang", (60 if item.answer == "0" else 0,)) for item in items]
+        return ctx.pool.run(calls, 1.5)
+
+    register_verifier("test_sleepy", "0")(sleepy)
+    try:
+        qs = [question("q", "3", verifier="test_sleepy")]
+        ss = [sample("q", i, f"The answer is {i}.") for i in range(3)]
+        rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
+    finally:
+        VERIFIERS.pop("test_sleepy")
+    assert [(rows[f"q-{i}"]["verdict"], rows[f"q-{i}"]["reason"]) for i in range(3)] == [
+        (None, "timeout"), (True, "woke_up"), (True, "woke_up")]
+    assert rows["q-0"]["checks"][0] == {"name": "test_sleepy", "version": "0", "verdict": None, "reason": "timeout"}
 
 
 def test_structure_gates_veto_only_when_enforced(pool):
