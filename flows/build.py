@@ -187,7 +187,7 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                         refs["step_labels"].append(label_steps_shard(
                             store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
                             recipe.views.prm.generation or recipe.generation, recipe.verify, recipe.seed,
-                            recipe_hash, build_id, meta, pool))
+                            recipe_hash, build_id, meta, pool, refs.get("sample_dedup")))
                         advance()
             finally:
                 labeller.close()

@@ -213,7 +213,8 @@ def _finish(labels: list[bool], scores: list[float]) -> dict:
 def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef, verdicts: ShardRef, votes: ShardRef,
                       dedup: list[ShardRef], generator: Generator | None, config: PrmViewConfig,
                       generation: GenerationConfig, verify: VerifyConfig, recipe_seed: int, recipe_hash: str,
-                      build_id: str, metadata: dict[str, str], pool: VerifierPool | None = None) -> ShardRef:
+                      build_id: str, metadata: dict[str, str], pool: VerifierPool | None = None,
+                      sample_dedup: list[ShardRef] | None = None) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
     The output is keyed by its input shards and the labelling config (which includes the rollout backend's), so it
@@ -224,12 +225,13 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
     config_hash = stable_id(config.model_dump_json(), generation.model_dump_json(), verifier_versions(verify),
                             str(recipe_seed))
     key = shard_key("step_labels", config_hash, questions.key, samples.key, verdicts.key, votes.key,
-                    *(d.key for d in dedup))
+                    *(d.key for d in dedup), *(d.key for d in sample_dedup or []))
     done = store.done("step_labels", key)
     if done is not None:
         return done
     frame = lambda ref: pl.from_arrow(store.read(ref))  # noqa: E731
     joined = join_records(frame(questions), frame(samples), frame(verdicts), frame(votes),
-                          pl.from_arrow(store.read_all(dedup)))
+                          pl.from_arrow(store.read_all(dedup)),
+                          sample_dedup=pl.from_arrow(store.read_all(sample_dedup)) if sample_dedup else None)
     table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify, pool)
     return store.write("step_labels", key, table, metadata)
