@@ -74,7 +74,7 @@ def _read(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
 def test_fixture_exists_for_every_current_view_version():
     for view in VIEWS.values():
         path = FIXTURES / view.name / f"{view.version}.parquet"
-        assert path.exists(), f"{view.name} {view.version} has no frozen fixture: run `python -m tests.test_fixture_views`"
+        assert path.exists(), f"{view.name} {view.version} has no fixture: run `python -m tests.test_fixture_views`"
         assert path.with_suffix(".json").exists()
 
 

@@ -23,7 +23,8 @@ def test_split_reasoning_keeps_the_answer_line_apart():
     # No line states the answer: all text is reasoning, the final line is written from the extracted answer.
     assert split_reasoning("2 + 3 = 5\n5 * 2 = 10", "10") == ("2 + 3 = 5\n5 * 2 = 10", "The answer is 10.")
     assert split_reasoning("x = \\boxed{7}", "7") == ("", "x = \\boxed{7}")
-    assert render_assistant("r1\nr2", "The answer is 3.", "think_tags") == "<think>\nr1\nr2\n</think>\n\nThe answer is 3."
+    rendered = render_assistant("r1\nr2", "The answer is 3.", "think_tags")
+    assert rendered == "<think>\nr1\nr2\n</think>\n\nThe answer is 3."
     assert render_assistant("r1", "The answer is 3.", "plain") == "r1\nThe answer is 3."
 
 
