@@ -56,7 +56,8 @@ def test_card_declares_one_config_per_view(built):
     text = (out / "README.md").read_text()
     header = yaml.safe_load(text.split("---")[1])
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in header["configs"]}
-    assert configs == {"sft": "sft/*.parquet", "preference": "preference/*.parquet", "prm": "prm/*.parquet"}
+    assert {"sft", "preference", "prm"} <= set(configs)
+    assert configs == {view: f"{view}/*.parquet" for view in built[1].views}
     assert "flowtest (version 1.2.3)" in text
 
 
@@ -66,9 +67,11 @@ def test_views_agree_with_stage_records(built):
     samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
     verdicts = pl.read_parquet(out / "_work" / "verdicts" / "*.parquet")
     dedup = pl.read_parquet(out / "_work" / "dedup" / "*.parquet")
+    sample_dedup = pl.read_parquet(out / "_work" / "sample_dedup" / "*.parquet")
     kept = set(dedup.filter(pl.col("keep"))["question_id"])
+    kept_samples = set(sample_dedup.filter(pl.col("keep"))["sample_id"])
     correct = verdicts.filter(pl.col("verdict") == True)  # noqa: E712
-    expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"])
+    expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"]) & kept_samples
     assert set(sft["sample_id"]) == expected
     assert sft["messages"][0][1]["role"] == "assistant"
     pref = read_view(str(out), "preference")
@@ -80,16 +83,17 @@ def test_views_agree_with_stage_records(built):
 
 
 def test_prm_labels_match_simulated_ground_truth(built):
+    # Monte-Carlo rollout labels against the simulated solver's known first wrong step (None: no wrong step).
     out, _ = built
     prm = read_view(str(out), "prm")
     samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
     truth = dict(zip(samples["sample_id"], samples["first_error_step"]))
-    checked = 0
-    for sample_id, labels, first in zip(prm["sample_id"], prm["labels"], prm["first_error_step"]):
-        if truth[sample_id] is not None:
-            assert first == truth[sample_id] and labels[first] is False and all(labels[:first])
-            checked += 1
-    assert checked > 0
+    pairs = [(first, truth[sample_id]) for sample_id, first in zip(prm["sample_id"], prm["first_error_step"])]
+    assert len(pairs) >= 20 and any(t is not None for _, t in pairs)
+    agreement = sum(first == t for first, t in pairs) / len(pairs)
+    assert agreement >= 0.9, f"first-error agreement {agreement:.2f}"
+    for labels, first in zip(prm["labels"], prm["first_error_step"]):
+        assert labels[first] is False and all(labels[:first]) if first is not None else all(labels)
 
 
 def test_pull_refuses_newer_major_version(built, tmp_path):
