@@ -21,6 +21,7 @@ from tasks.decontam import decontam_shard
 from tasks.dedup import dedup_shard, publish_dedup, sample_dedup_shard
 from tasks.generate import make_generator
 from tasks.hub import push_build, retry_policy
+from tasks.prm import label_steps_shard
 from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
 from tasks.questions import question_mix, questions_shards, rejects_ref
@@ -29,7 +30,6 @@ from tasks.sample import generation_accounting, sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
 from tasks.verify_pool import VerifierPool
-from tasks.prm import label_steps_shard
 from tasks.views import join_records, view_builders, view_metadata
 from tasks.vote import vote_shard
 
@@ -70,10 +70,15 @@ class LazyGenerator:
 
 
 def reference_model(recipe: Recipe) -> str:
+    """The model whose pass rates the votes record, as `backend:model`."""
     g = recipe.generation
-    if g.backend == "llamacpp":
-        return f"llamacpp:{g.llamacpp.model_path or 'SmolLM2-135M-Instruct'}"
-    return f"{g.backend}"
+    model = {
+        "llamacpp": g.llamacpp.model_path or "SmolLM2-135M-Instruct",
+        "vllm": g.vllm.model or "SmolLM2-135M-Instruct",
+        "openai": g.openai.model,
+        "simulated": f"step_error_rate={g.simulated.step_error_rate}",
+    }[g.backend]
+    return f"{g.backend}:{model}"
 
 
 @contextmanager
@@ -124,7 +129,9 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
     write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
-    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown, "generation": generation, "dedup": dedup_summary["report"]}))
+    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown,
+                                                            "generation": generation,
+                                                            "dedup": dedup_summary["report"]}))
     store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
                      | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
     return result
