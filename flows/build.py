@@ -7,6 +7,7 @@ shards and a killed run resumes with the same rows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -161,17 +162,25 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
     finally:
         generator.close()
     with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:
-        refs["verdicts"] = []
-        judge = LazyGenerator(recipe.verify.judge.generation) if recipe.verify.judge else None
-        # One worker pool for all shards: spawning workers (and importing math-verify) is paid once per build.
-        with VerifierPool(recipe.verify.workers) as pool:
-            try:
-                for s, q in zip(refs["samples"], refs["questions"]):
-                    refs["verdicts"].append(verify_shard(store, s, q, recipe_hash, build_id, meta, recipe.verify,
-                                                         pool, judge))
-                    advance()
-            finally:
-                judge.close() if judge else None
+        # On Ray each shard task opens its own VerifierPool (pool=None) in the worker that runs it, so the pool start
+        # is paid per shard; Ray already runs a task per CPU, so that pool has one process unless the recipe sets
+        # `verify.workers` (which stays out of the shard keys). An LLM judge holds a model: with one, verify is local.
+        on_ray = recipe.runner.kind == "ray" and not recipe.verify.judge
+        config = recipe.verify.model_copy(update={"workers": recipe.verify.workers or 1}) if on_ray else recipe.verify
+        calls = [(store, s, q, recipe_hash, build_id, meta, config) for s, q in zip(refs["samples"], refs["questions"])]
+        if on_ray:
+            refs["verdicts"] = map_shards(recipe, verify_shard, calls, advance)
+        else:
+            refs["verdicts"] = []
+            judge = LazyGenerator(recipe.verify.judge.generation) if recipe.verify.judge else None
+            # One worker pool for all shards: spawning workers (and importing math-verify) is paid once per build.
+            with VerifierPool(recipe.verify.workers) as pool:
+                try:
+                    for args in calls:
+                        refs["verdicts"].append(verify_shard(*args, pool, judge))
+                        advance()
+                finally:
+                    judge.close() if judge else None
     with _timed(timings, "vote"):
         # Pure per-shard work: submitted to the flow's task runner (Ray when the recipe says so).
         refs["votes"] = map_shards(recipe, vote_shard, [
@@ -208,12 +217,41 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
     return result
 
 
-def map_shards(recipe: Recipe, shard_task, calls: list[tuple]) -> list:
-    """Run a shard task over argument tuples: inline on the local runner, submitted to the task runner on Ray."""
+def map_shards(recipe: Recipe, shard_task, calls: list[tuple], advance: Callable[[], None] | None = None) -> list:
+    """Run a shard task over argument tuples, in order: inline on the local runner, all submitted at once to the
+    task runner on Ray (each Ray task logs where it ran). `advance` is called as each shard finishes.
+
+    Only for stages that hold no model: sampling and step labelling keep their generator (one loaded model) in the
+    flow's process, and dedup/decontam are one global task each, so those never come through here."""
     if recipe.runner.kind == "local":
-        return [shard_task(*args) for args in calls]
-    futures = [shard_task.submit(*args) for args in calls]
-    return [f.result() for f in futures]
+        results = []
+        for args in calls:
+            results.append(shard_task(*args))
+            advance() if advance else None
+        return results
+    placed = shard_task.with_options(on_completion=[*shard_task.on_completion_hooks, log_placement])
+    futures = [placed.submit(*args) for args in calls]
+    results = []
+    for future in futures:
+        results.append(future.result())
+        advance() if advance else None
+    return results
+
+
+def log_placement(task, task_run, state) -> None:
+    """Completion hook of a shard task run on Ray: write the Ray task id, process id and host that ran it to the
+    task run's log (the operator's answer to "where did shard X run?"; the Ray test checks it)."""
+    import os
+    import socket
+
+    import ray
+    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.loggers import task_run_logger
+
+    ray_task = ray.get_runtime_context().get_task_id() if ray.is_initialized() else None
+    task_run_logger(task_run, task).info("placement: ray_task=%s pid=%d host=%s", ray_task, os.getpid(),
+                                         socket.gethostname())
+    APILogHandler().flush()  # the Ray worker outlives the flow: send the line now, not on its next batch
 
 
 def task_runner_for(recipe: Recipe):

@@ -38,7 +38,8 @@ class Recipe(StrictConfig):
 
     def content_hash(self) -> str:
         """Hash of the validated recipe (defaults filled in), so equivalent YAML files hash the same."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # Where the shard tasks run is not content: a build resumed on Ray reuses the local shards, rows equal.
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"runner"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,12 @@ writing to an fsspec URL; an output on `memory://` works with the local runner."
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
 import pytest
+from polars.testing import assert_frame_equal
 
 from flows.build import task_runner_for
 from schemas.recipe import RecipeError, parse_recipe
@@ -31,6 +36,37 @@ def test_memory_filesystem_output():
     assert read_view("memory://cotforge-test/raytest", "sft").height == result.views["sft"]
 
 
+def _placements(out: str, since) -> dict[str, list[str]]:
+    """Task-run name -> the messages logged by `flows.build.log_placement`, for the one flow run that wrote `out`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime, LogFilter,
+                                                LogFilterFlowRunId)
+
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            start_time=FlowRunFilterStartTime(after_=since))) if r.parameters.get("out") == out]
+        assert len(runs) == 1, f"expected one flow run writing {out}, got {len(runs)}"
+        assert runs[0].state.is_completed()
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs[0].id])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
+    by_id = {r.id: r for r in task_runs}
+    placements: dict[str, list[str]] = {r.name: [] for r in task_runs}
+    for log in logs:
+        if log.task_run_id in by_id and log.message.startswith("placement: "):
+            placements[by_id[log.task_run_id].name].append(log.message)
+    return placements
+
+
+def _ancestors(pid: int) -> list[int]:
+    """The parent chain of a live process, read from the kernel (/proc/PID/stat)."""
+    chain = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])  # field 4, after "pid (comm) state"
+        chain.append(pid)
+    return chain
+
+
 @pytest.mark.slow
 def test_shard_tasks_run_on_ray(tmp_path):
     pytest.importorskip("prefect_ray")
@@ -40,13 +76,35 @@ def test_shard_tasks_run_on_ray(tmp_path):
     out = f"file://{tmp_path}/ray-out"
     recipe = _recipe(runner={"kind": "ray", "num_cpus": 2})
     runner = task_runner_for(recipe)
-    assert type(runner).__name__ == "RayTaskRunner"
+    assert type(runner).__name__ == "RayTaskRunner" and runner.init_kwargs["num_cpus"] == 2
+    since = datetime.now(timezone.utc)
+    # Ray is started here as the runner would start it (the recipe's 2 CPUs): the runner then uses it and leaves it
+    # up, so its worker processes can still be looked at after the build.
+    ray.init(num_cpus=2, include_dashboard=False)
     try:
         result = run_build(recipe, out=out, version="0.1.0")
+        placements = _placements(out, since)
+        shard_runs = {name: lines for name, lines in placements.items() if name.startswith(("verify-", "vote-"))}
+        assert sorted(n.split("-")[0] for n in shard_runs) == ["verify", "verify", "vote", "vote"]  # 2 shards each
+        assert all(not lines for name, lines in placements.items() if name not in shard_runs)  # the rest ran here
+        pids = set()
+        for name, lines in shard_runs.items():
+            assert len(lines) == 1, (name, lines)
+            fields = dict(item.split("=", 1) for item in lines[0].removeprefix("placement: ").split())
+            assert fields["ray_task"] not in ("None", ""), name  # only set inside a Ray task
+            pids.add(int(fields["pid"]))
+        # The kernel's view: each pid is a Ray worker process (proctitle "ray::..."), not this process, and a
+        # descendant of it (this process started the local Ray whose raylet spawned the workers).
+        for pid in pids:
+            assert pid != os.getpid()
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::"), pid
+            assert os.getpid() in _ancestors(pid)
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        ray.shutdown()
     local = run_build(_recipe(), out=str(tmp_path / "local-out"), version="0.1.0")
-    assert result.views == local.views and result.counts == local.counts  # same rows, wherever the shards ran
-    assert read_view(out, "sft").height == result.views["sft"]
-    assert len(list((tmp_path / "ray-out" / "_work" / "votes").glob("*.parquet"))) == 2  # 8 questions / 4 per shard
+    assert result.views == local.views and result.counts == local.counts
+    for view in result.views:  # the same rows, wherever the shards ran
+        assert_frame_equal(read_view(out, view), read_view(str(tmp_path / "local-out"), view))
+    assert read_view(out, "sft").height == result.views["sft"] > 0
+    for stage in ("verdicts", "votes"):  # 8 questions / 4 per shard
+        assert len(list((tmp_path / "ray-out" / "_work" / stage).glob("*.parquet"))) == 2
