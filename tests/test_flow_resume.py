@@ -23,8 +23,10 @@ RECIPE = {
 
 def _build(recipe, out) -> subprocess.Popen:
     env = {**os.environ, "COTFORGE_PROGRESS": "0"}
+    # A session of its own, so the kill takes the build's whole process group (its embedded Prefect server too).
     return subprocess.Popen([sys.executable, "-m", "flows.cli", "build", str(recipe), "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
 
 def _rows(out, view):
@@ -42,7 +44,7 @@ def test_sigkill_then_resume_gives_same_rows(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and len(list(markers.glob("*.done.json"))) < 5:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_at_kill = len(list(markers.glob("*.done.json")))
     assert 5 <= done_at_kill < 120, f"the kill should land mid-stage ({done_at_kill} of 120 shards done)"
