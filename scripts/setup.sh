@@ -11,11 +11,12 @@ if [ ! -f "$stamp" ]; then
   log=.venv/setup.log
   echo "== installing cotforge[$extras] into .venv (llama-cpp-python compiles on the first run: ~6 min; log: $log)" >&2
   {
-    .venv/bin/python -m pip install --upgrade "pip>=24"
+    # (`set -e` does not reach inside a `{ } ||` group: each step is chained with &&.)
+    .venv/bin/python -m pip install --upgrade "pip>=24" &&
     # torch first, alone: pip then takes the CPU build from this machine's disk instead of CUDA wheels.
     if [[ ",$extras," == *",train,"* ]]; then
       .venv/bin/python -m pip install -c requirements/lock.txt "torch==2.13.0"
-    fi
+    fi &&
     .venv/bin/python -m pip install -c requirements/lock.txt -e ".[$extras]"
   } >"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "== install failed; full log: $log" >&2; exit 1; }
   touch "$stamp"
