@@ -26,7 +26,8 @@ from tasks.prm import label_steps_shard
 from tasks.progress import stage_bar
 from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
 from tasks.questions import question_mix, questions_shards, rejects_ref
-from tasks.report import mix_counts, pass_rate_histogram_png, report_markdown, stage_counts, verdict_breakdown
+from tasks.report import (REPORT_PLOTS, funnel_png, mix_counts, pass_rate_histogram_png, report_markdown, stage_counts,
+                          verdict_breakdown, verdicts_png)
 from tasks.sample import generation_accounting, sample_shard
 from tasks.shards import ShardRef, ShardStore
 from tasks.verify import verify_shard
@@ -125,8 +126,11 @@ def publish_views(store: ShardStore, recipe: Recipe, refs: dict[str, list[ShardR
     }
     write_text(store.url, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
                                                  recipe.description, recipe.publish.license, recipe_yaml, published,
-                                                 counts, lineage, mix=mix))
+                                                 counts, lineage, mix=mix,
+                                                 plots=[f"report/{name}" for name in REPORT_PLOTS]))
     write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
+    write_text(store.url, "report/funnel.png", funnel_png(counts))
+    write_text(store.url, "report/verdicts.png", verdicts_png(breakdown))
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
     write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)

@@ -44,24 +44,70 @@ def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
             .to_dicts())
 
 
-def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
-    """A PNG histogram of per-question pass rates."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on build machines
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
+    """A PNG histogram of per-question pass rates."""
     rates = votes.filter(pl.col("pass_rate").is_not_null())["pass_rate"].to_list()
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = _pyplot().subplots(figsize=(6, 3.5), dpi=100)
     ax.hist(rates, bins=[i / 10 for i in range(11)], color="#4c72b0", edgecolor="white")
     ax.set_xlabel("pass rate (correct samples / samples)")
     ax.set_ylabel("questions")
     ax.set_title(f"Per-question pass rate ({len(rates)} questions)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
+
+
+FUNNEL_STAGES = ("questions generated", "questions kept after dedup", "samples generated", "answers extracted",
+                 "samples verified correct")
+
+
+def funnel_png(counts: dict[str, int]) -> bytes:
+    """A PNG bar chart of the funnel: questions, samples, verified, then the rows each view published."""
+    stages = [s for s in FUNNEL_STAGES if s in counts] + sorted(k for k in counts if k.startswith("rows in view "))
+    values = [counts[s] for s in stages]
+    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * len(stages) + 1.2), dpi=100)
+    bars = ax.barh(stages[::-1], values[::-1], color="#55a868")
+    ax.bar_label(bars, padding=3)
+    ax.set_xlabel("count")
+    ax.set_title("Build funnel")
+    ax.margins(x=0.15)
+    return _png(fig)
+
+
+def verdicts_png(breakdown: list[dict]) -> bytes:
+    """A PNG stacked bar chart: per verifier, how many true / false / null verdicts."""
+    totals: dict[str, dict[str, int]] = {}
+    for row in breakdown:
+        totals.setdefault(row["verifier_name"], {"true": 0, "false": 0, "null": 0})[row["verdict"]] += row["len"]
+    names = sorted(totals)
+    fig, ax = _pyplot().subplots(figsize=(7, 0.35 * len(names) + 1.2), dpi=100)
+    left = [0] * len(names)
+    for verdict, color in (("true", "#55a868"), ("false", "#c44e52"), ("null", "#8c8c8c")):
+        widths = [totals[n][verdict] for n in names]
+        ax.barh(names, widths, left=left, color=color, label=verdict)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_xlabel("samples")
+    ax.set_title("Verdicts per verifier")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+REPORT_PLOTS = {"pass_rate.png": "pass rate", "funnel.png": "funnel", "verdicts.png": "verdicts per verifier"}
 
 
 def mix_counts(mix: list[dict]) -> dict[str, int]:
@@ -92,5 +138,5 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
     lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    lines += ["", "![pass rate](pass_rate.png)", ""]
+    lines += [""] + [f"![{title}]({name})" for name, title in REPORT_PLOTS.items()] + [""]
     return "\n".join(lines)

@@ -45,7 +45,9 @@ def test_layout_and_metadata(built):
         assert meta[b"cotforge.recipe_hash"].decode() == result.recipe_hash
         assert meta[b"cotforge.build_id"].decode() == result.build_id
         assert result.views[view] > 0
-    assert (out / "report" / "pass_rate.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("pass_rate.png", "funnel.png", "verdicts.png"):
+        assert (out / "report" / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"report/{plot}" in (out / "README.md").read_text()
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["counts"]["questions generated"] == 25
     assert report["counts"]["samples generated"] == 100
