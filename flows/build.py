@@ -200,6 +200,7 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
         with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
             # Rollouts come from the recipe's generator unless the prm view names its own backend.
             labeller = LazyGenerator(recipe.views.prm.generation or recipe.generation)
+            step_judge = LazyGenerator(recipe.views.prm.judge.generation) if recipe.views.prm.judge.enabled else None
             try:
                 refs["step_labels"] = []
                 with VerifierPool(recipe.verify.workers) as pool:  # rollouts are judged like the samples were
@@ -207,10 +208,11 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                         refs["step_labels"].append(label_steps_shard(
                             store, q, s, v, vt, refs["dedup"], labeller, recipe.views.prm,
                             recipe.views.prm.generation or recipe.generation, recipe.verify, recipe.seed,
-                            recipe_hash, build_id, meta, pool, refs.get("sample_dedup")))
+                            recipe_hash, build_id, meta, pool, refs.get("sample_dedup"), step_judge))
                         advance()
             finally:
                 labeller.close()
+                step_judge.close() if step_judge else None
     with _timed(timings, "publish"):
         result = publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)
     repo = push or recipe.publish.repo

@@ -42,6 +42,21 @@ class UnpairedViewConfig(StrictConfig):
     reasoning_format: Literal["think_tags", "plain"] = "think_tags"
 
 
+DEFAULT_STEP_RUBRIC = (
+    "You check one step of a worked solution. A step is correct when its own reasoning and arithmetic are right and "
+    "it builds on correct previous steps. Answer yes or no first, then one short reason."
+)
+
+
+class PrmJudgeConfig(StrictConfig):
+    """An LLM judge asked, for each step of a labelled sample, whether the step is correct given the previous ones;
+    its answers are kept beside the Monte-Carlo labels with the share of steps where the two agree."""
+
+    enabled: bool = False
+    generation: GenerationConfig = GenerationConfig()  # any backend; one batched call per shard
+    rubric: str = DEFAULT_STEP_RUBRIC  # the judge's system prompt
+
+
 class PrmViewConfig(StrictConfig):
     """Stepwise labels by Monte-Carlo rollouts from each step prefix (Math-Shepherd)."""
 
@@ -57,6 +72,7 @@ class PrmViewConfig(StrictConfig):
     rollout_temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: the generator's temperature
     # The backend that rolls out the prefixes; None: the recipe's generator (the policy whose steps are labelled).
     generation: GenerationConfig | None = None
+    judge: PrmJudgeConfig = PrmJudgeConfig()  # off by default: the judge columns are then null
 
 
 class RlvrViewConfig(StrictConfig):

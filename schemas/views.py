@@ -103,6 +103,10 @@ class PrmRow(ViewRow):
     reference_first_error_step: int | None  # ground truth where known (simulated solver), else None
     question_id: str
     sample_id: str
+    # 1.1.0: optional LLM judge per step (`views.prm.judge`); all null when it was off or the file is 1.0.0.
+    judge_step_labels: list[bool | None] | None  # the judge's yes/no per step ("correct given the previous ones?")
+    judge_agreement: float | None  # share of the judged steps where the judge agrees with `labels`
+    judge_model: str | None  # backend/model of the judge
 
 
 class RlvrRow(ViewRow):
@@ -140,6 +144,12 @@ class CalibrationRow(ViewRow):
 Migration = Callable[[pl.DataFrame], pl.DataFrame]
 
 
+def prm_1_0_to_1_1(frame: pl.DataFrame) -> pl.DataFrame:
+    """prm 1.0.0 -> 1.1.0: the judge columns, null (1.0.0 had no judge)."""
+    return frame.with_columns(judge_step_labels=pl.lit(None, dtype=pl.List(pl.Boolean)),
+                              judge_agreement=pl.lit(None, dtype=pl.Float64), judge_model=pl.lit(None, dtype=pl.String))
+
+
 @dataclass(frozen=True)
 class ViewSchema:
     """A published view's name, current version, row model and the migrations that bring older files up to it."""
@@ -173,8 +183,9 @@ VIEWS: dict[str, ViewSchema] = {
                               "the majority answer (no gold answer needed)"),
     "preference": ViewSchema("preference", "1.0.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)"),
     "unpaired": ViewSchema("unpaired", "1.0.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)"),
-    "prm": ViewSchema("prm", "1.0.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
-                      "Monte-Carlo score in `step_scores`)"),
+    "prm": ViewSchema("prm", "1.1.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
+                      "Monte-Carlo score in `step_scores`, optional LLM-judge agreement per step)",
+                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1)}),
     "rlvr": ViewSchema("rlvr", "1.0.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)"),
     "calibration": ViewSchema("calibration", "1.0.0", CalibrationRow, "confidence calibration (`confidence_target`"
                               " per sample)"),

@@ -9,6 +9,11 @@ ends the rationale, so its label is the sample's own verdict. All prefixes of a 
 A hard label is a one-sided test: a correct prefix is labelled false only if all m rollouts fail, which happens with
 probability (1 - p)^m for a per-rollout success rate p (p = 0.5, m = 4: 6%), while a wrong prefix is labelled true
 only if a rollout recovers (rare when errors carry through, as they do for the simulated solver).
+
+Optionally (`views.prm.judge.enabled`) an LLM judge is asked, for each step of a labelled sample, "is this step
+correct given the previous ones?": one request per step, all steps of the shard in one batched call. Its yes/no per
+step (None where the reply has neither, or the backend failed) and the share of judged steps where it agrees with the
+hard label are kept on the row; the raw replies stay in the `step_labels` stage record for inspection.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tasks.verify import verifier_versions, verify_samples
 from tasks.verify_pool import VerifierPool
 
 _STEP_PREFIX = re.compile(r"^\s*(?:step\s*\d+\s*[:.)-]\s*)", re.I)
+_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
 
 
 class StepLabel(Record):
@@ -51,6 +57,10 @@ class StepLabel(Record):
     rollout_requests: int  # prefixes rolled out (one request of m completions each)
     rollout_errors: int  # completions the backend failed to produce (left out of the soft score's denominator)
     rollout_model: str
+    judge_step_labels: list[bool | None] | None  # the LLM judge's yes/no per step; None: judge off or not labelled
+    judge_agreement: float | None  # share of judged steps where the judge agrees with the hard label
+    judge_model: str  # backend/model of the judge; "" without one
+    judge_replies: list[str] | None  # the judge's raw reply per step (or the backend's error), for inspection
     recipe_hash: str
     build_id: str
 
@@ -133,6 +143,56 @@ def judge_rollouts(texts: list[str], rows: list[dict], verify: VerifyConfig, poo
     return [by_id.get(i) is True for i in ids]
 
 
+def judge_step_messages(question: str, steps: list[str], step: int, rubric: str) -> tuple[dict[str, str], ...]:
+    """The judge's chat for one step: the question, the steps before it, and the step to check."""
+    previous = "\n".join(f"Step {j + 1}: {s}" for j, s in enumerate(steps[:step])) or "(none)"
+    user = (f"Question:\n{question}\n\nPrevious steps:\n{previous}\n\n"
+            f"Step to check:\nStep {step + 1}: {steps[step]}\n\nIs this step correct given the previous ones? "
+            "Answer yes or no.")
+    return {"role": "system", "content": rubric}, {"role": "user", "content": user}
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """The first standalone "yes" / "no" of a judge's reply; None when it has neither."""
+    found = _YES_NO.search(text or "")
+    return None if found is None else found.group(1).lower() == "yes"
+
+
+def judge_agreement(judge_labels: list[bool | None], labels: list[bool]) -> float | None:
+    """Share of the steps the judge decided where it agrees with the hard label; None when it decided none."""
+    pairs = [(j, h) for j, h in zip(judge_labels, labels) if j is not None]
+    return sum(j == h for j, h in pairs) / len(pairs) if pairs else None
+
+
+def judge_steps(generator: Generator, items: list[tuple[dict, list[str]]], config: PrmViewConfig,
+                recipe_seed: int) -> list[tuple[list[bool | None], list[str]]]:
+    """(yes/no per step, raw reply per step) for each (row, steps) item, from ONE batched generate call.
+
+    A failed request or a reply without yes/no is None for that step (the reply or error text is kept); a backend
+    that fails the whole call makes every step None with its error, so the MC labels are never lost to the judge.
+    """
+    judge = config.judge
+    s = judge.generation.sampling
+    params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=tuple(s.stop))
+    requests = [GenerationRequest(
+        request_id=f"{row['sample_id']}:judge:{i}", n=1, params=params,
+        messages=judge_step_messages(row["question"] or "", steps, i, judge.rubric),
+        seed=int(stable_id(str(recipe_seed), row["sample_id"], str(i), "judge", length=8), 16) % (2**31 - 1),
+        context={"step_index": i, "sample_id": row["sample_id"]})
+        for row, steps in items for i in range(len(steps))]
+    try:
+        completions = generator.generate(requests) if requests else []
+        replies = {c.request_id: (None, f"error: {c.error}") if c.error is not None else (parse_yes_no(c.text), c.text)
+                   for c in completions if c.index == 0}
+    except Exception as error:  # noqa: BLE001 - recorded on every step, the labels stand without the judge
+        replies = {r.request_id: (None, f"error: {type(error).__name__}: {error}") for r in requests}
+    out = []
+    for row, steps in items:
+        got = [replies.get(f"{row['sample_id']}:judge:{i}", (None, "error: no reply")) for i in range(len(steps))]
+        out.append(([g[0] for g in got], [g[1] for g in got]))
+    return out
+
+
 def ground_truth_labels(n_steps: int, first_error_step: int | None, verified: bool | None) -> list[bool]:
     """Labels from a known first wrong step: true before it, false from it on; a wrong answer with no wrong step
     (format failure) puts the error on the last step."""
@@ -144,8 +204,12 @@ def ground_truth_labels(n_steps: int, first_error_step: int | None, verified: bo
 
 def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmViewConfig,
                 generation: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str,
-                verify: VerifyConfig = VerifyConfig(), pool: VerifierPool | None = None) -> pa.Table:
-    """StepLabel rows for the picked samples of `joined` (one row per sample: labels, or the reason for none)."""
+                verify: VerifyConfig = VerifyConfig(), pool: VerifierPool | None = None,
+                judge: Generator | None = None) -> pa.Table:
+    """StepLabel rows for the picked samples of `joined` (one row per sample: labels, or the reason for none).
+
+    With `config.judge.enabled` and a `judge` generator, every labelled sample's steps are also judged one by one.
+    """
     segment = SEGMENTERS[config.segmentation]
     picked = pick_samples(joined, config).to_dicts()
     rows: list[dict] = []
@@ -155,7 +219,8 @@ def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmVi
         base = {"sample_id": r["sample_id"], "question_id": r["question_id"], "status": "skipped", "skip_reason": None,
                 "steps": steps, "segmentation": config.segmentation, "labels": [], "step_scores": [],
                 "first_error_step": None, "label_method": config.label_method, "rollouts_per_step": 0,
-                "rollout_requests": 0, "rollout_errors": 0, "rollout_model": "", "recipe_hash": recipe_hash,
+                "rollout_requests": 0, "rollout_errors": 0, "rollout_model": "", "judge_step_labels": None,
+                "judge_agreement": None, "judge_model": "", "judge_replies": None, "recipe_hash": recipe_hash,
                 "build_id": build_id}
         gold = r.get("gold_answer") or r.get("pseudo_label")
         reason = ("no_steps" if not steps else "too_many_steps" if len(steps) > config.max_steps
@@ -201,6 +266,15 @@ def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmVi
             continue
         scores.append(1.0 if r["verdict"] is True else 0.0)  # the last step: the sample's own verdict
         rows.append(base | info | _finish([s > 0 for s in scores], scores))
+    if config.judge.enabled and judge is not None:
+        question = {r["sample_id"]: r["question"] for r in picked}
+        labelled = [row for row in rows if row["status"] == "labelled"]
+        verdicts = judge_steps(judge, [({"sample_id": row["sample_id"], "question": question[row["sample_id"]]},
+                                        row["steps"]) for row in labelled], config, recipe_seed)
+        model = f"{judge.backend}/{judge.model}" if labelled else ""
+        for row, (judged, replies) in zip(labelled, verdicts):
+            row.update(judge_step_labels=judged, judge_agreement=judge_agreement(judged, row["labels"]),
+                       judge_model=model, judge_replies=replies)
     return to_table(rows, StepLabel)
 
 
@@ -214,11 +288,11 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
                       dedup: list[ShardRef], generator: Generator | None, config: PrmViewConfig,
                       generation: GenerationConfig, verify: VerifyConfig, recipe_seed: int, recipe_hash: str,
                       build_id: str, metadata: dict[str, str], pool: VerifierPool | None = None,
-                      sample_dedup: list[ShardRef] | None = None) -> ShardRef:
+                      sample_dedup: list[ShardRef] | None = None, judge: Generator | None = None) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
-    The output is keyed by its input shards and the labelling config (which includes the rollout backend's), so it
-    is re-made exactly when one of them changes.
+    The output is keyed by its input shards and the labelling config (which includes the rollout backend's and the
+    judge's), so it is re-made exactly when one of them changes.
     """
     from tasks.views import join_records  # here: tasks.views imports this module's segmenters
 
@@ -233,5 +307,5 @@ def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef,
     joined = join_records(frame(questions), frame(samples), frame(verdicts), frame(votes),
                           pl.from_arrow(store.read_all(dedup)),
                           sample_dedup=pl.from_arrow(store.read_all(sample_dedup)) if sample_dedup else None)
-    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify, pool)
+    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify, pool, judge)
     return store.write("step_labels", key, table, metadata)

@@ -164,7 +164,8 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
         step_labels = pl.from_arrow(label_steps(joined, None, ground, GenerationConfig(), 0, "", ""))
     labelled = step_labels.filter(pl.col("status") == "labelled").select(
         "sample_id", "steps", "labels", "step_scores", pl.col("first_error_step").alias("mc_first_error_step"),
-        "label_method", "segmentation", "rollouts_per_step", "rollout_model")
+        "label_method", "segmentation", "rollouts_per_step", "rollout_model", "judge_step_labels", "judge_agreement",
+        "judge_model")
     rows = []
     for r in joined.filter(pl.col("usable")).join(labelled, on="sample_id", how="inner").iter_rows(named=True):
         reference = None
@@ -176,6 +177,8 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
             first_error_step=r["mc_first_error_step"], label_method=r["label_method"], segmentation=r["segmentation"],
             rollouts_per_step=r["rollouts_per_step"], rollout_model=r["rollout_model"], verified=r["verdict"],
             reference_first_error_step=reference, question_id=r["question_id"], sample_id=r["sample_id"],
+            judge_step_labels=r["judge_step_labels"], judge_agreement=r["judge_agreement"],
+            judge_model=r["judge_model"] or None,
         ))
     return to_table(rows, PrmRow)
 

@@ -31,11 +31,12 @@ def _jsonable(rows: list[dict]) -> list[dict]:
 
 def freeze_fixtures() -> list[Path]:
     """Write a fixture for each view's current version that has none (a released fixture is never rewritten)."""
-    from schemas.config_views import ViewsConfig
+    from schemas.config_views import PrmJudgeConfig, PrmViewConfig, ViewsConfig
     from tasks.generate.simulated import SimulatedGenerator
     from tasks.prm import label_steps
     from tasks.shards import write_parquet_atomic
     from tasks.views import view_builders, view_metadata
+    from tests.test_prm_judge import RuleStepJudge
     from tests.views_support import simulated_joined
 
     import fsspec
@@ -47,9 +48,10 @@ def freeze_fixtures() -> list[Path]:
         .otherwise("text"),
         completion_tokens=pl.when((pl.col("sample_index") == 1) & pl.col("verdict").fill_null(False))
         .then(pl.col("completion_tokens") + 12).otherwise("completion_tokens"))
-    views = ViewsConfig()
+    # prm >= 1.1.0: judged steps, one reply unparseable (the answer line), so the fixture holds a None in the list.
+    views = ViewsConfig(prm=PrmViewConfig(judge=PrmJudgeConfig(enabled=True)))
     labels = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.15, 0.05), views.prm, generation, 17, "fixture",
-                                       "fixture"))
+                                       "fixture", judge=RuleStepJudge(mumble_on="The answer is")))
     written = []
     for name, build in view_builders(frame, labels, views, generation.system_prompt).items():
         path = FIXTURES / name / f"{VIEWS[name].version}.parquet"

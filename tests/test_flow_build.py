@@ -11,7 +11,7 @@ import yaml
 
 from flows.build import build
 from schemas.recipe import parse_recipe
-from schemas.views import SchemaMismatch
+from schemas.views import VIEWS, SchemaMismatch
 from tasks.publish import read_view
 
 RECIPE = {
@@ -41,7 +41,7 @@ def test_layout_and_metadata(built):
         assert files, f"no files for {view}"
         meta = pq.read_schema(files[0]).metadata
         assert meta[b"cotforge.schema_name"] == view.encode()
-        assert meta[b"cotforge.schema_version"] == b"1.0.0"
+        assert meta[b"cotforge.schema_version"] == VIEWS[view].version.encode()
         assert meta[b"cotforge.recipe_hash"].decode() == result.recipe_hash
         assert meta[b"cotforge.build_id"].decode() == result.build_id
         assert result.views[view] > 0

@@ -13,7 +13,8 @@ PRM_ROW = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12", "2 + 12 = 14", 
            "labels": [True, True, True], "step_scores": [1.0, 0.75, 1.0], "first_error_step": None,
            "label_method": "mc_rollout", "segmentation": "lines", "rollouts_per_step": 4,
            "rollout_model": "simulated/x", "verified": True, "reference_first_error_step": None,
-           "question_id": "q1", "sample_id": "s1"}
+           "question_id": "q1", "sample_id": "s1"}  # a prm 1.0.0 row
+PRM_JUDGE = {"judge_step_labels": [True, None, False], "judge_agreement": 0.5, "judge_model": "rule/judge"}
 
 
 def test_exported_json_schemas_match_the_row_models():
@@ -61,32 +62,51 @@ def test_reader_refuses_a_newer_major_and_names_the_cotforge_that_reads_it():
 
 
 def test_reader_reads_a_newer_minor_by_keeping_the_columns_it_knows():
-    frame = pl.DataFrame([PRM_ROW | {"judge_labels": [True, True, False]}])
+    frame = pl.DataFrame([PRM_ROW | PRM_JUDGE | {"judge_rationales": ["a", "b", "c"]}])
     read = check_and_migrate(frame, "prm", "1.3.0")
     assert read.columns == VIEWS["prm"].arrow.names and read["labels"].to_list() == [[True, True, True]]
 
 
-class PrmRowV11(PrmRow):
-    """A synthetic 1.1.0 of the prm view: adds per-step LLM-judge agreement (a minor: one new column)."""
+def test_prm_1_0_files_read_as_1_1_with_null_judge_columns():
+    """The real minor bump: prm 1.1.0 added the LLM-judge columns; a 1.0.0 file reads with them null."""
+    assert VIEWS["prm"].version == "1.1.0" and "1.0.0" in VIEWS["prm"].migrations
+    read = check_and_migrate(pl.DataFrame([PRM_ROW]), "prm", "1.0.0")
+    assert read.columns == VIEWS["prm"].arrow.names
+    assert read.select(list(PRM_JUDGE)).to_dicts() == [dict.fromkeys(PRM_JUDGE)]
+    assert read.select(list(PRM_ROW)).to_dicts() == [PRM_ROW]
+    assert read.schema["judge_step_labels"] == pl.List(pl.Boolean) and read.schema["judge_agreement"] == pl.Float64
+    # A 1.1.0 file keeps its judge values, None inside the list included.
+    current = check_and_migrate(pl.DataFrame([PRM_ROW | PRM_JUDGE]), "prm", "1.1.0")
+    assert current.select(list(PRM_JUDGE)).to_dicts() == [PRM_JUDGE]
+    # Without the migration a 1.0.0 file is refused rather than read with a hole.
+    broken = dict(VIEWS, prm=ViewSchema("prm", "1.1.0", PrmRow))
+    with pytest.raises(SchemaMismatch, match="no migration from 1.0.0 to 1.1.0"):
+        check_and_migrate(pl.DataFrame([PRM_ROW]), "prm", "1.0.0", views=broken)
 
-    judge_agreement: list[bool] | None
+
+class PrmRowV12(PrmRow):
+    """A synthetic 1.2.0 of the prm view: adds the judge's per-step rationale (a minor: one new column)."""
+
+    judge_rationales: list[str] | None
 
 
-def _add_judge_agreement(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(judge_agreement=pl.lit(None, dtype=pl.List(pl.Boolean)))
+def _add_judge_rationales(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(judge_rationales=pl.lit(None, dtype=pl.List(pl.String)))
 
 
 def test_a_minor_version_bump_migrates_older_files():
-    """The path a real 1.0 -> 1.1 change takes: new row model, version bump, a migration that fills the column."""
-    registry = dict(VIEWS, prm=ViewSchema("prm", "1.1.0", PrmRowV11, migrations={
-        "1.0.0": ("1.1.0", _add_judge_agreement)}))
+    """The path the next minor change takes, chained: 1.0.0 -> 1.1.0 (real) -> 1.2.0 (synthetic)."""
+    registry = dict(VIEWS, prm=ViewSchema("prm", "1.2.0", PrmRowV12, migrations={
+        **VIEWS["prm"].migrations, "1.1.0": ("1.2.0", _add_judge_rationales)}))
     old = pl.DataFrame([PRM_ROW])
     read = check_and_migrate(old, "prm", "1.0.0", views=registry)
-    assert read.columns == registry["prm"].arrow.names and read["judge_agreement"].to_list() == [None]
-    assert read.drop("judge_agreement").to_dicts() == check_and_migrate(old, "prm", "1.0.0").to_dicts()
-    # Without a migration registered, an older minor is refused rather than read with a hole.
-    broken = dict(VIEWS, prm=ViewSchema("prm", "1.1.0", PrmRowV11))
-    with pytest.raises(SchemaMismatch, match="no migration from 1.0.0 to 1.1.0"):
+    assert read.columns == registry["prm"].arrow.names and read["judge_rationales"].to_list() == [None]
+    assert read.drop("judge_rationales").to_dicts() == check_and_migrate(old, "prm", "1.0.0").to_dicts()
+    newer = check_and_migrate(pl.DataFrame([PRM_ROW | PRM_JUDGE]), "prm", "1.1.0", views=registry)
+    assert newer["judge_agreement"].to_list() == [0.5] and newer["judge_rationales"].to_list() == [None]
+    # A gap in the chain is refused rather than read with a hole.
+    broken = dict(VIEWS, prm=ViewSchema("prm", "1.2.0", PrmRowV12, migrations=VIEWS["prm"].migrations))
+    with pytest.raises(SchemaMismatch, match="no migration from 1.1.0 to 1.2.0"):
         check_and_migrate(old, "prm", "1.0.0", views=broken)
     with pytest.raises(SchemaMismatch, match="older major"):
         check_and_migrate(old, "prm", "0.9.0", views=registry)
