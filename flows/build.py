@@ -184,7 +184,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                         refs["verdicts"].append(verify_shard(*args, pool, judge))
                         advance()
                 finally:
-                    judge.close() if judge else None
+                    if judge is not None:
+                        judge.close()
     with _timed(timings, "vote"):
         # Pure per-shard work: submitted to the flow's task runner (Ray when the recipe says so).
         refs["votes"] = map_shards(recipe, vote_shard, [
@@ -212,7 +213,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                         advance()
             finally:
                 labeller.close()
-                step_judge.close() if step_judge else None
+                if step_judge is not None:
+                    step_judge.close()
     with _timed(timings, "publish"):
         result = publish_views(store, recipe, refs, version, recipe_hash, build_id, timings)
     repo = push or recipe.publish.repo

@@ -23,7 +23,6 @@ rlimits are. `SandboxResult.network` says which network guard was active.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import shutil

@@ -32,7 +32,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -461,7 +460,7 @@ def _preupload(h: _Handler, method, match, segments) -> None:
     h._send(200, {"files": files, "commitOid": None})
 
 
-@_route(rf"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+?)\.git/info/lfs/objects/batch", ("POST",), "lfs_batch")
+@_route(r"/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+?)\.git/info/lfs/objects/batch", ("POST",), "lfs_batch")
 def _lfs_batch(h: _Handler, method, match, segments) -> None:
     type_ = REPO_TYPES[match["type"]] if match["type"] else "model"
     repo_id = unquote(match["repo"])

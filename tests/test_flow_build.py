@@ -1,7 +1,6 @@
 """The build flow end to end on the simulated solver: outputs, card, report, pull with schema check, re-run reuse."""
 
 import json
-import os
 import shutil
 
 import polars as pl

@@ -2,7 +2,6 @@
 the retry path (429 / 5xx / dropped connections), n fallback, bounded concurrency and the API key."""
 
 import json
-import os
 import socket
 import subprocess
 import sys

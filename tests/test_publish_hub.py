@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import datasets  # imported before the hub_server fixture so its endpoint constants get patched
-import polars as pl
 import pytest
 from huggingface_hub import HfApi
 

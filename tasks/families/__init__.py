@@ -13,7 +13,7 @@ every family's `solve`/`num_steps` answer them through `abstain_solution`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from schemas.records import normalize_text
