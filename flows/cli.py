@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--name", help="deployment name (default: from the recipe and target)")
     s.set_defaults(func=_cmd_schedule)
     v = sub.add_parser("serve", help="run the scheduled builds (Prefect serve) until interrupted")
-    v.add_argument("--limit", type=int, help="at most this many builds at once")
+    v.add_argument("--limit", type=int, default=1,
+                   help="at most this many builds at once (default 1: a build that is still running when the next "
+                        "one is due makes it wait, so versions are numbered in order and runs never pile up)")
     v.set_defaults(func=_cmd_serve)
     args = parser.parse_args(argv)
     _quiet_prefect(args.verbose)

@@ -134,8 +134,11 @@ def served_deployments() -> list:
     return out
 
 
-def serve_schedules(limit: int | None = None) -> None:
-    """Run every scheduled build registered on the Prefect server until interrupted."""
+def serve_schedules(limit: int | None = 1) -> None:
+    """Run every scheduled build registered on the Prefect server until interrupted.
+
+    `limit` bounds the builds running at once. One (the default) keeps versions in order (each build takes the next
+    version after the last published one) and stops a short interval from piling up runs faster than they finish."""
     deployments = served_deployments()
     if not deployments:
         raise RuntimeError("no scheduled builds on this Prefect server: create one with `cotforge schedule`")
