@@ -121,8 +121,11 @@ def test_rerun_reuses_every_shard(built):
     assert read_view(str(out), "sft").equals(read_view(str(out), "sft"))
 
 
-def test_cli_build_and_pull(tmp_path):
+def test_cli_build_and_pull(tmp_path, monkeypatch):
     from flows.cli import main
+
+    # main() quiets Prefect through os.environ.setdefault; set the value here so it is restored after this test.
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "INFO")
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**RECIPE, "questions": {"sources": [

@@ -69,7 +69,7 @@ def _ancestors(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_shard_tasks_run_on_ray(tmp_path):
+def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
     pytest.importorskip("prefect_ray")
     ray = pytest.importorskip("ray")
     from flows.build import run_build
@@ -81,6 +81,9 @@ def test_shard_tasks_run_on_ray(tmp_path):
     since = datetime.now(timezone.utc)
     # Ray is started here as the runner would start it (the recipe's 2 CPUs): the runner then uses it and leaves it
     # up, so its worker processes can still be looked at after the build.
+    # The placement line is logged at INFO; Ray's workers inherit this environment, and an in-process CLI call earlier
+    # in the session may have set Prefect's level to WARNING (flows.cli quiets Prefect for terminal use).
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "INFO")
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         result = run_build(recipe, out=out, version="0.1.0")
