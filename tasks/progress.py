@@ -31,10 +31,7 @@ def stage_bar(description: str, total: int) -> Iterator[callable]:
     """A bar for one stage; yields `advance(n=1)`."""
     progress = _shared()
     bar = progress.add_task(description, total=total)
-    try:
-        yield lambda n=1: progress.advance(bar, n)
-    finally:
-        progress.update(bar, completed=progress.tasks[[t.id for t in progress.tasks].index(bar)].completed)
+    yield lambda n=1: progress.advance(bar, n)
 
 
 def stop_progress() -> None:

@@ -140,6 +140,14 @@ def abstain_solution(params: dict, rng: random.Random, error_at: int | None) -> 
     return Solution(tuple(steps[:error_at] + steps[error_at:]), str(guess * rng.randint(1, 5)), error_at)
 
 
+def family_items(n: int, seed_key: str, make: Callable[[random.Random], FamilyItem | None], params: dict,
+                 perturb: Callable) -> list[FamilyItem]:
+    """`n` distinct items from `make`, a `params["unanswerable_rate"]` share of them turned unanswerable by `perturb`
+    (the tail every family's `generate` ends with)."""
+    return add_unanswerable(generate_distinct(n, seed_key, make), params_value(params, "unanswerable_rate", 0, float),
+                            seed_key, perturb)
+
+
 def params_value(params: dict, key: str, default, kind: type = int):
     """A family parameter from the recipe, converted, with a clear error naming it."""
     value = params.get(key, default)

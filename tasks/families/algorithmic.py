@@ -11,8 +11,8 @@ import heapq
 import random
 import string
 
-from tasks.families import (ABSTAIN_STEPS, FamilyItem, Solution, abstain_solution, add_unanswerable,
-                            generate_distinct, is_unanswerable, params_value, register_family)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
+                            register_family, Solution)
 
 TASKS = ("sort", "count", "path")
 GROUP = 3  # numbers counted per step
@@ -83,8 +83,7 @@ class AlgorithmicFamily:
                               verifier="exact" if sorted_task else "math")
 
         key = f"{self.name}:{task}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def num_steps(self, params: dict) -> int:
         if is_unanswerable(params):

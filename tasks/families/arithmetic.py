@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from tasks.families import (FamilyItem, Solution, abstain_solution, add_unanswerable, generate_distinct,
-                            is_unanswerable, params_value, register_family, ABSTAIN_STEPS)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
+                            register_family, Solution)
 
 _NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goro", "Hana", "Ivan", "Jade"]
 _THINGS = ["apples", "marbles", "stickers", "coins", "books", "shells", "pencils", "stamps"]
@@ -44,8 +44,7 @@ class ArithmeticFamily:
                               reference_steps=solution.steps)
 
         key = f"{self.name}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def _perturb(self, item: FamilyItem, rng: random.Random) -> tuple[str, str]:
         p = item.params

@@ -14,8 +14,8 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from tasks.families import (ABSTAIN_STEPS, FamilyItem, Solution, abstain_solution, add_unanswerable,
-                            generate_distinct, is_unanswerable, params_value, register_family)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
+                            register_family, Solution)
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,7 @@ class CodingFamily:
                               tests=p["tests"])
 
         key = f"{self.name}:{tier}:{params.get('task')}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def num_steps(self, params: dict) -> int:
         return ABSTAIN_STEPS if is_unanswerable(params) else len(TASKS_BY_NAME[params["task"]].plan)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 
-from tasks.families import (ABSTAIN_STEPS, FamilyItem, Solution, abstain_solution, add_unanswerable,
-                            generate_distinct, is_unanswerable, params_value, register_family)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
+                            register_family, Solution)
 
 
 def _fmt_number(value: Fraction) -> str:
@@ -100,8 +100,7 @@ class LinearFamily:
                               reference_steps=solution.steps)
 
         key = f"{self.name}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def num_steps(self, params: dict) -> int:
         return ABSTAIN_STEPS if is_unanswerable(params) else len(params["left"]) + len(params["right"]) + 1

@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import random
 
-from tasks.families import (ABSTAIN_STEPS, FamilyItem, Solution, abstain_solution, add_unanswerable,
-                            generate_distinct, is_unanswerable, params_value, register_family)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, register_family,
+                            Solution)
 
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi"]
 PUZZLES = ("knights", "seating")
@@ -180,8 +180,7 @@ class LogicFamily:
                               reference_steps=solution.steps, answer_type="text", verifier="exact")
 
         key = f"{self.name}:{puzzle}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def num_steps(self, params: dict) -> int:
         return ABSTAIN_STEPS if is_unanswerable(params) else len(params["names"])

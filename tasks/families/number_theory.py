@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from tasks.families import (ABSTAIN_STEPS, FamilyItem, Solution, abstain_solution, add_unanswerable,
-                            generate_distinct, is_unanswerable, params_value, register_family)
+from tasks.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, register_family,
+                            Solution)
 
 KINDS = ("modpow", "gcd", "product_mod")
 
@@ -47,8 +47,7 @@ class NumberTheoryFamily:
                               reference_steps=solution.steps)
 
         key = f"{self.name}:{kind_param}:{difficulty}:{seed}"
-        return add_unanswerable(generate_distinct(n, key, make), params_value(params, "unanswerable_rate", 0, float),
-                                key, self._perturb)
+        return family_items(n, key, make, params, self._perturb)
 
     def num_steps(self, params: dict) -> int:
         if is_unanswerable(params):
