@@ -16,24 +16,24 @@ import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from schemas.recipe import Recipe
-from schemas.records import stable_id
-from tasks.decontam import decontam_shard
-from tasks.dedup import dedup_shard, publish_dedup, sample_dedup_shard
-from tasks.generate import make_generator
-from tasks.hub import push_build, retry_policy
-from tasks.prm import label_steps_shard
-from tasks.progress import stage_bar
-from tasks.publish import PublishedView, card_text, dumps_json, write_text, write_view
-from tasks.questions import question_mix, questions_shards, rejects_ref
-from tasks.report import (REPORT_PLOTS, funnel_png, mix_counts, pass_rate_histogram_png, report_markdown, stage_counts,
+from cotforge.schemas.recipe import Recipe
+from cotforge.schemas.records import stable_id
+from cotforge.tasks.dedup.decontam import decontam_shard
+from cotforge.tasks.dedup.minhash import dedup_shard, publish_dedup, sample_dedup_shard
+from cotforge.tasks.generate import make_generator
+from cotforge.tasks.publish.hub import push_build, retry_policy
+from cotforge.tasks.label.steps import label_steps_shard
+from cotforge.tasks.core.progress import stage_bar
+from cotforge.tasks.publish.write import PublishedView, card_text, dumps_json, write_text, write_view
+from cotforge.tasks.questions.stage import question_mix, questions_shards, rejects_ref
+from cotforge.tasks.publish.report import (REPORT_PLOTS, funnel_png, mix_counts, pass_rate_histogram_png, report_markdown, stage_counts,
                           verdict_breakdown, verdicts_png)
-from tasks.sample import generation_accounting, sample_shard
-from tasks.shards import ShardRef, ShardStore
-from tasks.verify import verify_shard
-from tasks.verify_pool import VerifierPool
-from tasks.views import join_records, view_builders, view_metadata
-from tasks.vote import vote_shard
+from cotforge.tasks.generate.sample import generation_accounting, sample_shard
+from cotforge.tasks.core.shards import ShardRef, ShardStore
+from cotforge.tasks.verify.cascade import verify_shard
+from cotforge.tasks.verify.pool import VerifierPool
+from cotforge.tasks.views.builders import join_records, view_builders, view_metadata
+from cotforge.tasks.verify.vote import vote_shard
 
 
 @dataclass

@@ -21,7 +21,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from schemas.recipe import RecipeError, load_recipe
+    from cotforge.schemas.recipe import RecipeError, load_recipe
 
     console = Console()
     try:
@@ -29,10 +29,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except RecipeError as error:
         console.print(f"[red]bad recipe[/red] {error}")
         return 2
-    from flows.build import run_build
-    from tasks.progress import stop_progress
+    from cotforge.flows.build import run_build
+    from cotforge.tasks.core.progress import stop_progress
 
-    from tasks.hub import VersionExistsError, next_version, parse_semver, published_versions
+    from cotforge.tasks.publish.hub import VersionExistsError, next_version, parse_semver, published_versions
 
     push = args.push or recipe.publish.repo
     version = args.version
@@ -72,8 +72,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
-    from schemas.views import SchemaMismatch
-    from tasks.hub import cotforge_pull
+    from cotforge.schemas.views import SchemaMismatch
+    from cotforge.tasks.publish.hub import cotforge_pull
 
     try:
         frame = cotforge_pull(args.source, args.config, version=args.version)
@@ -91,8 +91,8 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from schemas.recipe import RecipeError
-    from flows.schedule import create_schedule
+    from cotforge.schemas.recipe import RecipeError
+    from cotforge.flows.schedule import create_schedule
 
     try:
         deployment_id = create_schedule(args.recipe, cron=args.cron, interval=args.interval, push=args.push,
@@ -108,7 +108,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from flows.schedule import serve_schedules
+    from cotforge.flows.schedule import serve_schedules
 
     try:
         serve_schedules(limit=args.limit)

@@ -17,9 +17,9 @@ from prefect import flow, get_client, serve
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.deployments.runner import EntrypointType
 
-from schemas.records import stable_id
-from schemas.recipe import Recipe, load_recipe
-from tasks.hub import (RetryPolicy, bump_patch, is_hub_target, published_versions, push_folder, retry_policy,
+from cotforge.schemas.records import stable_id
+from cotforge.schemas.recipe import Recipe, load_recipe
+from cotforge.tasks.publish.hub import (RetryPolicy, bump_patch, is_hub_target, published_versions, push_folder, retry_policy,
                        version_locations)
 
 log = logging.getLogger("cotforge.schedule")
@@ -57,7 +57,7 @@ def prepare_recipe(recipe: Recipe, version: str, earlier: list[str], reseed: boo
 def scheduled_build(recipe_path: str, push: str | None = None, out: str | None = None, reseed: bool = False,
                     private: bool | None = None) -> dict:
     """One scheduled build of a recipe: next version, dedup against published versions, publish if new rows."""
-    from flows.build import run_build
+    from cotforge.flows.build import run_build
 
     recipe = load_recipe(recipe_path)
     target = target_of(recipe, push, out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from schemas.config_base import StrictConfig
+from cotforge.schemas.config_base import StrictConfig
 
 
 class PublishConfig(StrictConfig):

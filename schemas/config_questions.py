@@ -13,8 +13,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from schemas.config_base import StrictConfig
-from schemas.config_generation import GenerationConfig, SamplingConfig
+from cotforge.schemas.config_base import StrictConfig
+from cotforge.schemas.config_generation import GenerationConfig, SamplingConfig
 
 SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 

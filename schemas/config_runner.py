@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.config_base import StrictConfig
+from cotforge.schemas.config_base import StrictConfig
 
 
 class RunnerConfig(StrictConfig):

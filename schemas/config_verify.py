@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.config_base import StrictConfig
-from schemas.config_generation import GenerationConfig
+from cotforge.schemas.config_base import StrictConfig
+from cotforge.schemas.config_generation import GenerationConfig
 
 DEFAULT_RUBRIC = (
     "Judge whether the candidate's final answer is correct for the question and whether its reasoning supports it. "

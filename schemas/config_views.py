@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.config_base import StrictConfig
-from schemas.config_generation import GenerationConfig
+from cotforge.schemas.config_base import StrictConfig
+from cotforge.schemas.config_generation import GenerationConfig
 
 
 class SftViewConfig(StrictConfig):

@@ -9,14 +9,14 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError
 
-from schemas.config_base import StrictConfig
-from schemas.config_dedup import DedupConfig
-from schemas.config_generation import GenerationConfig
-from schemas.config_publish import PublishConfig
-from schemas.config_questions import QuestionsConfig
-from schemas.config_runner import RunnerConfig
-from schemas.config_verify import VerifyConfig
-from schemas.config_views import ViewsConfig
+from cotforge.schemas.config_base import StrictConfig
+from cotforge.schemas.config_dedup import DedupConfig
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.schemas.config_publish import PublishConfig
+from cotforge.schemas.config_questions import QuestionsConfig
+from cotforge.schemas.config_runner import RunnerConfig
+from cotforge.schemas.config_verify import VerifyConfig
+from cotforge.schemas.config_views import ViewsConfig
 
 
 class RecipeError(ValueError):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.arrow import arrow_schema
+from cotforge.schemas.arrow import arrow_schema
 
 AnswerType = Literal["number", "choice", "text", "code", "none"]
 

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from schemas.arrow import arrow_schema
+from cotforge.schemas.arrow import arrow_schema
 
 COTFORGE_VERSION = "0.1.0"
 JSON_SCHEMA_DIR = Path(__file__).resolve().parent / "json"

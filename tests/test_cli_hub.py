@@ -19,7 +19,7 @@ RECIPE = {"name": "clihub", "seed": 4, "shard_size": 8,
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env={**os.environ}, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cotforge.flows.cli", *args], env={**os.environ}, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.config_dedup import DecontamConfig, EvalSetConfig, MinHashConfig
-from tasks.decontam import decontaminate_questions, find_contamination, hit_counts, load_eval_texts
-from tasks.dedup import dedup_questions
+from cotforge.schemas.config_dedup import DecontamConfig, EvalSetConfig, MinHashConfig
+from cotforge.tasks.dedup.decontam import decontaminate_questions, find_contamination, hit_counts, load_eval_texts
+from cotforge.tasks.dedup.minhash import dedup_questions
 
 GSM8K = EvalSetConfig(name="gsm8k", path="data/evals/gsm8k_test_300.jsonl")
 

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from schemas.config_dedup import DedupConfig, MinHashConfig
-from schemas.records import normalize_text
-from tasks.dedup import (PriorIndex, UnionFind, candidate_pairs, cluster_texts, dedup_questions, dedup_samples, fast_hash32,
+from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig
+from cotforge.schemas.records import normalize_text
+from cotforge.tasks.dedup.minhash import (PriorIndex, UnionFind, candidate_pairs, cluster_texts, dedup_questions, dedup_samples, fast_hash32,
                          lsh_params, minhash_signatures, signatures_table)
-from tasks.lsh_index import earlier_index, read_indexes, write_index
+from cotforge.tasks.dedup.index import earlier_index, read_indexes, write_index
 from tests.bench.bench_dedup import exact_jaccard_pairs, planted_corpus, shingle_set
 
 
@@ -44,7 +44,7 @@ def test_signatures_equal_datasketch_minhash(shingle, size, hash_):
 
 
 def test_signatures_span_chunks_and_batches(monkeypatch):
-    import tasks.dedup as dedup
+    import cotforge.tasks.dedup.minhash as dedup
 
     texts = [f"question number {i} " * (i % 40 + 1) for i in range(300)]
     config = MinHashConfig(num_perm=32)

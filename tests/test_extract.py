@@ -1,6 +1,6 @@
 """Answer extraction and normalisation: every convention, and failures as reasons."""
 
-from tasks.extract import (as_rational, extract_answer, extract_answers, extract_choice, extract_code,
+from cotforge.tasks.verify.extract import (as_rational, extract_answer, extract_answers, extract_choice, extract_code,
                            final_answer_markers, normalize_answer)
 
 

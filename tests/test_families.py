@@ -11,12 +11,12 @@ from fractions import Fraction
 
 import pytest
 
-from schemas.config_questions import FamilySourceConfig
-from tasks.extract import extract_answers, normalize_answer
-from tasks.families import ABSTAIN, family_names, get_family
-from tasks.generate.base import GenerationRequest
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.questions import family_questions
+from cotforge.schemas.config_questions import FamilySourceConfig
+from cotforge.tasks.verify.extract import extract_answers, normalize_answer
+from cotforge.tasks.questions.families import ABSTAIN, family_names, get_family
+from cotforge.tasks.generate.base import GenerationRequest
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.stage import family_questions
 
 ALL = ["algorithmic", "arithmetic", "coding", "linear", "logic", "number_theory"]
 

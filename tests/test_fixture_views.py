@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.views import VIEWS, SchemaMismatch, check_and_migrate, parse_version
+from cotforge.schemas.views import VIEWS, SchemaMismatch, check_and_migrate, parse_version
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
 ROWS_PER_FIXTURE = 4
@@ -31,11 +31,11 @@ def _jsonable(rows: list[dict]) -> list[dict]:
 
 def freeze_fixtures() -> list[Path]:
     """Write a fixture for each view's current version that has none (a released fixture is never rewritten)."""
-    from schemas.config_views import PrmJudgeConfig, PrmViewConfig, ViewsConfig
-    from tasks.generate.simulated import SimulatedGenerator
-    from tasks.prm import label_steps
-    from tasks.shards import write_parquet_atomic
-    from tasks.views import view_builders, view_metadata
+    from cotforge.schemas.config_views import PrmJudgeConfig, PrmViewConfig, ViewsConfig
+    from cotforge.tasks.generate.simulated import SimulatedGenerator
+    from cotforge.tasks.label.steps import label_steps
+    from cotforge.tasks.core.shards import write_parquet_atomic
+    from cotforge.tasks.views.builders import view_builders, view_metadata
     from tests.test_prm_judge import RuleStepJudge
     from tests.views_support import simulated_joined
 

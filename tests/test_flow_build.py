@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from flows.build import build
-from schemas.recipe import parse_recipe
-from schemas.views import VIEWS, SchemaMismatch
-from tasks.publish import read_view
+from cotforge.flows.build import build
+from cotforge.schemas.recipe import parse_recipe
+from cotforge.schemas.views import VIEWS, SchemaMismatch
+from cotforge.tasks.publish.write import read_view
 
 RECIPE = {
     "name": "flowtest",
@@ -122,7 +122,7 @@ def test_rerun_reuses_every_shard(built):
 
 
 def test_cli_build_and_pull(tmp_path, monkeypatch):
-    from flows.cli import main
+    from cotforge.flows.cli import main
 
     # main() quiets Prefect through os.environ.setdefault; set the value here so it is restored after this test.
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "INFO")

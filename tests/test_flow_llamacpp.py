@@ -3,8 +3,8 @@
 import polars as pl
 import pytest
 
-from flows.build import build
-from schemas.recipe import parse_recipe
+from cotforge.flows.build import build
+from cotforge.schemas.recipe import parse_recipe
 
 RECIPE = {
     "name": "llamatest",

@@ -24,7 +24,7 @@ RECIPE = {
 def _build(recipe, out) -> subprocess.Popen:
     env = {**os.environ, "COTFORGE_PROGRESS": "0"}
     # A session of its own, so the kill takes the build's whole process group (its embedded Prefect server too).
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "build", str(recipe), "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "cotforge.flows.cli", "build", str(recipe), "--out", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from schemas.recipe import RecipeError, load_recipe, parse_recipe
+from cotforge.schemas.recipe import RecipeError, load_recipe, parse_recipe
 
 
 def _recipe(generation: dict) -> dict:

@@ -13,7 +13,7 @@ def test_smollm2_hf_dir_is_a_loadable_folder_with_the_chat_template():
     pytest.importorskip("gguf")
     from transformers import AutoTokenizer
 
-    from tasks.generate.convert import smollm2_hf_dir
+    from cotforge.tasks.generate.convert import smollm2_hf_dir
 
     folder = smollm2_hf_dir()
     assert smollm2_hf_dir() == folder  # cached: the second call converts nothing

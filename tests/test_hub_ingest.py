@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.config_questions import HubDatasetConfig, QuestionsConfig, SeedSourceConfig
-from tasks.questions import collect_sources
-from tasks.seeds import hub_seed_files, seed_questions
+from cotforge.schemas.config_questions import HubDatasetConfig, QuestionsConfig, SeedSourceConfig
+from cotforge.tasks.questions.stage import collect_sources
+from cotforge.tasks.questions.seeds import hub_seed_files, seed_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_ROWS = [json.loads(line) for line in (ROOT / "data/seeds/gsm8k_train_200.jsonl").read_text().splitlines()[:6]]

@@ -2,14 +2,14 @@
 
 import pytest
 
-from tasks.generate.base import GenerationRequest, SamplingParams
+from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def llama():
-    from tasks.generate.llamacpp import LlamaCppGenerator
+    from cotforge.tasks.generate.llamacpp import LlamaCppGenerator
 
     generator = LlamaCppGenerator(n_ctx=512, n_threads=2)
     yield generator

@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from schemas.config_generation import GenerationConfig, OpenAIConfig
-from tasks.generate import make_generator
-from tasks.generate.base import GenerationRequest, SamplingParams
-from tasks.generate.openai_server import OpenAIGenerator
+from cotforge.schemas.config_generation import GenerationConfig, OpenAIConfig
+from cotforge.tasks.generate import make_generator
+from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
+from cotforge.tasks.generate.openai_server import OpenAIGenerator
 
 
 def _free_port() -> int:
@@ -36,7 +36,7 @@ def _request(rid="q", n=2, seed=7, max_tokens=12, prefix="", logprobs=None):
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server]")
-    from tasks.generate.llamacpp import default_model_path
+    from cotforge.tasks.generate.llamacpp import default_model_path
 
     port = _free_port()
     log = open(tmp_path_factory.mktemp("llama_server") / "server.log", "w+")  # a file: a full pipe would block it
@@ -96,7 +96,7 @@ def test_openai_backend_logprobs_and_recipe_switch(llama_server):
 def test_sampling_stage_runs_on_the_openai_backend(llama_server):
     import polars as pl
 
-    from tasks.sample import sample_questions
+    from cotforge.tasks.generate.sample import sample_questions
     from tests.test_sample_stage import arithmetic_questions
 
     config = GenerationConfig(backend="openai", samples_per_question=2, sampling={"max_tokens": 16},
@@ -233,7 +233,7 @@ def test_openai_api_key_from_named_env_var_goes_only_to_the_header(monkeypatch, 
         generator = OpenAIGenerator(_config(server.url, api_key_env="COTFORGE_TEST_KEY", max_retries=1))
         import polars as pl
 
-        from tasks.sample import sample_questions
+        from cotforge.tasks.generate.sample import sample_questions
         from tests.test_sample_stage import arithmetic_questions
 
         table = sample_questions(arithmetic_questions(2), generator, config, 1, "rh", "b")

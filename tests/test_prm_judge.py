@@ -5,11 +5,11 @@ import re
 import polars as pl
 import pytest
 
-from schemas.config_views import PrmJudgeConfig, PrmViewConfig
-from tasks.generate.base import Completion
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.prm import judge_agreement, label_steps, parse_yes_no
-from tasks.views import build_prm
+from cotforge.schemas.config_views import PrmJudgeConfig, PrmViewConfig
+from cotforge.tasks.generate.base import Completion
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.label.steps import judge_agreement, label_steps, parse_yes_no
+from cotforge.tasks.views.builders import build_prm
 from tests.views_support import simulated_joined
 
 _ARITHMETIC = re.compile(r"^(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)")
@@ -166,9 +166,9 @@ def test_judge_off_leaves_the_columns_null(joined):
 def test_judged_labels_are_cached_with_the_shard(tmp_path):
     """The judge runs inside the step-labels stage: its columns are written with the shard, a resume does not ask it
     again, and turning it on re-makes the shard (the judge config is part of the key)."""
-    from schemas.config_verify import VerifyConfig
-    from tasks.prm import label_steps_shard
-    from tasks.shards import ShardStore
+    from cotforge.schemas.config_verify import VerifyConfig
+    from cotforge.tasks.label.steps import label_steps_shard
+    from cotforge.tasks.core.shards import ShardStore
     from tests.views_support import simulated_records
 
     records = simulated_records(n=6, difficulty=2, samples=2, seed=4)

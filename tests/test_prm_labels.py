@@ -3,14 +3,14 @@
 import polars as pl
 import pytest
 
-from schemas.config_generation import GenerationConfig, LlamaCppConfig, SamplingConfig
-from schemas.config_verify import VerifyConfig
-from schemas.config_views import PrmViewConfig
-from tasks.generate.base import Completion
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.prm import label_steps, label_steps_shard, segment_lines
-from tasks.shards import ShardRef, ShardStore
-from tasks.views import build_prm
+from cotforge.schemas.config_generation import GenerationConfig, LlamaCppConfig, SamplingConfig
+from cotforge.schemas.config_verify import VerifyConfig
+from cotforge.schemas.config_views import PrmViewConfig
+from cotforge.tasks.generate.base import Completion
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.label.steps import label_steps, label_steps_shard, segment_lines
+from cotforge.tasks.core.shards import ShardRef, ShardStore
+from cotforge.tasks.views.builders import build_prm
 from tests.views_support import simulated_joined, simulated_records
 
 
@@ -125,7 +125,7 @@ def test_label_steps_shard_writes_once_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_mc_rollouts_on_llamacpp():
     """The same labelling with SmolLM2 on llama.cpp continuing real prefixes (few, short rollouts)."""
-    from tasks.generate.llamacpp import LlamaCppGenerator
+    from cotforge.tasks.generate.llamacpp import LlamaCppGenerator
 
     frame, _ = simulated_joined(n=2, difficulty=2, samples=2, seed=3)
     generation = GenerationConfig(backend="llamacpp", llamacpp=LlamaCppConfig(n_ctx=1024),

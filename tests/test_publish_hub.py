@@ -9,9 +9,9 @@ import datasets  # imported before the hub_server fixture so its endpoint consta
 import pytest
 from huggingface_hub import HfApi
 
-from schemas.recipe import parse_recipe
-from tasks.hub import RetryPolicy, VersionExistsError, cotforge_pull, next_version, push_folder
-from tasks.publish import read_view
+from cotforge.schemas.recipe import parse_recipe
+from cotforge.tasks.publish.hub import RetryPolicy, VersionExistsError, cotforge_pull, next_version, push_folder
+from cotforge.tasks.publish.write import read_view
 from tests.hub_server import hub_environment
 
 FAST = RetryPolicy(retries=3, base_wait=0.01, max_wait=0.05)
@@ -26,7 +26,7 @@ def small_recipe(name: str = "hubtest", n: int = 12, seed: int = 5, **extra):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> str:
-    from flows.build import run_build
+    from cotforge.flows.build import run_build
 
     out = str(tmp_path_factory.mktemp("built") / "hubtest")
     result = run_build(small_recipe(), out=out, version="0.1.0")
@@ -148,7 +148,7 @@ def test_token_never_reaches_card_logs_or_parquet(hub_server, built, caplog):
 
 
 def test_card_has_every_section():
-    from tasks.publish import PublishedView, card_text
+    from cotforge.tasks.publish.write import PublishedView, card_text
 
     views = [PublishedView("sft", "1.0.0", 10, ("sft/train-00000.parquet",)),
              PublishedView("prm", "1.0.0", 4, ("prm/train-00000.parquet",))]

@@ -8,11 +8,11 @@ import json
 import polars as pl
 import pytest
 
-from schemas.config_questions import QuestionsConfig
-from schemas.recipe import RecipeError, parse_recipe
-from schemas.records import question_id_for
-from tasks.questions import collect_sources, question_mix, questions_shards, rejects_ref
-from tasks.shards import ShardStore
+from cotforge.schemas.config_questions import QuestionsConfig
+from cotforge.schemas.recipe import RecipeError, parse_recipe
+from cotforge.schemas.records import question_id_for
+from cotforge.tasks.questions.stage import collect_sources, question_mix, questions_shards, rejects_ref
+from cotforge.tasks.core.shards import ShardStore
 
 
 def _seed_file(tmp_path, rows):
@@ -87,7 +87,7 @@ def test_recipe_errors_name_the_field(source, message, field):
 
 @pytest.mark.slow
 def test_build_report_and_card_show_the_mix(tmp_path):
-    from flows.build import build
+    from cotforge.flows.build import build
 
     path = _seed_file(tmp_path, [{"question": "Ann has 3 pens and buys 4 more. How many pens?", "answer": "#### 7"},
                                  {"question": "A broken row with no marker?", "answer": "7"}])

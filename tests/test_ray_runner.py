@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from polars.testing import assert_frame_equal
 
-from flows.build import task_runner_for
-from schemas.recipe import RecipeError, parse_recipe
-from tasks.publish import read_view
+from cotforge.flows.build import task_runner_for
+from cotforge.schemas.recipe import RecipeError, parse_recipe
+from cotforge.tasks.publish.write import read_view
 
 
 def _recipe(**extra):
@@ -31,14 +31,14 @@ def test_runner_option_is_validated():
 
 @pytest.mark.slow
 def test_memory_filesystem_output():
-    from flows.build import run_build
+    from cotforge.flows.build import run_build
 
     result = run_build(_recipe(), out="memory://cotforge-test/raytest", version="0.1.0")
     assert read_view("memory://cotforge-test/raytest", "sft").height == result.views["sft"]
 
 
 def _placements(out: str, since) -> dict[str, list[str]]:
-    """Task-run name -> the messages logged by `flows.build.log_placement`, for the one flow run that wrote `out`."""
+    """Task-run name -> the messages logged by `cotforge.flows.build.log_placement`, for the one flow run that wrote `out`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime, LogFilter,
                                                 LogFilterFlowRunId)
@@ -72,7 +72,7 @@ def _ancestors(pid: int) -> list[int]:
 def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
     pytest.importorskip("prefect_ray")
     ray = pytest.importorskip("ray")
-    from flows.build import run_build
+    from cotforge.flows.build import run_build
 
     out = f"file://{tmp_path}/ray-out"
     recipe = _recipe(runner={"kind": "ray", "num_cpus": 2})

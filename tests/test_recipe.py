@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from schemas.recipe import RecipeError, load_recipe, parse_recipe
+from cotforge.schemas.recipe import RecipeError, load_recipe, parse_recipe
 
 GOOD = {
     "name": "t",

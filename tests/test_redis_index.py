@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndexConfig
-from tasks.dedup import dedup_questions, minhash_signatures
-from tasks.lsh_index import insert_shared, query_shared, shared_index_filter, shared_lsh
+from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndexConfig
+from cotforge.tasks.dedup.minhash import dedup_questions, minhash_signatures
+from cotforge.tasks.dedup.index import insert_shared, query_shared, shared_index_filter, shared_lsh
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed (apt-get install -y redis-server)")

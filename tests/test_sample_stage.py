@@ -13,14 +13,14 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from schemas.arrow import to_table
-from schemas.config_generation import GenerationConfig
-from schemas.records import Question
-from tasks.families import get_family
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.sample import (PART_STAGE, SamplingStats, accepted_flags, generation_accounting, plan_extra_samples,
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.schemas.records import Question
+from cotforge.tasks.questions.families import get_family
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.generate.sample import (PART_STAGE, SamplingStats, accepted_flags, generation_accounting, plan_extra_samples,
                           sample_questions, sample_shard)
-from tasks.shards import ShardStore
+from cotforge.tasks.core.shards import ShardStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,9 +65,9 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
     from tests.test_sample_stage import CountingGenerator, arithmetic_questions
-    from schemas.config_generation import GenerationConfig
-    from tasks.sample import sample_shard
-    from tasks.shards import ShardStore
+    from cotforge.schemas.config_generation import GenerationConfig
+    from cotforge.tasks.generate.sample import sample_shard
+    from cotforge.tasks.core.shards import ShardStore
 
     store = ShardStore({out!r})
     questions = store.write("questions", "qkey", arithmetic_questions(24))
@@ -144,7 +144,7 @@ def test_adaptive_budget_stops_at_quota_or_cap():
     table = pl.from_arrow(sample_questions(questions, generator, config, 5, "rh", "b", stats=stats))
     rows = {r["question_id"]: r for r in questions.to_pylist()}
     samples = [s for s in table.to_dicts()]
-    from schemas.records import Sample
+    from cotforge.schemas.records import Sample
 
     flags = accepted_flags([Sample(**s) for s in samples], questions)
     per_q = {}
@@ -195,7 +195,7 @@ def test_guided_resampling_flags_off_policy_rows_with_the_reference_prefix():
 
 
 def test_hint_mode_puts_the_hint_in_the_prompt():
-    from tasks.sample import guidance_for, question_request
+    from cotforge.tasks.generate.sample import guidance_for, question_request
 
     config = GenerationConfig(backend="simulated", guidance={"enabled": True, "mode": "hint"})
     row = arithmetic_questions(1, difficulty=4).to_pylist()[0]

@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from schemas.config_verify import SandboxConfig
-from tasks.sandbox import _sandbox_uid, _user_process_count, check_program, network_namespace_available, run_program
+from cotforge.schemas.config_verify import SandboxConfig
+from cotforge.tasks.verify.sandbox import _sandbox_uid, _user_process_count, check_program, network_namespace_available, run_program
 
 LIMITS = SandboxConfig(cpu_s=1, wall_s=4.0, memory_mb=256, max_processes=8, max_output_bytes=10_000)
 IS_ROOT = os.geteuid() == 0
@@ -219,14 +219,14 @@ def test_sandbox_program_outliving_a_killed_pool_worker_is_cleaned_up():
     import glob
     import tempfile
 
-    from tasks.verify_pool import VerifierPool
+    from cotforge.tasks.verify.pool import VerifierPool
 
     patient = SandboxConfig(cpu_s=5, wall_s=60.0)  # the sandbox itself would wait a minute
     with VerifierPool(1, preload=()) as pool:
         # Start the worker first, so its pid (and its sandbox uid) is known before the item runs.
         pool.run([("tests.test_sandbox:worker_pid", ())], 60.0)
         pid = pool._workers[0].process.pid
-        results = pool.run([("tasks.sandbox:check_program", ("import time\ntime.sleep(120)\n", "",
+        results = pool.run([("cotforge.tasks.verify.sandbox:check_program", ("import time\ntime.sleep(120)\n", "",
                                                              patient.model_dump_json()))], 3.0)
     assert results == [(None, "timeout")]
     uid = _sandbox_uid(pid)

@@ -70,7 +70,7 @@ def prefect_server(tmp_path_factory):
 
 
 def _cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cotforge.flows.cli", *args], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -92,7 +92,7 @@ def test_schedule_fires_a_run_that_produces_a_version(prefect_server, tmp_path):
     assert bad.returncode == 2
 
     log = open(tmp_path / "serve.log", "w")
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve"], env=env, cwd=ROOT, stdout=log,
+    serve = subprocess.Popen([sys.executable, "-m", "cotforge.flows.cli", "serve"], env=env, cwd=ROOT, stdout=log,
                              stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
@@ -132,7 +132,7 @@ def _completed_runs(api: str) -> list[dict]:
 @pytest.mark.slow
 def test_schedule_versions_bump_dedup_against_published_and_skip_without_new_rows(tmp_path):
     """The scheduled flow itself (Prefect's ephemeral API): 0.1.0, then no new rows -> nothing, then reseeded 0.1.1."""
-    from flows.schedule import scheduled_build
+    from cotforge.flows.schedule import scheduled_build
 
     recipe = tmp_path / "scheduled.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))

@@ -6,7 +6,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from schemas.views import (COTFORGE_VERSION, JSON_SCHEMA_DIR, VIEWS, PrmRow, SchemaMismatch, ViewSchema,
+from cotforge.schemas.views import (COTFORGE_VERSION, JSON_SCHEMA_DIR, VIEWS, PrmRow, SchemaMismatch, ViewSchema,
                            check_and_migrate, export_json_schemas, json_schema_text, parse_version)
 
 PRM_ROW = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12", "2 + 12 = 14", "The answer is 14."],
@@ -20,7 +20,7 @@ PRM_JUDGE = {"judge_step_labels": [True, None, False], "judge_agreement": 0.5, "
 def test_exported_json_schemas_match_the_row_models():
     for view in VIEWS.values():
         path = JSON_SCHEMA_DIR / view.name / f"{view.version}.json"
-        assert path.exists(), f"{path} missing: run `python -m schemas.views` and commit it"
+        assert path.exists(), f"{path} missing: run `python -m cotforge.schemas.views` and commit it"
         assert path.read_text() == json_schema_text(view), f"{path} is stale: a changed row model needs a new version"
         exported = json.loads(path.read_text())
         assert exported["x-cotforge-schema-version"] == view.version

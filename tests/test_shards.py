@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.shards import ShardStore, shard_key
+from cotforge.tasks.core.shards import ShardStore, shard_key
 
 
 def test_write_then_done_and_read(tmp_path):

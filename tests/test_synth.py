@@ -9,11 +9,11 @@ from typing import Sequence
 
 import pytest
 
-from schemas.config_questions import QuestionsConfig, SynthSourceConfig, ValidityConfig
-from tasks.generate.base import Completion, GenerationRequest
-from tasks.questions import collect_sources
-from tasks.shards import ShardStore
-from tasks.synth import (Generators, parse_candidate, parse_judge, rule_validity, solvability,
+from cotforge.schemas.config_questions import QuestionsConfig, SynthSourceConfig, ValidityConfig
+from cotforge.tasks.generate.base import Completion, GenerationRequest
+from cotforge.tasks.questions.stage import collect_sources
+from cotforge.tasks.core.shards import ShardStore
+from cotforge.tasks.questions.synth import (Generators, parse_candidate, parse_judge, rule_validity, solvability,
                          synth_candidates_cached)
 
 
@@ -174,7 +174,7 @@ def test_synth_recipe_errors_name_the_problem():
 def test_synth_with_real_llamacpp_model(tmp_path):
     """SmolLM2-135M writes, judges and solves two tiny prompts; whatever it writes, every candidate carries its
     verdicts and a re-run reads the cache instead of the model."""
-    from tasks.generate.llamacpp import LlamaCppGenerator, default_model_path
+    from cotforge.tasks.generate.llamacpp import LlamaCppGenerator, default_model_path
 
     model = LlamaCppGenerator(default_model_path(), n_ctx=1024, n_threads=2)
     try:

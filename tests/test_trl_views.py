@@ -10,10 +10,10 @@ import os
 import polars as pl
 import pytest
 
-from schemas.config_views import PreferenceViewConfig, PrmViewConfig, SftViewConfig, UnpairedViewConfig
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.prm import label_steps
-from tasks.views import build_preference, build_prm, build_sft, build_unpaired
+from cotforge.schemas.config_views import PreferenceViewConfig, PrmViewConfig, SftViewConfig, UnpairedViewConfig
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.label.steps import label_steps
+from cotforge.tasks.views.builders import build_preference, build_prm, build_sft, build_unpaired
 from tests.views_support import simulated_joined
 
 pytestmark = pytest.mark.slow  # loading the GGUF tokenizer and building trainers takes ~30 s in all
@@ -24,11 +24,11 @@ def _smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     try:
-        from tasks.generate.convert import smollm2_hf_dir
+        from cotforge.tasks.generate.convert import smollm2_hf_dir
 
         return AutoTokenizer.from_pretrained(smollm2_hf_dir())
     except ImportError:
-        from tasks.generate.llamacpp import default_model_path
+        from cotforge.tasks.generate.llamacpp import default_model_path
 
         path = default_model_path()
         return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))

@@ -3,11 +3,11 @@
 import polars as pl
 import pytest
 
-from schemas.config_verify import FormatConfig, LanguageConfig, LengthConfig, SandboxConfig, VerifyConfig
-from tasks.report import verdict_breakdown
-from tasks.shards import ShardStore, shard_key
-from tasks.verify import VERIFIERS, letter_scripts, register_verifier, verify_samples, verify_shard
-from tasks.verify_pool import VerifierPool
+from cotforge.schemas.config_verify import FormatConfig, LanguageConfig, LengthConfig, SandboxConfig, VerifyConfig
+from cotforge.tasks.publish.report import verdict_breakdown
+from cotforge.tasks.core.shards import ShardStore, shard_key
+from cotforge.tasks.verify.cascade import VERIFIERS, letter_scripts, register_verifier, verify_samples, verify_shard
+from cotforge.tasks.verify.pool import VerifierPool
 from tests.verify_helpers import question, sample, tables
 
 
@@ -160,7 +160,7 @@ def test_verify_shard_caches_by_config_and_breakdown_reads_checks(tmp_path, pool
 
 
 def test_verify_recipe_section_errors_name_the_field():
-    from schemas.recipe import RecipeError, parse_recipe
+    from cotforge.schemas.recipe import RecipeError, parse_recipe
 
     base = {"name": "t", "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 2}]}}
     recipe = parse_recipe({**base, "verify": {"judge": {"generation": {"backend": "simulated"}, "everywhere": True},

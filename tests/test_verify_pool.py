@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks.verify_pool import VerifierPool, check_math, check_regex, run_item
+from cotforge.tasks.verify.pool import VerifierPool, check_math, check_regex, run_item
 
 
 # Module-level item functions the spawned workers import by "tests.test_verify_pool:<name>".
@@ -91,6 +91,6 @@ def test_check_regex_and_bad_patterns():
 @pytest.mark.slow
 def test_catastrophic_regex_times_out_in_the_pool():
     with VerifierPool(1, preload=()) as pool:
-        results = pool.run([("tasks.verify_pool:check_regex", ("a" * 40 + "!", "(a+)+$")),
-                            ("tasks.verify_pool:check_regex", ("ab", "a.")),], 1.0)
+        results = pool.run([("cotforge.tasks.verify.pool:check_regex", ("a" * 40 + "!", "(a+)+$")),
+                            ("cotforge.tasks.verify.pool:check_regex", ("ab", "a.")),], 1.0)
     assert results == [(None, "timeout"), (True, "pattern_matched")]

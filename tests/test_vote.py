@@ -4,13 +4,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from schemas.arrow import to_table
-from schemas.config_verify import VerifyConfig
-from schemas.records import Verdict
-from tasks.shards import ShardStore, shard_key
-from tasks.vote import agreement_with_majority, difficulty_bin, in_band, majority, vote_answers, vote_shard
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_verify import VerifyConfig
+from cotforge.schemas.records import Verdict
+from cotforge.tasks.core.shards import ShardStore, shard_key
+from cotforge.tasks.verify.vote import agreement_with_majority, difficulty_bin, in_band, majority, vote_answers, vote_shard
 from tests.verify_helpers import question
-from schemas.records import Question
+from cotforge.schemas.records import Question
 
 
 def _verdicts(rows: list[tuple[str, str, str | None, bool | None]]) -> pa.Table:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.arrow import to_table
-from schemas.records import Question, Sample
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.records import Question, Sample
 
 
 def question(qid: str, gold: str | None, verifier: str = "math", answer_type: str = "number",

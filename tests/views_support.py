@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import polars as pl
 
-from schemas.arrow import to_table
-from schemas.config_generation import GenerationConfig, SimulatedConfig
-from schemas.config_questions import FamilySourceConfig, QuestionsConfig
-from schemas.config_verify import VerifyConfig
-from schemas.records import Question
-from tasks.generate.simulated import SimulatedGenerator
-from tasks.questions import collect_questions
-from tasks.sample import sample_questions
-from tasks.verify import verify_samples
-from tasks.views import join_records
-from tasks.vote import vote_answers
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_generation import GenerationConfig, SimulatedConfig
+from cotforge.schemas.config_questions import FamilySourceConfig, QuestionsConfig
+from cotforge.schemas.config_verify import VerifyConfig
+from cotforge.schemas.records import Question
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.stage import collect_questions
+from cotforge.tasks.generate.sample import sample_questions
+from cotforge.tasks.verify.cascade import verify_samples
+from cotforge.tasks.views.builders import join_records
+from cotforge.tasks.verify.vote import vote_answers
 
 
 def simulated_records(n: int = 24, difficulty: int = 3, samples: int = 4, seed: int = 5,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from schemas.config_generation import GenerationConfig
-from tasks.generate.base import Completion, GenerationRequest, Generator, SamplingParams
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.tasks.generate.base import Completion, GenerationRequest, Generator, SamplingParams
 
 __all__ = ["Completion", "GenerationRequest", "Generator", "SamplingParams", "make_generator"]
 
@@ -11,20 +11,20 @@ __all__ = ["Completion", "GenerationRequest", "Generator", "SamplingParams", "ma
 def make_generator(config: GenerationConfig) -> Generator:
     """The backend the recipe names. Heavy backends are imported only when chosen."""
     if config.backend == "simulated":
-        from tasks.generate.simulated import SimulatedGenerator
+        from cotforge.tasks.generate.simulated import SimulatedGenerator
 
         return SimulatedGenerator(config.simulated.step_error_rate, config.simulated.format_error_rate)
     if config.backend == "llamacpp":
-        from tasks.generate.llamacpp import LlamaCppGenerator
+        from cotforge.tasks.generate.llamacpp import LlamaCppGenerator
 
         c = config.llamacpp
         return LlamaCppGenerator(c.model_path, n_ctx=c.n_ctx, n_threads=c.n_threads)
     if config.backend == "vllm":
-        from tasks.generate.vllm_offline import VllmGenerator
+        from cotforge.tasks.generate.vllm_offline import VllmGenerator
 
         return VllmGenerator(config.vllm)
     if config.backend == "openai":
-        from tasks.generate.openai_server import OpenAIGenerator
+        from cotforge.tasks.generate.openai_server import OpenAIGenerator
 
         return OpenAIGenerator(config.openai)
     raise ValueError(f"unknown generation backend {config.backend!r}")

@@ -6,7 +6,7 @@ import glob
 import os
 from typing import Sequence
 
-from tasks.generate.base import Completion, GenerationRequest
+from cotforge.tasks.generate.base import Completion, GenerationRequest
 
 
 def default_model_path() -> str:

@@ -20,8 +20,8 @@ from typing import Sequence
 
 import httpx
 
-from schemas.config_generation import OpenAIConfig
-from tasks.generate.base import Completion, GenerationRequest
+from cotforge.schemas.config_generation import OpenAIConfig
+from cotforge.tasks.generate.base import Completion, GenerationRequest
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

@@ -19,8 +19,8 @@ import tempfile
 import time
 from typing import Sequence
 
-from schemas.config_generation import VllmConfig
-from tasks.generate.base import Completion, GenerationRequest
+from cotforge.schemas.config_generation import VllmConfig
+from cotforge.tasks.generate.base import Completion, GenerationRequest
 
 ENGINE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_engine.py")
 
@@ -55,7 +55,7 @@ class VllmGenerator:
     def __init__(self, config: VllmConfig):
         model = config.model
         if model is None:
-            from tasks.generate.convert import smollm2_hf_dir
+            from cotforge.tasks.generate.convert import smollm2_hf_dir
 
             model = smollm2_hf_dir()
         self.config = config

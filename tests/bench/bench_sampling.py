@@ -18,10 +18,10 @@ import json
 import tempfile
 import time
 
-from schemas.config_generation import GenerationConfig
-from tasks.generate import make_generator
-from tasks.sample import build_requests, sample_shard, stats_path
-from tasks.shards import ShardStore
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.tasks.generate import make_generator
+from cotforge.tasks.generate.sample import build_requests, sample_shard, stats_path
+from cotforge.tasks.core.shards import ShardStore
 
 
 def _questions(n: int):

@@ -19,7 +19,7 @@ import os
 import random
 import time
 
-from tasks.verify_pool import VerifierPool
+from cotforge.tasks.verify.pool import VerifierPool
 
 
 def make_items(n: int, seed: int = 0) -> list[tuple[str, tuple]]:
@@ -39,7 +39,7 @@ def make_items(n: int, seed: int = 0) -> list[tuple[str, tuple]]:
             pred, gold = f"(x+{b})^2", f"x^2+{2 * b}x+{b * b}" if rng.random() < 0.6 else f"x^2+{b}x+{b * b}"
         else:
             pred, gold = f"\\sqrt{{{b * b}}}", str(b if rng.random() < 0.6 else b + 1)
-        items.append(("tasks.verify_pool:check_math", (pred, gold)))
+        items.append(("cotforge.tasks.verify.pool:check_math", (pred, gold)))
     return items
 
 

@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     import polars as pl
 
-    from schemas.config_generation import GenerationConfig
-    from tasks.generate import make_generator
-    from tasks.generate.vllm_offline import VllmGenerator
+    from cotforge.schemas.config_generation import GenerationConfig
+    from cotforge.tasks.generate import make_generator
+    from cotforge.tasks.generate.vllm_offline import VllmGenerator
     from tests.bench.bench_sampling import measure
     from tests.test_sample_stage import arithmetic_questions
-    from tasks.sample import SamplingStats, sample_questions
+    from cotforge.tasks.generate.sample import SamplingStats, sample_questions
 
     config = GenerationConfig(backend="vllm", samples_per_question=args.samples,
                               sampling={"max_tokens": args.max_tokens}, batch_requests=args.questions,
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         generator.close()
     assert table.height == args.questions * args.samples and table["error"].null_count() == table.height
-    from tasks.sample import accepted_flags
-    from schemas.records import Sample
+    from cotforge.tasks.generate.sample import accepted_flags
+    from cotforge.schemas.records import Sample
 
     accepted = sum(f is True for f in accepted_flags([Sample(**r) for r in table.to_dicts()],
                                                      arithmetic_questions(args.questions)))

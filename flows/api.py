@@ -1,0 +1,28 @@
+"""The public Python API (re-exported by `cotforge`): build a recipe, pull a published view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from cotforge.schemas.recipe import Recipe, load_recipe
+
+
+def build(recipe: Recipe | str | Path, out: str | None = None, version: str = "0.1.0", push: str | None = None,
+          private: bool | None = None):
+    """Build a recipe (a `Recipe` or the path of its YAML) into `out` as `version`; with `push` (ORG/NAME), publish
+    it to the Hub too. Returns the build's `BuildResult` (counts per stage, rows per view, timings)."""
+    from cotforge.flows.build import run_build  # Prefect loads here, not on `import cotforge`
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    return run_build(recipe, out=out, version=version, push=push, private=private)
+
+
+def pull(source: str, view: str, version: str | None = None, token: str | None = None) -> pl.DataFrame:
+    """One published view as a Polars frame, from a local build folder or a Hub repo (ORG/NAME), at `version` (the
+    latest when omitted); refuses a view whose major schema version this cotforge does not read."""
+    from cotforge.tasks.publish.hub import cotforge_pull
+
+    return cotforge_pull(source, view, version=version, token=token)

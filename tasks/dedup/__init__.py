@@ -1,0 +1,1 @@
+"""Stage 4, near-duplicate removal and decontamination: MinHash kernels, clustering, version indexes, benchmarks."""

@@ -1,0 +1,360 @@
+"""Sampling stage: rationales per question from the recipe's generator, written as Sample records.
+
+The stage never loses finished work: requests go to the backend in batches, and every `part_requests` requests the
+finished completions are written as a part (a ShardStore shard of its own, keyed by the requests it holds). A killed
+stage resumes by reading the parts that exist and re-requesting only the missing ones, with the same seeds, so its
+rows equal an uninterrupted run's. The shard itself is written last, from its parts.
+
+Adaptive budget (GVM-RAFT / online difficulty filtering): every question first gets k0 = `samples_per_question`
+samples; after each round the samples are verified (`extract_answer` + the question's registered verifier) and a
+question whose accepted samples are below `quota` gets more, sized by its observed acceptance rate, until the quota or
+`cap` samples. Guided re-sampling then retries questions with no accepted sample, with a hint or a reference-solution
+prefix; those rows carry `guidance` (off-policy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.schemas.records import Sample, stable_id
+from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
+from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+
+PART_STAGE = "samples-parts"
+GUIDED_ROUND = "guided"
+
+
+def prompt_template_hash(config: GenerationConfig) -> str:
+    return stable_id(config.system_prompt, "{question}")
+
+
+def request_seed(recipe_seed: int, question_id: str, round_: int | str = 0) -> int:
+    """A per-question, per-round seed, stable across runs and shard layouts, so a resumed build samples the same text."""
+    return int(stable_id(str(recipe_seed), question_id, str(round_), length=8), 16) % (2**31 - 1)
+
+
+def sampling_params(config: GenerationConfig) -> SamplingParams:
+    s = config.sampling
+    return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=tuple(s.stop))
+
+
+def question_request(row: dict, config: GenerationConfig, n: int, seed: int, hint: str = "",
+                     prefix: str = "", prefix_steps: int = 0) -> GenerationRequest:
+    """The chat request for one question: system prompt, the question (and a hint), optionally a started answer."""
+    metadata = json.loads(row.get("metadata_json") or "{}")
+    user = row["text"] + (f"\n\nHint: {hint}" if hint else "")
+    messages = ({"role": "system", "content": config.system_prompt}, {"role": "user", "content": user})
+    context = {"family": row.get("family"), "params": metadata.get("params")}
+    if prefix:
+        context |= {"prefix_steps": prefix_steps, "prefix_error_at": None}  # a reference prefix holds no error
+    return GenerationRequest(request_id=row["question_id"], messages=messages, n=n, seed=seed,
+                             params=sampling_params(config), assistant_prefix=prefix, context=context)
+
+
+def build_requests(questions: pa.Table, config: GenerationConfig, recipe_seed: int) -> list[GenerationRequest]:
+    """The first round: one chat request per question, asking for `samples_per_question` completions."""
+    return [question_request(row, config, config.samples_per_question, request_seed(recipe_seed, row["question_id"]))
+            for row in questions.to_pylist()]
+
+
+def completions_to_samples(requests: list[GenerationRequest], completions: list[Completion], generator: Generator,
+                           config: GenerationConfig, recipe_hash: str, build_id: str,
+                           index_offset: dict[str, int] | None = None, round_: int | str = 0,
+                           guidance: str | None = None) -> list[Sample]:
+    """Attach lineage to each completion. `index_offset` numbers a later round's samples after the earlier ones'; a
+    request's assistant prefix is put back in front of its completion, so `text` is the whole rationale."""
+    by_id = {r.request_id: r for r in requests}
+    template_hash = prompt_template_hash(config)
+    offsets = index_offset or {}
+    samples = []
+    for c in completions:
+        request = by_id[c.request_id]
+        sampling = {"temperature": request.params.temperature, "top_p": request.params.top_p,
+                    "max_tokens": request.params.max_tokens, "stop": list(request.params.stop), "n": request.n}
+        if round_ != 0:
+            sampling["round"] = round_
+        text = request.assistant_prefix + c.text if c.error is None else c.text
+        samples.append(Sample(
+            sample_id=stable_id(c.request_id, str(request.seed), str(c.index)), question_id=c.request_id,
+            sample_index=offsets.get(c.request_id, 0) + c.index, text=text, finish_reason=c.finish_reason,
+            prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, error=c.error,
+            backend=generator.backend, model=generator.model, model_revision=generator.revision,
+            sampling_json=json.dumps(sampling, sort_keys=True), seed=request.seed, prompt_template_hash=template_hash,
+            guidance=guidance, first_error_step=c.first_error_step, recipe_hash=recipe_hash, build_id=build_id,
+        ))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------------- verification
+
+
+def accepted_flags(samples: list[Sample], questions: pa.Table, verify_config=None, pool=None) -> list[bool | None]:
+    """Per sample: True (verified correct), False (wrong) or None (undecidable: no gold, unknown verifier, error).
+
+    The verify stage's own kernel decides (`cotforge.tasks.verify.cascade.verify_samples`: extraction, the question's registered
+    verifier, the cascade), so the adaptive budget counts exactly what the build will later accept."""
+    from cotforge.schemas.config_verify import VerifyConfig
+    from cotforge.tasks.verify.cascade import verify_samples
+
+    if not samples:
+        return []
+    verdicts = verify_samples(to_table(samples, Sample), questions, "", "", verify_config or VerifyConfig(), pool=pool)
+    by_id = dict(zip(verdicts.column("sample_id").to_pylist(), verdicts.column("verdict").to_pylist()))
+    return [by_id.get(s.sample_id) for s in samples]
+
+
+def plan_extra_samples(n: int, accepted: int, decided: int, quota: int, cap: int, min_step: int) -> int:
+    """How many more samples a question gets: enough to expect `quota` accepted at its observed rate, within `cap`.
+
+    The rate is the smoothed (accepted + 1/2) / (decided + 1), so a question with no success yet still gets a finite,
+    large request (hard questions get more samples, as in GVM-RAFT's variance-minimising allocation)."""
+    if accepted >= quota or n >= cap or decided == 0:
+        return 0
+    rate = (accepted + 0.5) / (decided + 1)
+    need = math.ceil((quota - accepted) / rate)
+    return max(0, min(cap - n, max(min_step, need)))
+
+
+def guidance_for(row: dict, config: GenerationConfig) -> tuple[str, str, int] | None:
+    """(hint, assistant prefix, prefix steps) for a question with no accepted sample; None if it has no reference."""
+    steps = list(row.get("reference_steps") or [])
+    if not steps:
+        return None
+    g = config.guidance
+    k = max(1, min(len(steps) - 1, math.floor(g.prefix_fraction * len(steps)))) if len(steps) > 1 else 1
+    given = steps[:k]
+    if g.mode == "hint":
+        return "a correct solution starts like this: " + " ; ".join(given), "", 0
+    return "", "".join(f"Step {i + 1}: {s}\n" for i, s in enumerate(given)), k
+
+
+# ------------------------------------------------------------------------------------------------------------ stage
+
+
+@dataclass
+class SamplingStats:
+    """What one run of the stage did: the raw material of the build report's generation accounting."""
+
+    requests: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_s: float = 0.0  # time inside the backend's generate calls
+    stage_s: float = 0.0  # wall time of the stage, generation included
+    parts_generated: int = 0
+    parts_reused: int = 0  # parts found on disk from an earlier, interrupted run
+    rounds: int = 0
+    guided_samples: int = 0
+    gpus: int = 0
+    per_round: dict = field(default_factory=dict)
+
+    def add(self, other: "SamplingStats") -> None:
+        for name in ("requests", "completions", "prompt_tokens", "completion_tokens", "generate_s", "stage_s",
+                     "parts_generated", "parts_reused", "guided_samples"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rounds = max(self.rounds, other.rounds)
+        self.gpus = max(self.gpus, other.gpus)
+
+
+class PartWriter:
+    """Resumable parts of one shard: a part is computed once; its key names the exact requests it holds."""
+
+    def __init__(self, store: ShardStore | None, shard: str, metadata: dict[str, str] | None):
+        self.store, self.shard, self.metadata = store, shard, metadata
+
+    def key(self, round_: int | str, requests: list[GenerationRequest]) -> str:
+        names = [f"{r.request_id}:{r.seed}:{r.n}:{stable_id(r.assistant_prefix, *(m['content'] for m in r.messages))}"
+                 for r in requests]
+        return shard_key(PART_STAGE, self.shard, str(round_), stable_id(*names))
+
+    def done(self, key: str) -> pa.Table | None:
+        if self.store is None:
+            return None
+        ref = self.store.done(PART_STAGE, key)
+        return self.store.read(ref) if ref is not None else None
+
+    def write(self, key: str, table: pa.Table) -> None:
+        if self.store is not None:
+            self.store.write(PART_STAGE, key, table, self.metadata)
+
+
+def _run_round(requests: list[GenerationRequest], generator: Generator, config: GenerationConfig, recipe_hash: str,
+               build_id: str, parts: PartWriter, stats: SamplingStats, round_: int | str, guidance: str | None,
+               offsets: dict[str, int], advance) -> list[Sample]:
+    samples: list[Sample] = []
+    for start in range(0, len(requests), config.part_requests):
+        part_requests = requests[start:start + config.part_requests]
+        key = parts.key(round_, part_requests)
+        existing = parts.done(key)
+        if existing is not None:
+            samples += [Sample(**row) for row in existing.to_pylist()]
+            stats.parts_reused += 1
+            advance(len(part_requests)) if round_ == 0 else None
+            continue
+        part: list[Sample] = []
+        for b in range(0, len(part_requests), config.batch_requests):
+            batch = part_requests[b:b + config.batch_requests]
+            began = time.perf_counter()
+            completions = generator.generate(batch)
+            stats.generate_s += time.perf_counter() - began
+            stats.requests += len(batch)
+            stats.completions += len(completions)
+            stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+            stats.completion_tokens += sum(c.completion_tokens for c in completions)
+            part += completions_to_samples(batch, completions, generator, config, recipe_hash, build_id, offsets,
+                                           round_, guidance)
+            advance(len(batch)) if round_ == 0 else None
+        parts.write(key, to_table(part, Sample))
+        stats.parts_generated += 1
+        samples += part
+    return samples
+
+
+def sample_questions(questions: pa.Table, generator: Generator, config: GenerationConfig, recipe_seed: int,
+                     recipe_hash: str, build_id: str, advance=lambda n=1: None, parts: PartWriter | None = None,
+                     stats: SamplingStats | None = None, verify_config=None) -> pa.Table:
+    """Sample every question of a shard (all rounds); `advance` is called per question of the first round.
+    `verify_config` (the recipe's `verify` section) judges acceptance for the adaptive budget and guidance."""
+    adaptive, guided = config.adaptive, config.guidance
+    if adaptive.enabled or guided.enabled:
+        from cotforge.tasks.verify.pool import VerifierPool
+
+        workers = verify_config.workers if verify_config is not None else None
+        with VerifierPool(workers) as pool:
+            return _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts,
+                                     stats, lambda batch: accepted_flags(batch, questions, verify_config, pool))
+    return _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts, stats,
+                             None)
+
+
+def _sample_questions(questions, generator, config, recipe_seed, recipe_hash, build_id, advance, parts, stats,
+                      judge_batch) -> pa.Table:
+    began = time.perf_counter()
+    parts = parts or PartWriter(None, "", None)
+    stats = stats if stats is not None else SamplingStats()
+    stats.gpus = int(getattr(generator, "gpus", 0) or 0)
+    rows = {row["question_id"]: row for row in questions.to_pylist()}
+    requests = build_requests(questions, config, recipe_seed)
+    samples = _run_round(requests, generator, config, recipe_hash, build_id, parts, stats, 0, None, {}, advance)
+    stats.rounds = 1
+    stats.per_round["0"] = len(samples)
+    adaptive, guided = config.adaptive, config.guidance
+    if judge_batch is not None:
+        flags = judge_batch(samples)
+        for round_ in range(1, adaptive.max_rounds + 1 if adaptive.enabled else 1):
+            tally = _tally(samples, flags)
+            more = []
+            for qid, row in rows.items():
+                n, accepted, decided = tally.get(qid, (0, 0, 0))
+                extra = plan_extra_samples(n, accepted, decided, adaptive.quota, adaptive.cap, adaptive.min_step)
+                if extra:
+                    more.append(question_request(row, config, extra, request_seed(recipe_seed, qid, round_)))
+            if not more:
+                break
+            new = _run_round(more, generator, config, recipe_hash, build_id, parts, stats, round_, None,
+                             {qid: n for qid, (n, _, _) in tally.items()}, advance)
+            samples += new
+            flags += judge_batch(new)
+            stats.rounds = round_ + 1
+            stats.per_round[str(round_)] = len(new)
+        if guided.enabled:
+            tally = _tally(samples, flags)
+            more = []
+            for qid, row in rows.items():
+                n, accepted, decided = tally.get(qid, (0, 0, 0))
+                guide = guidance_for(row, config) if accepted == 0 and decided > 0 else None
+                if guide is not None:
+                    hint, prefix, k = guide
+                    more.append(question_request(row, config, guided.samples,
+                                                 request_seed(recipe_seed, qid, GUIDED_ROUND), hint, prefix, k))
+            if more:
+                new = _run_round(more, generator, config, recipe_hash, build_id, parts, stats, GUIDED_ROUND,
+                                 guided.mode, {qid: n for qid, (n, _, _) in tally.items()}, advance)
+                samples += new
+                stats.guided_samples += len(new)
+                stats.per_round[GUIDED_ROUND] = len(new)
+    stats.stage_s += time.perf_counter() - began
+    return to_table(samples, Sample)
+
+
+def _tally(samples: list[Sample], flags: list[bool | None]) -> dict[str, tuple[int, int, int]]:
+    """question -> (samples, accepted, decided)."""
+    out: dict[str, list[int]] = {}
+    for s, flag in zip(samples, flags):
+        t = out.setdefault(s.question_id, [0, 0, 0])
+        t[0] += 1
+        t[1] += flag is True
+        t[2] += flag is not None
+    return {q: (a, b, c) for q, (a, b, c) in out.items()}
+
+
+def stats_path(key: str) -> str:
+    return f"_work/samples/{key}.stats.json"
+
+
+@task(name="sample", cache_policy=NO_CACHE)
+def sample_shard(store: ShardStore, questions: ShardRef, generator: Generator, config: GenerationConfig,
+                 recipe_seed: int, recipe_hash: str, build_id: str, metadata: dict[str, str],
+                 advance=lambda n=1: None, verify_config=None) -> ShardRef:
+    """Sample one question shard (skipped when its output already exists; resumed from its parts when partly done).
+    `verify_config` matters only with the adaptive budget or guidance, which verify as they sample."""
+    verifying = config.adaptive.enabled or config.guidance.enabled
+    config_hash = stable_id(config.model_dump_json(), str(recipe_seed),
+                            verify_config.model_dump_json() if verifying and verify_config is not None else "")
+    key = shard_key("samples", config_hash, questions.key)
+    done = store.done("samples", key)
+    if done is not None:
+        advance(questions.rows)
+        return done
+    stats = SamplingStats()
+    parts = PartWriter(store, key, metadata)
+    table = sample_questions(store.read(questions), generator, config, recipe_seed, recipe_hash, build_id, advance,
+                             parts, stats, verify_config)
+    ref = store.write("samples", key, table, metadata)
+    store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend, "model": generator.model})
+    return ref
+
+
+# ------------------------------------------------------------------------------------------------------ accounting
+
+
+def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float) -> dict:
+    """The build report's generation section: tokens, throughput, wall time, and accepted samples per token and per
+    GPU-hour. Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
+    import polars as pl
+
+    run = SamplingStats()
+    for ref in refs:
+        path = f"{store.root}/{stats_path(ref.key)}"
+        if store.fs.exists(path):
+            with store.fs.open(path, "r") as f:
+                saved = json.load(f)
+            run.add(SamplingStats(**{k: v for k, v in saved.items() if k in SamplingStats.__dataclass_fields__}))
+    prompt_tokens = int(samples["prompt_tokens"].sum()) if samples.height else 0
+    completion_tokens = int(samples["completion_tokens"].sum()) if samples.height else 0
+    accepted = verdicts.filter(pl.col("verdict") == True).height if verdicts is not None else 0  # noqa: E712
+    guided = samples.filter(pl.col("guidance").is_not_null()).height if samples.height else 0
+    gpu_hours = run.gpus * stage_wall_s / 3600 if run.gpus else None
+    return {
+        "samples": samples.height, "guided samples (off-policy)": guided,
+        "prompt tokens": prompt_tokens, "completion tokens": completion_tokens,
+        "completion tokens generated this run": run.completion_tokens,
+        "completion tokens/s (backend)": round(run.completion_tokens / run.generate_s, 2) if run.generate_s else None,
+        "completion tokens/s (stage)": round(run.completion_tokens / run.stage_s, 2) if run.stage_s else None,
+        "sampling stage wall time (s)": round(stage_wall_s, 2),
+        "parts resumed from an earlier run": run.parts_reused,
+        "accepted samples": accepted,
+        "accepted samples per 1k completion tokens": round(1000 * accepted / completion_tokens, 4)
+        if completion_tokens else None,
+        "gpus": run.gpus,
+        "accepted samples per GPU-hour": round(accepted / gpu_hours, 1) if gpu_hours else None,
+    }

@@ -1,0 +1,1 @@
+"""Stage 7, publishing: Parquet views, the dataset card, the build report, local versions and the Hub."""

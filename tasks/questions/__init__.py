@@ -1,0 +1,1 @@
+"""Stage 1, questions: programmatic families, seed datasets (files or the Hub) and LLM-synthesised questions."""

@@ -1,0 +1,114 @@
+"""Self-consistency and difficulty: majority vote over each question's extracted answers, and its pass rate.
+
+The vote counts normalised answers (the verify stage normalises them), so "1,000" and "1000.0" vote together. For
+a question without a gold answer the majority becomes a pseudo-label once its share clears the recipe's bar, and
+the pass rate is then the agreement with it (`pass_rate_basis` says which). Difficulty bins and the band filter
+(`in_band`) read the pass rate.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import overload
+
+import polars as pl
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_verify import VerifyConfig
+from cotforge.schemas.records import Vote, stable_id
+from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+
+
+def difficulty_bin(pass_rate: float | None, edges: tuple[float, float] | list[float] = (1 / 3, 2 / 3)) -> str:
+    """Coarse difficulty from the pass rate: "never" | "hard" | "medium" | "easy" | "always" ("unknown": no rate)."""
+    if pass_rate is None:
+        return "unknown"
+    if pass_rate == 0.0:
+        return "never"
+    if pass_rate == 1.0:
+        return "always"
+    return "hard" if pass_rate < edges[0] else "medium" if pass_rate < edges[1] else "easy"
+
+
+@overload
+def in_band(pass_rate: float | None, low: float, high: float) -> bool: ...
+@overload
+def in_band(pass_rate: pl.Expr, low: float, high: float) -> pl.Expr: ...
+@overload
+def in_band(pass_rate: pl.Series, low: float, high: float) -> pl.Series: ...
+
+
+def in_band(pass_rate, low: float, high: float):
+    """True where `low <= pass_rate <= high` (both inclusive); an unknown pass rate is never in the band.
+
+    Works on a float, a Polars expression or a Series, so a view can filter with
+    `joined.filter(in_band(pl.col("pass_rate"), 0.1, 0.9))`: questions the model solves sometimes, not always or never.
+    """
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"band [{low}, {high}] must satisfy 0 <= low <= high <= 1")
+    if isinstance(pass_rate, (pl.Expr, pl.Series)):
+        return ((pass_rate >= low) & (pass_rate <= high)).fill_null(False)
+    return pass_rate is not None and low <= pass_rate <= high
+
+
+def majority(answers: list[str]) -> tuple[str | None, int]:
+    """The most frequent answer and its count; ties break on the answer text so the vote is deterministic."""
+    counts = Counter(answers)
+    if not counts:
+        return None, 0
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def vote_answers(verdicts: pa.Table, questions: pa.Table, config: VerifyConfig, reference_model: str,
+                 recipe_hash: str, build_id: str, k: int = 0) -> pa.Table:
+    """One Vote per question (questions without samples get n_samples=0); `k` is the recipe's samples per question."""
+    v = pl.from_arrow(verdicts).select("question_id", "extracted_answer", "verdict")
+    by_question: dict[str, list[dict]] = {}
+    for row in v.iter_rows(named=True):
+        by_question.setdefault(row["question_id"], []).append(row)
+    votes = []
+    for q in questions.select(["question_id", "gold_answer"]).to_pylist():
+        rows = by_question.get(q["question_id"], [])
+        answers = [r["extracted_answer"] for r in rows if r["extracted_answer"] is not None]
+        top_answer, top = majority(answers)
+        share = top / len(answers) if answers else 0.0
+        n_correct = sum(1 for r in rows if r["verdict"] is True)
+        has_gold = q["gold_answer"] is not None
+        pseudo = top_answer if not has_gold and answers and share >= config.pseudo_label_min_share else None
+        if has_gold and rows:
+            pass_rate, basis = n_correct / len(rows), "gold"
+        elif pseudo is not None:
+            pass_rate, basis = top / len(rows), "pseudo_label"  # agreement with the pseudo-label
+        else:
+            pass_rate, basis = None, None
+        votes.append(Vote(
+            question_id=q["question_id"], n_samples=len(rows), n_answered=len(answers), n_correct=n_correct,
+            majority_answer=top_answer, vote_share=share, pass_rate=pass_rate, pass_rate_basis=basis,
+            pseudo_label=pseudo, difficulty_bin=difficulty_bin(pass_rate, config.difficulty_edges),
+            reference_model=reference_model, k=k, recipe_hash=recipe_hash, build_id=build_id,
+        ))
+    return to_table(votes, Vote)
+
+
+def agreement_with_majority(verdicts: pl.DataFrame, votes: pl.DataFrame) -> pl.DataFrame:
+    """Per sample: `agrees_with_majority` (False when it has no answer or its question no majority)."""
+    return (verdicts.select("sample_id", "question_id", "extracted_answer")
+            .join(votes.select("question_id", "majority_answer"), on="question_id", how="left")
+            .select("sample_id", agrees_with_majority=(pl.col("extracted_answer") == pl.col("majority_answer"))
+                    .fill_null(False)))
+
+
+@task(name="vote", cache_policy=NO_CACHE)
+def vote_shard(store: ShardStore, verdicts: ShardRef, questions: ShardRef, config: VerifyConfig,
+               reference_model: str, recipe_hash: str, build_id: str, metadata: dict[str, str], k: int = 0) -> ShardRef:
+    key = shard_key("votes", stable_id(config.model_dump_json(), reference_model, str(k)), verdicts.key,
+                    questions.key, stage_version="2")
+    done = store.done("votes", key)
+    if done is not None:
+        return done
+    table = vote_answers(store.read(verdicts), store.read(questions), config, reference_model, recipe_hash, build_id,
+                         k)
+    return store.write("votes", key, table, metadata)

@@ -1,0 +1,247 @@
+"""View builders: the only place rows are selected. Each turns the joined stage records into one training table.
+
+Kernels only: every builder takes the frame from `join_records` (one row per sample) and its view's config, and
+returns an Arrow table with the view's exact schema (schemas/views.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import polars as pl
+import pyarrow as pa
+
+from cotforge.schemas.arrow import to_table
+from cotforge.schemas.config_generation import GenerationConfig
+from cotforge.schemas.config_views import (CalibrationViewConfig, PreferenceViewConfig, PrmViewConfig, RlvrViewConfig,
+                                  SftViewConfig, UnpairedViewConfig, ViewsConfig)
+from cotforge.schemas.views import (COTFORGE_VERSION, VIEWS, CalibrationRow, PreferenceRow, PrmRow, RlvrRow, SftRow,
+                           UnpairedRow)
+from cotforge.tasks.label.steps import ground_truth_labels, label_steps
+
+# A line that states the final answer: the conventions tasks/extract.py reads.
+_FINAL_LINE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)|\\boxed\{|<answer>", re.I)
+
+
+def join_records(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.DataFrame, votes: pl.DataFrame,
+                 dedup: pl.DataFrame, sample_dedup: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per sample with its question, verdict, vote and dedup flags; `usable` marks what views may take."""
+    q = questions.select("question_id", pl.col("text").alias("question"), "source", "family", "difficulty",
+                         "gold_answer", "answer_type", "verifier", "tests", "metadata_json")
+    v = verdicts.select("sample_id", "extracted_answer", "verdict", pl.col("reason").alias("verdict_reason"))
+    votes = votes.select("question_id", "majority_answer", "vote_share", "pass_rate", "n_samples", "n_answered",
+                         "n_correct", "pseudo_label", "difficulty_bin", "reference_model")
+    # one flag per question id (two sources can give the same question); a kept copy wins
+    d = dedup.sort("keep", descending=True).unique("question_id", keep="first", maintain_order=True).select(
+        "question_id", "keep", "drop_reason")
+    if sample_dedup is not None:
+        samples = samples.join(sample_dedup.select("sample_id", pl.col("keep").alias("sample_keep"),
+                                                   pl.col("drop_reason").alias("sample_drop_reason")),
+                               on="sample_id", how="left")
+    else:
+        samples = samples.with_columns(sample_keep=pl.lit(True), sample_drop_reason=pl.lit(None, pl.Utf8))
+    joined = (samples.join(q, on="question_id", how="left").join(v, on="sample_id", how="left")
+              .join(votes, on="question_id", how="left").join(d, on="question_id", how="left"))
+    same_answer = pl.len().over("question_id", "extracted_answer")
+    return joined.with_columns(
+        agrees_with_majority=(pl.col("extracted_answer") == pl.col("majority_answer")).fill_null(False),
+        # SaySelf-style consistency: the share of the question's answered samples that gave this sample's answer.
+        answer_agreement=pl.when(pl.col("extracted_answer").is_not_null() & (pl.col("n_answered") > 0))
+        .then(same_answer / pl.col("n_answered")).otherwise(0.0).cast(pl.Float64),
+        usable=pl.col("keep").fill_null(False) & pl.col("sample_keep").fill_null(True) & pl.col("error").is_null(),
+    ).sort("question_id", "sample_index")
+
+
+def split_reasoning(text: str, answer: str | None) -> tuple[str, str]:
+    """(reasoning, final-answer line). Without a line stating the answer, all of the text is reasoning and the final
+    line is written from the extracted answer."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    last = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip()), None)
+    if last is not None and _FINAL_LINE.search(lines[last]):
+        return "\n".join(lines[:last]).strip(), lines[last].strip()
+    return text.strip(), (f"The answer is {answer}." if answer is not None else "")
+
+
+def render_assistant(reasoning: str, final: str, reasoning_format: str) -> str:
+    """The assistant turn: `<think>` tags keep the rationale apart from the answer in reasoning chat templates."""
+    if reasoning_format == "think_tags":
+        return f"<think>\n{reasoning}\n</think>\n\n{final}".strip()
+    return "\n".join(part for part in (reasoning, final) if part)
+
+
+def _prompt(question: str, system_prompt: str | None) -> list[dict]:
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + [{"role": "user", "content": question}]
+
+
+def _assistant(row: dict, reasoning_format: str) -> list[dict]:
+    reasoning, final = split_reasoning(row["text"], row["extracted_answer"])
+    return [{"role": "assistant", "content": render_assistant(reasoning, final, reasoning_format)}]
+
+
+def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | None = None) -> pa.Table:
+    """Verified rationales (strict) or those agreeing with the majority (lenient) as chats."""
+    picked = joined.filter(pl.col("usable"))
+    picked = picked.filter(pl.col("verdict").fill_null(False)) if config.keep == "verified" else picked.filter(
+        pl.col("agrees_with_majority"))
+    rows = []
+    for r in picked.iter_rows(named=True):
+        reasoning, final = split_reasoning(r["text"], r["extracted_answer"])
+        prompt = _prompt(r["question"], system_prompt if config.include_system_prompt else None)
+        completion = [{"role": "assistant", "content": render_assistant(reasoning, final, config.reasoning_format)}]
+        rows.append(SftRow(
+            messages=prompt + completion, prompt=prompt, completion=completion, reasoning=reasoning,
+            final_answer=final, reasoning_format=config.reasoning_format, answer=r["extracted_answer"],
+            verified=r["verdict"], agrees_with_majority=r["agrees_with_majority"], keep_rule=config.keep,
+            question_id=r["question_id"], sample_id=r["sample_id"], source=r["source"], difficulty=r["difficulty"],
+        ))
+    return to_table(rows, SftRow)
+
+
+def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str, dict, dict]]:
+    """(method, chosen, rejected) pairs within one question's samples."""
+    correct = group.filter(pl.col("verdict") == True).to_dicts()  # noqa: E712
+    wrong = group.filter(pl.col("verdict") == False).to_dicts()  # noqa: E712
+    pairs = []
+    if "correct_vs_incorrect" in config.methods:
+        pairs += [("correct_vs_incorrect", c, w) for c, w in list(zip(correct, wrong))[:config.max_pairs_per_question]]
+    if "concise_vs_verbose" in config.methods:
+        # Shortest against longest, then the next ones inward: each sample in at most one pair of this kind.
+        by_length = sorted(correct, key=lambda r: (r["completion_tokens"], r["sample_index"]))
+        made = 0
+        for short, long in zip(by_length, reversed(by_length)):
+            if made >= config.max_pairs_per_question or short["sample_id"] == long["sample_id"]:
+                break
+            # Rendering rewrites a missing answer line, so two rationales can differ only before rendering.
+            same = _assistant(short, config.reasoning_format) == _assistant(long, config.reasoning_format)
+            if not same and long["completion_tokens"] >= config.min_length_ratio * max(short["completion_tokens"], 1):
+                pairs.append(("concise_vs_verbose", short, long))
+                made += 1
+    return pairs
+
+
+def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig) -> pa.Table:
+    """Pairs of samples of the same question (never across questions), each with the method that made it."""
+    rows = []
+    usable = joined.filter(pl.col("usable"))
+    for (question_id,), group in usable.group_by("question_id", maintain_order=True):
+        for method, chosen, rejected in _pairs(group, config):
+            rows.append(PreferenceRow(
+                prompt=_prompt(chosen["question"], None), chosen=_assistant(chosen, config.reasoning_format),
+                rejected=_assistant(rejected, config.reasoning_format), pair_method=method,
+                chosen_verified=chosen["verdict"], rejected_verified=rejected["verdict"],
+                chosen_tokens=chosen["completion_tokens"], rejected_tokens=rejected["completion_tokens"],
+                question_id=question_id, chosen_sample_id=chosen["sample_id"],
+                rejected_sample_id=rejected["sample_id"], source=chosen["source"],
+            ))
+    return to_table(rows, PreferenceRow)
+
+
+def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig) -> pa.Table:
+    """Each judged sample with its verdict as a desirable / undesirable label (undecided verdicts are left out)."""
+    judged = (joined.filter(pl.col("usable") & pl.col("verdict").is_not_null())
+              .with_columns(rank=pl.int_range(pl.len()).over("question_id"))
+              .filter(pl.col("rank") < config.max_per_question))
+    rows = [UnpairedRow(
+        prompt=_prompt(r["question"], None), completion=_assistant(r, config.reasoning_format), label=r["verdict"],
+        verdict_reason=r["verdict_reason"], question_id=r["question_id"], sample_id=r["sample_id"],
+        source=r["source"],
+    ) for r in judged.iter_rows(named=True)]
+    return to_table(rows, UnpairedRow)
+
+
+def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
+              config: PrmViewConfig | None = None) -> pa.Table:
+    """Stepwise supervision from the `step_labels` stage (Monte-Carlo rollouts or known ground truth).
+
+    Without step labels (the stage did not run), the simulated solver's known first errors label its samples.
+    """
+    if step_labels is None:
+        ground = PrmViewConfig(label_method="simulated_ground_truth", max_samples_per_question=10**6,
+                               max_steps=10**6) if config is None else config.model_copy(
+            update={"label_method": "simulated_ground_truth"})
+        step_labels = pl.from_arrow(label_steps(joined, None, ground, GenerationConfig(), 0, "", ""))
+    labelled = step_labels.filter(pl.col("status") == "labelled").select(
+        "sample_id", "steps", "labels", "step_scores", pl.col("first_error_step").alias("mc_first_error_step"),
+        "label_method", "segmentation", "rollouts_per_step", "rollout_model", "judge_step_labels", "judge_agreement",
+        "judge_model")
+    rows = []
+    for r in joined.filter(pl.col("usable")).join(labelled, on="sample_id", how="inner").iter_rows(named=True):
+        reference = None
+        if r["backend"] == "simulated":
+            truth = ground_truth_labels(len(r["steps"]), r["first_error_step"], r["verdict"])
+            reference = next((i for i, ok in enumerate(truth) if not ok), None)
+        rows.append(PrmRow(
+            prompt=r["question"], completions=r["steps"], labels=r["labels"], step_scores=r["step_scores"],
+            first_error_step=r["mc_first_error_step"], label_method=r["label_method"], segmentation=r["segmentation"],
+            rollouts_per_step=r["rollouts_per_step"], rollout_model=r["rollout_model"], verified=r["verdict"],
+            reference_first_error_step=reference, question_id=r["question_id"], sample_id=r["sample_id"],
+            judge_step_labels=r["judge_step_labels"], judge_agreement=r["judge_agreement"],
+            judge_model=r["judge_model"] or None,
+        ))
+    return to_table(rows, PrmRow)
+
+
+def in_pass_band(pass_rate: float | None, config: RlvrViewConfig) -> bool:
+    """Whether a question's pass rate lies in the configured band (ends excluded when `exclusive`)."""
+    if pass_rate is None:
+        return False
+    if config.exclusive:
+        return config.min_pass_rate < pass_rate < config.max_pass_rate
+    return config.min_pass_rate <= pass_rate <= config.max_pass_rate
+
+
+def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str | None = None) -> pa.Table:
+    """One RL prompt per usable question whose pass rate is in the band, with its answer and verifier."""
+    questions = joined.filter(pl.col("usable")).unique("question_id", keep="first", maintain_order=True)
+    rows = []
+    for r in questions.iter_rows(named=True):
+        if not in_pass_band(r["pass_rate"], config):
+            continue
+        solution, kind = (r["gold_answer"], "gold") if r["gold_answer"] is not None else (r["pseudo_label"],
+                                                                                          "pseudo_label")
+        rows.append(RlvrRow(
+            prompt=_prompt(r["question"], system_prompt if config.include_system_prompt else None), solution=solution,
+            solution_kind=kind, tests=r["tests"], answer_type=r["answer_type"], verifier=r["verifier"],
+            pass_rate=r["pass_rate"], n_samples=r["n_samples"], n_correct=r["n_correct"],
+            difficulty_bin=r["difficulty_bin"], reference_model=r["reference_model"], question_id=r["question_id"],
+            source=r["source"],
+        ))
+    return to_table(rows, RlvrRow)
+
+
+def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig) -> pa.Table:
+    """Every usable sample with its question's empirical accuracy as the confidence target."""
+    rows = [CalibrationRow(
+        prompt=_prompt(r["question"], None), completion=[{"role": "assistant", "content": r["text"]}],
+        answer=r["extracted_answer"], correct=r["verdict"],
+        confidence_target=(r["n_correct"] / r["n_samples"]) if r["gold_answer"] is not None and r["n_samples"]
+        else None,
+        answer_agreement=r["answer_agreement"], n_samples=r["n_samples"] or 0, question_id=r["question_id"],
+        sample_id=r["sample_id"],
+    ) for r in joined.filter(pl.col("usable")).iter_rows(named=True)]
+    return to_table(rows, CalibrationRow)
+
+
+def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
+                  system_prompt: str) -> dict[str, Callable[[], pa.Table]]:
+    """Each enabled view's name and a thunk that builds its table."""
+    builders = {
+        "sft": lambda: build_sft(joined, views.sft, system_prompt),
+        "sft_lenient": lambda: build_sft(joined, views.sft_lenient, system_prompt),
+        "preference": lambda: build_preference(joined, views.preference),
+        "unpaired": lambda: build_unpaired(joined, views.unpaired),
+        "prm": lambda: build_prm(joined, step_labels, views.prm),
+        "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt),
+        "calibration": lambda: build_calibration(joined, views.calibration),
+    }
+    return {name: build for name, build in builders.items() if getattr(views, name).enabled}
+
+
+def view_metadata(view: str, recipe_hash: str, build_id: str, version: str) -> dict[str, str]:
+    """Key-value metadata every published Parquet file carries."""
+    return {"cotforge.schema_name": view, "cotforge.schema_version": VIEWS[view].version,
+            "cotforge.version": COTFORGE_VERSION, "cotforge.recipe_hash": recipe_hash, "cotforge.build_id": build_id,
+            "cotforge.dataset_version": version}
+
