@@ -23,6 +23,6 @@ def build(recipe: Recipe | str | Path, out: str | None = None, version: str = "0
 def pull(source: str, view: str, version: str | None = None, token: str | None = None) -> pl.DataFrame:
     """One published view as a Polars frame, from a local build folder or a Hub repo (ORG/NAME), at `version` (the
     latest when omitted); refuses a view whose major schema version this cotforge does not read."""
-    from cotforge.tasks.publish.hub import cotforge_pull
+    from cotforge.tasks.publish.pull import cotforge_pull
 
     return cotforge_pull(source, view, version=version, token=token)

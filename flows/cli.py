@@ -31,8 +31,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 2
     from cotforge.flows.build import run_build
     from cotforge.tasks.core.progress import stop_progress
-
-    from cotforge.tasks.publish.hub import VersionExistsError, next_version, parse_semver, published_versions
+    from cotforge.tasks.publish.versions import VersionExistsError, next_version, parse_semver, published_versions
 
     push = args.push or recipe.publish.repo
     version = args.version
@@ -73,7 +72,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_pull(args: argparse.Namespace) -> int:
     from cotforge.schemas.views import SchemaMismatch
-    from cotforge.tasks.publish.hub import cotforge_pull
+    from cotforge.tasks.publish.pull import cotforge_pull
 
     try:
         frame = cotforge_pull(args.source, args.config, version=args.version)
@@ -91,8 +90,8 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from cotforge.schemas.recipe import RecipeError
     from cotforge.flows.schedule import create_schedule
+    from cotforge.schemas.recipe import RecipeError
 
     try:
         deployment_id = create_schedule(args.recipe, cron=args.cron, interval=args.interval, push=args.push,

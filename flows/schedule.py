@@ -17,10 +17,11 @@ from prefect import flow, get_client, serve
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.deployments.runner import EntrypointType
 
-from cotforge.schemas.records import stable_id
 from cotforge.schemas.recipe import Recipe, load_recipe
-from cotforge.tasks.publish.hub import (RetryPolicy, bump_patch, is_hub_target, published_versions, push_folder, retry_policy,
-                       version_locations)
+from cotforge.schemas.records import stable_id
+from cotforge.tasks.publish.hub import push_folder
+from cotforge.tasks.publish.retry import RetryPolicy, retry_policy
+from cotforge.tasks.publish.versions import bump_patch, is_hub_target, published_versions, version_locations
 
 log = logging.getLogger("cotforge.schedule")
 FLOW_NAME = "scheduled-build"

@@ -117,11 +117,11 @@ class RlvrRow(ViewRow):
     solution_kind: str  # "gold", "pseudo_label"
     tests: str | None  # unit tests for code questions
     answer_type: str
-    verifier: str  # registered verifier name (tasks/verify.py)
+    verifier: str  # registered verifier name (tasks/verify/cascade.py)
     pass_rate: float | None  # the reference model's empirical pass rate
     n_samples: int
     n_correct: int
-    difficulty_bin: str  # "hard", "medium", "easy" ... (tasks/vote.py::difficulty_bin)
+    difficulty_bin: str  # "hard", "medium", "easy" ... (tasks/verify/vote.py::difficulty_bin)
     reference_model: str
     question_id: str
     source: str

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotforge.schemas.config_dedup import DecontamConfig, EvalSetConfig, MinHashConfig
+from cotforge.tasks.dedup.cluster import dedup_questions
 from cotforge.tasks.dedup.decontam import decontaminate_questions, find_contamination, hit_counts, load_eval_texts
-from cotforge.tasks.dedup.minhash import dedup_questions
 
 GSM8K = EvalSetConfig(name="gsm8k", path="data/evals/gsm8k_test_300.jsonl")
 

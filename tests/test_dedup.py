@@ -11,9 +11,16 @@ from datasketch import MinHash, MinHashLSH
 
 from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig
 from cotforge.schemas.records import normalize_text
-from cotforge.tasks.dedup.minhash import (PriorIndex, UnionFind, candidate_pairs, cluster_texts, dedup_questions, dedup_samples, fast_hash32,
-                         lsh_params, minhash_signatures, signatures_table)
+from cotforge.tasks.dedup.cluster import (
+    PriorIndex,
+    UnionFind,
+    cluster_texts,
+    dedup_questions,
+    dedup_samples,
+    signatures_table,
+)
 from cotforge.tasks.dedup.index import earlier_index, read_indexes, write_index
+from cotforge.tasks.dedup.minhash import candidate_pairs, fast_hash32, lsh_params, minhash_signatures
 from tests.bench.bench_dedup import exact_jaccard_pairs, planted_corpus, shingle_set
 
 

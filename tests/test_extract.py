@@ -1,7 +1,14 @@
 """Answer extraction and normalisation: every convention, and failures as reasons."""
 
-from cotforge.tasks.verify.extract import (as_rational, extract_answer, extract_answers, extract_choice, extract_code,
-                           final_answer_markers, normalize_answer)
+from cotforge.tasks.verify.extract import (
+    as_rational,
+    extract_answer,
+    extract_answers,
+    extract_choice,
+    extract_code,
+    final_answer_markers,
+    normalize_answer,
+)
 
 
 def test_boxed_wins_and_keeps_nested_braces():

@@ -12,11 +12,11 @@ from fractions import Fraction
 import pytest
 
 from cotforge.schemas.config_questions import FamilySourceConfig
-from cotforge.tasks.verify.extract import extract_answers, normalize_answer
-from cotforge.tasks.questions.families import ABSTAIN, family_names, get_family
 from cotforge.tasks.generate.base import GenerationRequest
 from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.families import ABSTAIN, family_names, get_family
 from cotforge.tasks.questions.stage import family_questions
+from cotforge.tasks.verify.extract import extract_answers, normalize_answer
 
 ALL = ["algorithmic", "arithmetic", "coding", "linear", "logic", "number_theory"]
 

@@ -31,15 +31,15 @@ def _jsonable(rows: list[dict]) -> list[dict]:
 
 def freeze_fixtures() -> list[Path]:
     """Write a fixture for each view's current version that has none (a released fixture is never rewritten)."""
+    import fsspec
+
     from cotforge.schemas.config_views import PrmJudgeConfig, PrmViewConfig, ViewsConfig
+    from cotforge.tasks.core.shards import write_parquet_atomic
     from cotforge.tasks.generate.simulated import SimulatedGenerator
     from cotforge.tasks.label.steps import label_steps
-    from cotforge.tasks.core.shards import write_parquet_atomic
     from cotforge.tasks.views.builders import view_builders, view_metadata
     from tests.test_prm_judge import RuleStepJudge
     from tests.views_support import simulated_joined
-
-    import fsspec
 
     frame, generation = simulated_joined(n=6, difficulty=2, samples=4, seed=17)
     frame = frame.with_columns(  # some verbose correct rationales, so concise-vs-verbose pairs exist

@@ -2,9 +2,9 @@
 
 import random
 
-from cotforge.tasks.questions.families import get_family
 from cotforge.tasks.generate.base import GenerationRequest
 from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.families import get_family
 
 
 def _question(seed: int = 3, difficulty: int = 4):

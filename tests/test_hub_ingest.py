@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotforge.schemas.config_questions import HubDatasetConfig, QuestionsConfig, SeedSourceConfig
+from cotforge.tasks.questions.seed_files import hub_seed_files
+from cotforge.tasks.questions.seeds import seed_questions
 from cotforge.tasks.questions.stage import collect_sources
-from cotforge.tasks.questions.seeds import hub_seed_files, seed_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_ROWS = [json.loads(line) for line in (ROOT / "data/seeds/gsm8k_train_200.jsonl").read_text().splitlines()[:6]]

@@ -10,8 +10,8 @@ from cotforge.schemas.config_generation import GenerationConfig, SamplingConfig
 from cotforge.schemas.config_verify import JudgeConfig, VerifyConfig
 from cotforge.tasks.generate import make_generator
 from cotforge.tasks.generate.base import Completion
-from cotforge.tasks.verify.judge import judge_messages, judge_samples, parse_judgement
 from cotforge.tasks.verify.cascade import verify_samples
+from cotforge.tasks.verify.judge import judge_messages, judge_samples, parse_judgement
 from cotforge.tasks.verify.pool import VerifierPool
 from tests.verify_helpers import question, sample, tables
 

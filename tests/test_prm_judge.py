@@ -8,7 +8,8 @@ import pytest
 from cotforge.schemas.config_views import PrmJudgeConfig, PrmViewConfig
 from cotforge.tasks.generate.base import Completion
 from cotforge.tasks.generate.simulated import SimulatedGenerator
-from cotforge.tasks.label.steps import judge_agreement, label_steps, parse_yes_no
+from cotforge.tasks.label.step_judge import judge_agreement, parse_yes_no
+from cotforge.tasks.label.steps import label_steps
 from cotforge.tasks.views.builders import build_prm
 from tests.views_support import simulated_joined
 
@@ -167,8 +168,10 @@ def test_judged_labels_are_cached_with_the_shard(tmp_path):
     """The judge runs inside the step-labels stage: its columns are written with the shard, a resume does not ask it
     again, and turning it on re-makes the shard (the judge config is part of the key)."""
     from cotforge.schemas.config_verify import VerifyConfig
-    from cotforge.tasks.label.steps import label_steps_shard
+    from cotforge.tasks.core.context import BuildContext
+    from cotforge.tasks.core.join import RecordRefs
     from cotforge.tasks.core.shards import ShardStore
+    from cotforge.tasks.label.steps import label_steps_shard
     from tests.views_support import simulated_records
 
     records = simulated_records(n=6, difficulty=2, samples=2, seed=4)
@@ -178,9 +181,9 @@ def test_judged_labels_are_cached_with_the_shard(tmp_path):
     judge = RuleStepJudge()
 
     def run(config):
-        return label_steps_shard.fn(store, refs["questions"], refs["samples"], refs["verdicts"], refs["votes"],
-                                    [refs["dedup"]], SimulatedGenerator(0.15, 0.05), config, records["generation"],
-                                    VerifyConfig(), 4, "r", "b", {}, None, None, judge)
+        return label_steps_shard.fn(BuildContext(store, "r", seed=4), RecordRefs(*([refs[name]] for name in (
+            "questions", "samples", "verdicts", "votes", "dedup"))), SimulatedGenerator(0.15, 0.05), config,
+            records["generation"], VerifyConfig(), None, judge)
 
     off = run(PrmViewConfig(rollouts=2))
     assert not judge.calls and pl.from_arrow(store.read(off))["judge_agreement"].null_count() == off.rows

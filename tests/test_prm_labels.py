@@ -6,10 +6,12 @@ import pytest
 from cotforge.schemas.config_generation import GenerationConfig, LlamaCppConfig, SamplingConfig
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.config_views import PrmViewConfig
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.join import RecordRefs
+from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.generate.base import Completion
 from cotforge.tasks.generate.simulated import SimulatedGenerator
 from cotforge.tasks.label.steps import label_steps, label_steps_shard, segment_lines
-from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.views.builders import build_prm
 from tests.views_support import simulated_joined, simulated_records
 
@@ -112,13 +114,14 @@ def test_label_steps_shard_writes_once_and_resumes(tmp_path):
     refs = {name: store.write(name, f"k-{name}", records[name].to_arrow())
             for name in ("questions", "samples", "verdicts", "votes", "dedup")}
     generator = CountingGenerator()
-    args = (store, refs["questions"], refs["samples"], refs["verdicts"], refs["votes"], [refs["dedup"]], generator,
-            PrmViewConfig(rollouts=2), records["generation"], VerifyConfig(), 4, "r", "b", {"cotforge.build_id": "b"})
+    records_refs = RecordRefs(*([refs[name]] for name in ("questions", "samples", "verdicts", "votes", "dedup")))
+    args = (BuildContext(store, "r", seed=4), records_refs, generator, PrmViewConfig(rollouts=2), records["generation"],
+            VerifyConfig())
     ref = label_steps_shard.fn(*args)
     assert isinstance(ref, ShardRef) and ref.rows == 16 and len(generator.calls) == 1
     again = label_steps_shard.fn(*args)
     assert again == ref and len(generator.calls) == 1  # done: not rolled out again
-    other = label_steps_shard.fn(*args[:7], PrmViewConfig(rollouts=3), *args[8:])
+    other = label_steps_shard.fn(*args[:3], PrmViewConfig(rollouts=3), *args[4:])
     assert other.key != ref.key and len(generator.calls) == 2
 
 

@@ -10,7 +10,10 @@ import pytest
 from huggingface_hub import HfApi
 
 from cotforge.schemas.recipe import parse_recipe
-from cotforge.tasks.publish.hub import RetryPolicy, VersionExistsError, cotforge_pull, next_version, push_folder
+from cotforge.tasks.publish.hub import push_folder
+from cotforge.tasks.publish.pull import cotforge_pull
+from cotforge.tasks.publish.retry import RetryPolicy
+from cotforge.tasks.publish.versions import VersionExistsError, next_version
 from cotforge.tasks.publish.write import read_view
 from tests.hub_server import hub_environment
 
@@ -148,7 +151,8 @@ def test_token_never_reaches_card_logs_or_parquet(hub_server, built, caplog):
 
 
 def test_card_has_every_section():
-    from cotforge.tasks.publish.write import PublishedView, card_text
+    from cotforge.tasks.publish.card import card_text
+    from cotforge.tasks.publish.write import PublishedView
 
     views = [PublishedView("sft", "1.0.0", 10, ("sft/train-00000.parquet",)),
              PublishedView("prm", "1.0.0", 4, ("prm/train-00000.parquet",))]

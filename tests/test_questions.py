@@ -11,8 +11,9 @@ import pytest
 from cotforge.schemas.config_questions import QuestionsConfig
 from cotforge.schemas.recipe import RecipeError, parse_recipe
 from cotforge.schemas.records import question_id_for
-from cotforge.tasks.questions.stage import collect_sources, question_mix, questions_shards, rejects_ref
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore
+from cotforge.tasks.questions.stage import collect_sources, question_mix, questions_shards, rejects_ref
 
 
 def _seed_file(tmp_path, rows):
@@ -59,9 +60,9 @@ def test_questions_shard_task_writes_rejects_and_mix(tmp_path):
     config = QuestionsConfig(sources=[{"kind": "family", "family": "logic", "n": 3},
                                       {"kind": "seed", "name": "s", "path": path, "answer_format": "gsm8k"}])
     store = ShardStore(str(tmp_path / "out"))
-    refs = questions_shards.fn(store, config, 0, 2, "r", "b", {})
+    refs = questions_shards.fn(BuildContext(store, "r"), config, 2)
     assert [r.rows for r in refs] == [2, 2]
-    rejects = pl.from_arrow(store.read(rejects_ref(store, config, 0, "b")))
+    rejects = pl.from_arrow(store.read(rejects_ref(BuildContext(store, "r"), config)))
     assert rejects.select("source", "row", "reason").to_dicts() == [{"source": "seed:s", "row": 1,
                                                                      "reason": "no_gsm8k_marker"}]
     questions = pl.from_arrow(store.read_all(refs))

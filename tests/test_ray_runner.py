@@ -40,8 +40,13 @@ def test_memory_filesystem_output():
 def _placements(out: str, since) -> dict[str, list[str]]:
     """Task-run name -> the messages logged by `cotforge.flows.build.log_placement`, for the one flow run that wrote `out`."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime, LogFilter,
-                                                LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterStartTime,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     with get_client(sync_client=True) as client:
         runs = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndexConfig
-from cotforge.tasks.dedup.minhash import dedup_questions, minhash_signatures
+from cotforge.tasks.dedup.cluster import dedup_questions
 from cotforge.tasks.dedup.index import insert_shared, query_shared, shared_index_filter, shared_lsh
+from cotforge.tasks.dedup.minhash import minhash_signatures
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server binary not installed (apt-get install -y redis-server)")

@@ -16,11 +16,18 @@ import pytest
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.schemas.records import Question
-from cotforge.tasks.questions.families import get_family
-from cotforge.tasks.generate.simulated import SimulatedGenerator
-from cotforge.tasks.generate.sample import (PART_STAGE, SamplingStats, accepted_flags, generation_accounting, plan_extra_samples,
-                          sample_questions, sample_shard)
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore
+from cotforge.tasks.generate.accounting import SamplingStats, generation_accounting
+from cotforge.tasks.generate.sample import (
+    PART_STAGE,
+    accepted_flags,
+    plan_extra_samples,
+    sample_questions,
+    sample_shard,
+)
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.families import get_family
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,12 +74,13 @@ KILL_SCRIPT = textwrap.dedent("""
     from tests.test_sample_stage import CountingGenerator, arithmetic_questions
     from cotforge.schemas.config_generation import GenerationConfig
     from cotforge.tasks.generate.sample import sample_shard
+    from cotforge.tasks.core.context import BuildContext
     from cotforge.tasks.core.shards import ShardStore
 
     store = ShardStore({out!r})
     questions = store.write("questions", "qkey", arithmetic_questions(24))
     config = GenerationConfig(backend="simulated", samples_per_question=3, part_requests=4, batch_requests=2)
-    sample_shard.fn(store, questions, CountingGenerator(delay=0.3), config, 5, "rh", "b", {{}})
+    sample_shard.fn(BuildContext(store, "rh", seed=5), questions, CountingGenerator(delay=0.3), config)
 """)
 
 
@@ -81,7 +89,8 @@ def test_killed_stage_resumes_with_only_missing_requests_and_identical_rows(tmp_
     questions = arithmetic_questions(24)
     # Uninterrupted reference run.
     ref_store, ref_q = _store_questions(tmp_path / "ref", questions)
-    reference = ref_store.read(sample_shard.fn(ref_store, ref_q, CountingGenerator(), config, 5, "rh", "b", {}))
+    ref_ctx = BuildContext(ref_store, "rh", seed=5)
+    reference = ref_store.read(sample_shard.fn(ref_ctx, ref_q, CountingGenerator(), config))
 
     # A real process, SIGKILLed once a few parts (not all) are on disk.
     out = tmp_path / "killed"
@@ -99,7 +108,7 @@ def test_killed_stage_resumes_with_only_missing_requests_and_identical_rows(tmp_
     store = ShardStore(str(out))
     questions_ref = store.done("questions", "qkey")
     resumed_generator = CountingGenerator()
-    resumed = store.read(sample_shard.fn(store, questions_ref, resumed_generator, config, 5, "rh", "b", {}))
+    resumed = store.read(sample_shard.fn(BuildContext(store, "rh", seed=5), questions_ref, resumed_generator, config))
     # Only the questions of missing parts were requested again, with the seeds of the first run.
     assert len(resumed_generator.asked) == 24 - 4 * finished_parts
     reference_requests = {(q, s) for q, s, _ in CountingGenerator_asked(config, questions)}
@@ -118,9 +127,9 @@ def CountingGenerator_asked(config, questions):
 def test_finished_shard_is_not_resampled(tmp_path):
     config = GenerationConfig(backend="simulated", samples_per_question=2)
     store, q = _store_questions(tmp_path, arithmetic_questions(4))
-    first = sample_shard.fn(store, q, CountingGenerator(), config, 5, "rh", "b", {})
+    first = sample_shard.fn(BuildContext(store, "rh", seed=5), q, CountingGenerator(), config)
     generator = CountingGenerator()
-    again = sample_shard.fn(store, q, generator, config, 5, "rh", "b", {})
+    again = sample_shard.fn(BuildContext(store, "rh", seed=5), q, generator, config)
     assert again == first and generator.asked == []
 
 
@@ -209,7 +218,7 @@ def test_hint_mode_puts_the_hint_in_the_prompt():
 def test_generation_accounting_from_rows_and_stats(tmp_path):
     config = GenerationConfig(backend="simulated", samples_per_question=2)
     store, q = _store_questions(tmp_path, arithmetic_questions(6))
-    ref = sample_shard.fn(store, q, CountingGenerator(), config, 5, "rh", "b", {})
+    ref = sample_shard.fn(BuildContext(store, "rh", seed=5), q, CountingGenerator(), config)
     samples = pl.from_arrow(store.read(ref))
     verdicts = pl.DataFrame({"verdict": [True, True, False, None]})
     report = generation_accounting(store, [ref], samples, verdicts, stage_wall_s=2.0)

@@ -12,7 +12,13 @@ import threading
 import pytest
 
 from cotforge.schemas.config_verify import SandboxConfig
-from cotforge.tasks.verify.sandbox import _sandbox_uid, _user_process_count, check_program, network_namespace_available, run_program
+from cotforge.tasks.verify.sandbox import (
+    _sandbox_uid,
+    _user_process_count,
+    check_program,
+    network_namespace_available,
+    run_program,
+)
 
 LIMITS = SandboxConfig(cpu_s=1, wall_s=4.0, memory_mb=256, max_processes=8, max_output_bytes=10_000)
 IS_ROOT = os.geteuid() == 0

@@ -6,8 +6,18 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from cotforge.schemas.views import (COTFORGE_VERSION, JSON_SCHEMA_DIR, VIEWS, PrmRow, SchemaMismatch, ViewSchema,
-                           check_and_migrate, export_json_schemas, json_schema_text, parse_version)
+from cotforge.schemas.views import (
+    COTFORGE_VERSION,
+    JSON_SCHEMA_DIR,
+    VIEWS,
+    PrmRow,
+    SchemaMismatch,
+    ViewSchema,
+    check_and_migrate,
+    export_json_schemas,
+    json_schema_text,
+    parse_version,
+)
 
 PRM_ROW = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12", "2 + 12 = 14", "The answer is 14."],
            "labels": [True, True, True], "step_scores": [1.0, 0.75, 1.0], "first_error_step": None,

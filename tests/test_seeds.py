@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotforge.schemas.config_questions import SeedSourceConfig
-from cotforge.tasks.questions.seeds import (RowError, parse_boxed, parse_choice, parse_gsm8k, read_seed_file, seed_questions)
+from cotforge.tasks.questions.seed_files import read_seed_file
+from cotforge.tasks.questions.seeds import RowError, parse_boxed, parse_choice, parse_gsm8k, seed_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "seeds" / "gsm8k_train_200.jsonl"

@@ -10,11 +10,11 @@ from typing import Sequence
 import pytest
 
 from cotforge.schemas.config_questions import QuestionsConfig, SynthSourceConfig, ValidityConfig
+from cotforge.tasks.core.shards import ShardStore
 from cotforge.tasks.generate.base import Completion, GenerationRequest
 from cotforge.tasks.questions.stage import collect_sources
-from cotforge.tasks.core.shards import ShardStore
-from cotforge.tasks.questions.synth import (Generators, parse_candidate, parse_judge, rule_validity, solvability,
-                         synth_candidates_cached)
+from cotforge.tasks.questions.synth import Generators, synth_candidates_cached
+from cotforge.tasks.questions.synth_checks import parse_candidate, parse_judge, rule_validity, solvability
 
 
 class ScriptedGenerator:

@@ -4,10 +4,12 @@ import polars as pl
 import pytest
 
 from cotforge.schemas.config_verify import FormatConfig, LanguageConfig, LengthConfig, SandboxConfig, VerifyConfig
-from cotforge.tasks.publish.report import verdict_breakdown
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore, shard_key
-from cotforge.tasks.verify.cascade import VERIFIERS, letter_scripts, register_verifier, verify_samples, verify_shard
+from cotforge.tasks.publish.report import verdict_breakdown
+from cotforge.tasks.verify.cascade import verify_samples, verify_shard
 from cotforge.tasks.verify.pool import VerifierPool
+from cotforge.tasks.verify.rules import VERIFIERS, letter_scripts, register_verifier
 from tests.verify_helpers import question, sample, tables
 
 
@@ -147,10 +149,10 @@ def test_verify_shard_caches_by_config_and_breakdown_reads_checks(tmp_path, pool
                                                        sample("q", 1, "The answer is 3.")])
     s_ref = store.write("samples", shard_key("samples", "x"), samples)
     q_ref = store.write("questions", shard_key("questions", "x"), questions)
-    first = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
-    again = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(), pool)
-    other = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(timeout_s=9.0), pool)
-    same = verify_shard.fn(store, s_ref, q_ref, "r", "b", {}, VerifyConfig(workers=1), pool)
+    first = verify_shard.fn(BuildContext(store, "r"), s_ref, q_ref, VerifyConfig(), pool)
+    again = verify_shard.fn(BuildContext(store, "r"), s_ref, q_ref, VerifyConfig(), pool)
+    other = verify_shard.fn(BuildContext(store, "r"), s_ref, q_ref, VerifyConfig(timeout_s=9.0), pool)
+    same = verify_shard.fn(BuildContext(store, "r"), s_ref, q_ref, VerifyConfig(workers=1), pool)
     assert first == again == same and other.key != first.key and first.rows == 2
     breakdown = verdict_breakdown(pl.from_arrow(store.read(first)))
     counts = {(b["verifier_name"], b["verdict"], b["reason"]): b["len"] for b in breakdown}

@@ -3,11 +3,25 @@
 import polars as pl
 import pytest
 
-from cotforge.schemas.config_views import (CalibrationViewConfig, PreferenceViewConfig, RlvrViewConfig, SftViewConfig,
-                                  UnpairedViewConfig, ViewsConfig)
+from cotforge.schemas.config_views import (
+    CalibrationViewConfig,
+    PreferenceViewConfig,
+    RlvrViewConfig,
+    SftViewConfig,
+    UnpairedViewConfig,
+    ViewsConfig,
+)
 from cotforge.schemas.views import VIEWS
-from cotforge.tasks.views.builders import (build_calibration, build_preference, build_rlvr, build_sft, build_unpaired, render_assistant,
-                         split_reasoning, view_builders)
+from cotforge.tasks.views.builders import (
+    build_calibration,
+    build_preference,
+    build_rlvr,
+    build_sft,
+    build_unpaired,
+    render_assistant,
+    split_reasoning,
+    view_builders,
+)
 from tests.views_support import simulated_joined
 
 

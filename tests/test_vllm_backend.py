@@ -72,14 +72,16 @@ def test_vllm_prefix_continuation_and_logprobs(vllm_generator):
 
 
 def test_vllm_runs_the_sampling_stage(vllm_generator, tmp_path):
-    from cotforge.tasks.generate.sample import sample_shard
+    from cotforge.tasks.core.context import BuildContext
     from cotforge.tasks.core.shards import ShardStore
+    from cotforge.tasks.generate.sample import sample_shard
     from tests.test_sample_stage import arithmetic_questions
 
     config = GenerationConfig(backend="vllm", samples_per_question=2, sampling={"max_tokens": 16})
     store = ShardStore(str(tmp_path))
     questions = store.write("questions", "qkey", arithmetic_questions(3))
-    table = pl.from_arrow(store.read(sample_shard.fn(store, questions, vllm_generator, config, 1, "rh", "b", {})))
+    ctx = BuildContext(store, "rh", seed=1)
+    table = pl.from_arrow(store.read(sample_shard.fn(ctx, questions, vllm_generator, config)))
     assert table.height == 6 and table["error"].null_count() == 6
     assert set(table["backend"]) == {"vllm"} and (table["completion_tokens"] > 0).all()
 

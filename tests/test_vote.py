@@ -1,16 +1,15 @@
 """Majority vote, pseudo-labels, pass rate with k and the reference model, difficulty bins and the band kernel."""
 
-import polars as pl
 import pyarrow as pa
 import pytest
 
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_verify import VerifyConfig
-from cotforge.schemas.records import Verdict
+from cotforge.schemas.records import Question, Verdict
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore, shard_key
-from cotforge.tasks.verify.vote import agreement_with_majority, difficulty_bin, in_band, majority, vote_answers, vote_shard
+from cotforge.tasks.verify.vote import difficulty_bin, majority, vote_answers, vote_shard
 from tests.verify_helpers import question
-from cotforge.schemas.records import Question
 
 
 def _verdicts(rows: list[tuple[str, str, str | None, bool | None]]) -> pa.Table:
@@ -45,30 +44,12 @@ def test_votes_with_gold_pseudo_labels_and_missing_samples():
     assert (e["n_samples"], e["majority_answer"], e["pass_rate"], e["vote_share"]) == (0, None, None, 0.0)
 
 
-def test_agreement_with_majority_per_sample():
-    votes = pl.from_arrow(vote_answers(VERDICTS, QUESTIONS, VerifyConfig(), "m", "r", "b"))
-    agree = dict(agreement_with_majority(pl.from_arrow(VERDICTS), votes).iter_rows())
-    assert agree["g0"] and agree["g1"] and not agree["g2"] and not agree["g3"]
-    assert agree["p0"] and not agree["p3"]
-
-
 def test_difficulty_bins_and_edges():
     assert [difficulty_bin(r) for r in (None, 0.0, 0.2, 0.5, 0.9, 1.0)] == [
         "unknown", "never", "hard", "medium", "easy", "always"]
     assert difficulty_bin(0.2, (0.1, 0.3)) == "medium"
     with pytest.raises(ValueError, match="difficulty_edges"):
         VerifyConfig(difficulty_edges=[0.7, 0.2])
-
-
-def test_in_band_on_floats_expressions_and_series():
-    assert in_band(0.5, 0.1, 0.9) and not in_band(1.0, 0.1, 0.9) and not in_band(None, 0.0, 1.0)
-    assert in_band(0.1, 0.1, 0.9)  # inclusive
-    frame = pl.DataFrame({"pass_rate": [0.0, 0.25, 0.75, 1.0, None]})
-    kept = frame.filter(in_band(pl.col("pass_rate"), 0.1, 0.9))["pass_rate"].to_list()
-    assert kept == [0.25, 0.75]
-    assert in_band(frame["pass_rate"], 0.0, 0.5).to_list() == [True, True, False, False, False]
-    with pytest.raises(ValueError):
-        in_band(0.5, 0.9, 0.1)
 
 
 def test_majority_kernel():
@@ -80,7 +61,7 @@ def test_vote_shard_writes_and_reuses(tmp_path):
     store = ShardStore(str(tmp_path))
     v_ref = store.write("verdicts", shard_key("verdicts", "x"), VERDICTS)
     q_ref = store.write("questions", shard_key("questions", "x"), QUESTIONS)
-    first = vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 4)
+    first = vote_shard.fn(BuildContext(store, "r"), v_ref, q_ref, VerifyConfig(), "m", 4)
     assert first.rows == 4
-    assert vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 4) == first
-    assert vote_shard.fn(store, v_ref, q_ref, VerifyConfig(), "m", "r", "b", {}, 8).key != first.key
+    assert vote_shard.fn(BuildContext(store, "r"), v_ref, q_ref, VerifyConfig(), "m", 4) == first
+    assert vote_shard.fn(BuildContext(store, "r"), v_ref, q_ref, VerifyConfig(), "m", 8).key != first.key

@@ -9,19 +9,19 @@ from cotforge.schemas.config_generation import GenerationConfig, SimulatedConfig
 from cotforge.schemas.config_questions import FamilySourceConfig, QuestionsConfig
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.records import Question
-from cotforge.tasks.generate.simulated import SimulatedGenerator
-from cotforge.tasks.questions.stage import collect_questions
+from cotforge.tasks.core.join import join_records
 from cotforge.tasks.generate.sample import sample_questions
+from cotforge.tasks.generate.simulated import SimulatedGenerator
+from cotforge.tasks.questions.stage import collect_sources
 from cotforge.tasks.verify.cascade import verify_samples
-from cotforge.tasks.views.builders import join_records
 from cotforge.tasks.verify.vote import vote_answers
 
 
 def simulated_records(n: int = 24, difficulty: int = 3, samples: int = 4, seed: int = 5,
                       step_error_rate: float = 0.15) -> dict[str, pl.DataFrame]:
     """questions, samples, verdicts, votes and an all-kept dedup frame for `n` arithmetic questions."""
-    questions = to_table(collect_questions(QuestionsConfig(sources=[FamilySourceConfig(
-        family="arithmetic", n=n, difficulty=difficulty)]), seed, "rh", "bid"), Question)
+    questions = to_table(collect_sources(QuestionsConfig(sources=[FamilySourceConfig(
+        family="arithmetic", n=n, difficulty=difficulty)]), seed, "rh", "bid").questions, Question)
     generation = GenerationConfig(backend="simulated", samples_per_question=samples,
                                   simulated=SimulatedConfig(step_error_rate=step_error_rate))
     generator = SimulatedGenerator(step_error_rate, generation.simulated.format_error_rate)

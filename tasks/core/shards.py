@@ -27,6 +27,11 @@ def shard_key(stage: str, config_hash: str, *input_keys: str, stage_version: str
     return stable_id(stage, stage_version, CODE_VERSION, config_hash, *input_keys, length=20)
 
 
+def config_hash(config, *extra: str, exclude: set[str] | None = None) -> str:
+    """The part of a shard key that a stage's config (a pydantic model) and other settings make up."""
+    return stable_id(config.model_dump_json(exclude=exclude), *extra)
+
+
 @dataclass(frozen=True)
 class ShardRef:
     """A finished shard: where it is and the key that names its content."""

@@ -20,9 +20,16 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import empty_table, to_table
 from cotforge.schemas.config_dedup import DecontamConfig, EvalSetConfig
 from cotforge.schemas.records import DecontamHit, normalize_text, stable_id
-from cotforge.tasks.dedup.minhash import bands_rows, candidate_pairs, estimated_jaccard, minhash_signatures, shingle_spans, \
-    span_hashes64
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardRef, shard_key
+from cotforge.tasks.dedup.minhash import (
+    bands_rows,
+    candidate_pairs,
+    estimated_jaccard,
+    minhash_signatures,
+    shingle_spans,
+    span_hashes64,
+)
 
 _WORD = re.compile(r"\w+")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,15 +144,14 @@ def hit_counts(hits: pa.Table) -> dict[str, int]:
 
 
 @task(name="decontam", cache_policy=NO_CACHE)
-def decontam_shard(store: ShardStore, questions: list[ShardRef], config: DecontamConfig, recipe_hash: str,
-                   build_id: str, metadata: dict[str, str]) -> ShardRef:
+def decontam_shard(ctx: BuildContext, questions: list[ShardRef], config: DecontamConfig) -> ShardRef:
     """Check every question against the recipe's evaluation sets."""
     evals = {e.name: load_eval_texts(e) for e in config.evals}
     evals_hash = stable_id(json.dumps(evals, sort_keys=True))
     key = shard_key("decontam", stable_id(config.model_dump_json(), evals_hash), *[r.key for r in questions])
-    done = store.done("decontam", key)
+    done = ctx.store.done("decontam", key)
     if done is not None:
         return done
-    table = decontaminate_questions(store.read_all(questions), evals, config, recipe_hash, build_id)
-    return store.write("decontam", key, table, metadata | {"cotforge.evals": json.dumps(
+    table = decontaminate_questions(ctx.store.read_all(questions), evals, config, ctx.recipe_hash, ctx.build_id)
+    return ctx.store.write("decontam", key, table, ctx.metadata | {"cotforge.evals": json.dumps(
         {name: len(texts) for name, texts in evals.items()})})

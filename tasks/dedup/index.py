@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndexConfig
 from cotforge.schemas.records import stable_id
-from cotforge.tasks.dedup.minhash import Clustering, PriorIndex, bands_rows, estimated_jaccard, signatures_table
 from cotforge.tasks.core.shards import write_parquet_atomic
+from cotforge.tasks.dedup.cluster import Clustering, PriorIndex, signatures_table
+from cotforge.tasks.dedup.minhash import bands_rows, estimated_jaccard
 
 _COMPARABLE = ("num_perm", "seed", "shingle", "shingle_size", "hash")
 SCHEME = "affine32"  # datasketch permutation scheme of our signatures

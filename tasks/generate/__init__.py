@@ -5,7 +5,7 @@ from __future__ import annotations
 from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.tasks.generate.base import Completion, GenerationRequest, Generator, SamplingParams
 
-__all__ = ["Completion", "GenerationRequest", "Generator", "SamplingParams", "make_generator"]
+__all__ = ["Completion", "GenerationRequest", "Generator", "SamplingParams", "make_generator", "reference_model"]
 
 
 def make_generator(config: GenerationConfig) -> Generator:
@@ -28,3 +28,14 @@ def make_generator(config: GenerationConfig) -> Generator:
 
         return OpenAIGenerator(config.openai)
     raise ValueError(f"unknown generation backend {config.backend!r}")
+
+
+def reference_model(config: GenerationConfig) -> str:
+    """The model whose pass rates the votes record, as `backend:model`."""
+    model = {
+        "llamacpp": config.llamacpp.model_path or "SmolLM2-135M-Instruct",
+        "vllm": config.vllm.model or "SmolLM2-135M-Instruct",
+        "openai": config.openai.model,
+        "simulated": f"step_error_rate={config.simulated.step_error_rate}",
+    }[config.backend]
+    return f"{config.backend}:{model}"

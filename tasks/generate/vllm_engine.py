@@ -72,8 +72,8 @@ def main() -> None:
 
     options = json.loads(sys.stdin.readline())
     try:
-        from vllm import LLM, SamplingParams
         import vllm
+        from vllm import LLM, SamplingParams
 
         llm = LLM(**options)
         try:

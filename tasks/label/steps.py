@@ -31,13 +31,15 @@ from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.config_views import PrmViewConfig
 from cotforge.schemas.records import Record, stable_id
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.join import RecordRefs, read_joined
+from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate import GenerationRequest, Generator, SamplingParams
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+from cotforge.tasks.label.step_judge import judge_agreement, judge_steps
 from cotforge.tasks.verify.cascade import verifier_versions, verify_samples
 from cotforge.tasks.verify.pool import VerifierPool
 
 _STEP_PREFIX = re.compile(r"^\s*(?:step\s*\d+\s*[:.)-]\s*)", re.I)
-_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
 
 
 class StepLabel(Record):
@@ -143,56 +145,6 @@ def judge_rollouts(texts: list[str], rows: list[dict], verify: VerifyConfig, poo
     return [by_id.get(i) is True for i in ids]
 
 
-def judge_step_messages(question: str, steps: list[str], step: int, rubric: str) -> tuple[dict[str, str], ...]:
-    """The judge's chat for one step: the question, the steps before it, and the step to check."""
-    previous = "\n".join(f"Step {j + 1}: {s}" for j, s in enumerate(steps[:step])) or "(none)"
-    user = (f"Question:\n{question}\n\nPrevious steps:\n{previous}\n\n"
-            f"Step to check:\nStep {step + 1}: {steps[step]}\n\nIs this step correct given the previous ones? "
-            "Answer yes or no.")
-    return {"role": "system", "content": rubric}, {"role": "user", "content": user}
-
-
-def parse_yes_no(text: str) -> bool | None:
-    """The first standalone "yes" / "no" of a judge's reply; None when it has neither."""
-    found = _YES_NO.search(text or "")
-    return None if found is None else found.group(1).lower() == "yes"
-
-
-def judge_agreement(judge_labels: list[bool | None], labels: list[bool]) -> float | None:
-    """Share of the steps the judge decided where it agrees with the hard label; None when it decided none."""
-    pairs = [(j, h) for j, h in zip(judge_labels, labels) if j is not None]
-    return sum(j == h for j, h in pairs) / len(pairs) if pairs else None
-
-
-def judge_steps(generator: Generator, items: list[tuple[dict, list[str]]], config: PrmViewConfig,
-                recipe_seed: int) -> list[tuple[list[bool | None], list[str]]]:
-    """(yes/no per step, raw reply per step) for each (row, steps) item, from ONE batched generate call.
-
-    A failed request or a reply without yes/no is None for that step (the reply or error text is kept); a backend
-    that fails the whole call makes every step None with its error, so the MC labels are never lost to the judge.
-    """
-    judge = config.judge
-    s = judge.generation.sampling
-    params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=tuple(s.stop))
-    requests = [GenerationRequest(
-        request_id=f"{row['sample_id']}:judge:{i}", n=1, params=params,
-        messages=judge_step_messages(row["question"] or "", steps, i, judge.rubric),
-        seed=int(stable_id(str(recipe_seed), row["sample_id"], str(i), "judge", length=8), 16) % (2**31 - 1),
-        context={"step_index": i, "sample_id": row["sample_id"]})
-        for row, steps in items for i in range(len(steps))]
-    try:
-        completions = generator.generate(requests) if requests else []
-        replies = {c.request_id: (None, f"error: {c.error}") if c.error is not None else (parse_yes_no(c.text), c.text)
-                   for c in completions if c.index == 0}
-    except Exception as error:  # noqa: BLE001 - recorded on every step, the labels stand without the judge
-        replies = {r.request_id: (None, f"error: {type(error).__name__}: {error}") for r in requests}
-    out = []
-    for row, steps in items:
-        got = [replies.get(f"{row['sample_id']}:judge:{i}", (None, "error: no reply")) for i in range(len(steps))]
-        out.append(([g[0] for g in got], [g[1] for g in got]))
-    return out
-
-
 def ground_truth_labels(n_steps: int, first_error_step: int | None, verified: bool | None) -> list[bool]:
     """Labels from a known first wrong step: true before it, false from it on; a wrong answer with no wrong step
     (format failure) puts the error on the last step."""
@@ -284,28 +236,20 @@ def _finish(labels: list[bool], scores: list[float]) -> dict:
 
 
 @task(name="label_steps", cache_policy=NO_CACHE)
-def label_steps_shard(store: ShardStore, questions: ShardRef, samples: ShardRef, verdicts: ShardRef, votes: ShardRef,
-                      dedup: list[ShardRef], generator: Generator | None, config: PrmViewConfig,
-                      generation: GenerationConfig, verify: VerifyConfig, recipe_seed: int, recipe_hash: str,
-                      build_id: str, metadata: dict[str, str], pool: VerifierPool | None = None,
-                      sample_dedup: list[ShardRef] | None = None, judge: Generator | None = None) -> ShardRef:
+def label_steps_shard(ctx: BuildContext, records: RecordRefs, generator: Generator | None, config: PrmViewConfig,
+                      generation: GenerationConfig, verify: VerifyConfig, pool: VerifierPool | None = None,
+                      judge: Generator | None = None) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
     The output is keyed by its input shards and the labelling config (which includes the rollout backend's and the
     judge's), so it is re-made exactly when one of them changes.
     """
-    from cotforge.tasks.views.builders import join_records  # here: cotforge.tasks.views.builders imports this module's segmenters
-
     config_hash = stable_id(config.model_dump_json(), generation.model_dump_json(), verifier_versions(verify),
-                            str(recipe_seed))
-    key = shard_key("step_labels", config_hash, questions.key, samples.key, verdicts.key, votes.key,
-                    *(d.key for d in dedup), *(d.key for d in sample_dedup or []))
-    done = store.done("step_labels", key)
+                            str(ctx.seed))
+    key = shard_key("step_labels", config_hash, *records.keys())
+    done = ctx.store.done("step_labels", key)
     if done is not None:
         return done
-    frame = lambda ref: pl.from_arrow(store.read(ref))  # noqa: E731
-    joined = join_records(frame(questions), frame(samples), frame(verdicts), frame(votes),
-                          pl.from_arrow(store.read_all(dedup)),
-                          sample_dedup=pl.from_arrow(store.read_all(sample_dedup)) if sample_dedup else None)
-    table = label_steps(joined, generator, config, generation, recipe_seed, recipe_hash, build_id, verify, pool, judge)
-    return store.write("step_labels", key, table, metadata)
+    table = label_steps(read_joined(ctx.store, records), generator, config, generation, ctx.seed, ctx.recipe_hash,
+                        ctx.build_id, verify, pool, judge)
+    return ctx.store.write("step_labels", key, table, ctx.metadata)

@@ -20,10 +20,11 @@ from prefect.cache_policies import NO_CACHE
 
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_questions import FamilySourceConfig, QuestionsConfig, SeedSourceConfig, SynthSourceConfig
-from cotforge.schemas.records import Question, question_id_for, stable_id
+from cotforge.schemas.records import Question, question_id_for
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardRef, ShardStore, config_hash, shard_key
 from cotforge.tasks.questions.families import get_family
 from cotforge.tasks.questions.seeds import RejectedQuestion, seed_questions
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
 
 
 @dataclass
@@ -92,12 +93,6 @@ def collect_sources(config: QuestionsConfig, seed: int, recipe_hash: str, build_
     return out
 
 
-def collect_questions(config: QuestionsConfig, seed: int, recipe_hash: str, build_id: str,
-                      store: ShardStore | None = None) -> list[Question]:
-    """All sources' questions in recipe order (rejected rows: see `collect_sources`)."""
-    return collect_sources(config, seed, recipe_hash, build_id, store).questions
-
-
 def question_mix(questions: pl.DataFrame, rejects: pl.DataFrame | None) -> list[dict]:
     """Per source: questions kept, rows rejected (with the most common reasons), and the share of the mix."""
     kept = Counter(questions["source"].to_list()) if questions.height else Counter()
@@ -119,28 +114,25 @@ def split_rows(table: pa.Table, shard_size: int) -> list[pa.Table]:
     return [table.slice(start, shard_size) for start in range(0, table.num_rows, shard_size)]
 
 
-def rejects_ref(store: ShardStore, config: QuestionsConfig, seed: int, build_id: str) -> ShardRef | None:
+def rejects_ref(ctx: BuildContext, config: QuestionsConfig) -> ShardRef | None:
     """The `question_rejects` shard a questions stage wrote for this config, if any."""
-    return store.done("question_rejects", shard_key("question_rejects", _config_hash(config, seed, build_id)))
-
-
-def _config_hash(config: QuestionsConfig, seed: int, build_id: str) -> str:
-    return stable_id(config.model_dump_json(), str(seed), build_id)
+    key = shard_key("question_rejects", config_hash(config, str(ctx.seed), ctx.build_id))
+    return ctx.store.done("question_rejects", key)
 
 
 @task(name="questions", cache_policy=NO_CACHE)
-def questions_shards(store: ShardStore, config: QuestionsConfig, seed: int, shard_size: int, recipe_hash: str,
-                     build_id: str, metadata: dict[str, str]) -> list[ShardRef]:
+def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int) -> list[ShardRef]:
     """Collect the questions (synthesis is cached in its own shards) and write the shards that are not already done;
     the rejected rows go to one `question_rejects` shard (read back with `rejects_ref`)."""
-    config_hash = stable_id(config.model_dump_json(), str(seed), str(shard_size), build_id)
-    collected = collect_sources(config, seed, recipe_hash, build_id, store, metadata)
+    store, seed, build_id, metadata = ctx.store, ctx.seed, ctx.build_id, ctx.metadata
+    shards_hash = config_hash(config, str(seed), str(shard_size), build_id)
+    collected = collect_sources(config, seed, ctx.recipe_hash, build_id, store, metadata)
     table = to_table(collected.questions, Question)
     refs = []
     for index, rows in enumerate(split_rows(table, shard_size)):
-        key = shard_key("questions", config_hash, str(index))
+        key = shard_key("questions", shards_hash, str(index))
         refs.append(store.done("questions", key) or store.write("questions", key, rows, metadata))
-    reject_key = shard_key("question_rejects", _config_hash(config, seed, build_id))
+    reject_key = shard_key("question_rejects", config_hash(config, str(seed), build_id))
     store.done("question_rejects", reject_key) or store.write(
         "question_rejects", reject_key, to_table(collected.rejected, RejectedQuestion), metadata)
     return refs

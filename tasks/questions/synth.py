@@ -1,7 +1,7 @@
 """LLM-synthesised questions: written from topic prompts (as ScaleQuest does) or evolved from seed questions into
 harder and easier variants, then checked before they may become questions.
 
-The checks, kept on every candidate row:
+The checks (in `synth_checks.py`), kept on every candidate row:
 1. validity: rules first (a question was found, sensible length, no template left unfilled, one question, one
    proposed answer of the right type); where the rules cannot tell (no proposed answer, no question form), an LLM
    judge answers YES/NO; an unparseable judgement stays undecided;
@@ -16,8 +16,6 @@ config and the recipe seed): a re-run reads the shard and calls no model.
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -25,17 +23,25 @@ from prefect.logging import get_run_logger
 
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_generation import DEFAULT_SYSTEM_PROMPT
-from cotforge.schemas.config_questions import SamplingConfig, SynthSourceConfig, ValidityConfig
+from cotforge.schemas.config_questions import SamplingConfig, SynthSourceConfig
 from cotforge.schemas.records import Question, Record, normalize_text, question_id_for, stable_id
-from cotforge.tasks.verify.extract import extract_answers, normalize_answer
+from cotforge.tasks.core.shards import ShardStore, shard_key
 from cotforge.tasks.generate.base import GenerationRequest, Generator, SamplingParams
 from cotforge.tasks.questions.seeds import RejectedQuestion
-from cotforge.tasks.core.shards import ShardStore, shard_key
+from cotforge.tasks.questions.synth_checks import (
+    NUMBER_PATTERN,
+    judge_request,
+    parse_candidate,
+    parse_judge,
+    request_seed_of,
+    rule_validity,
+    solvability,
+)
+from cotforge.tasks.verify.extract import extract_answers, normalize_answer
 
 SYNTH_VERSION = "1"  # bump when prompts or checks change: cached candidates are then regenerated
 
 WRITER_SYSTEM = "You write new, self-contained problems for students. Each problem has exactly one correct answer."
-JUDGE_SYSTEM = "You check whether a problem is well formed. Reply with VERDICT: YES or VERDICT: NO."
 _EVOLVE = {
     "harder": "Rewrite the problem below so that it is harder: add one more reasoning step or one more condition. "
               "Keep it self-contained, with exactly one correct answer.",
@@ -100,7 +106,7 @@ def writer_requests(source: SynthSourceConfig, parents: Sequence[Question], seed
             requests.append(GenerationRequest(
                 request_id=f"scratch:{i}", messages=({"role": "system", "content": WRITER_SYSTEM},
                                                      {"role": "user", "content": user}),
-                n=source.candidates_per_prompt, seed=_seed(source.name, seed, "scratch", i), params=params,
+                n=source.candidates_per_prompt, seed=request_seed_of(source.name, seed, "scratch", i), params=params,
                 context={"prompt": topic}))
     else:
         for i, parent in enumerate(parents):
@@ -109,103 +115,10 @@ def writer_requests(source: SynthSourceConfig, parents: Sequence[Question], seed
                 requests.append(GenerationRequest(
                     request_id=f"evolve:{i}:{direction}", messages=({"role": "system", "content": WRITER_SYSTEM},
                                                                     {"role": "user", "content": user}),
-                    n=source.candidates_per_prompt, seed=_seed(source.name, seed, direction, i), params=params,
+                    n=source.candidates_per_prompt, seed=request_seed_of(source.name, seed, direction, i),
+                    params=params,
                     context={"prompt": parent.text, "direction": direction, "parent": parent.question_id}))
     return requests
-
-
-def _seed(*parts) -> int:
-    return int(stable_id(*map(str, parts), length=8), 16) % (2**31 - 1)
-
-
-_QUESTION = re.compile(r"question\s*:\s*(.*?)(?=\n\s*answer\s*:|\Z)", re.S | re.I)
-_ANSWER = re.compile(r"answer\s*:\s*(.+)", re.I)
-
-
-def parse_candidate(raw: str) -> tuple[str | None, str | None]:
-    """(question, proposed answer) from `Question: ...\\nAnswer: ...`; a bare text counts as the question."""
-    text = raw.replace("**", "").strip()  # small models like to bold the labels
-    match = _QUESTION.search(text)
-    question = match.group(1).strip() if match else None
-    if question is None:
-        before = re.split(r"\n\s*answer\s*:", text, maxsplit=1, flags=re.I)[0].strip()
-        question = before or None
-    answer_match = _ANSWER.search(text[match.end():] if match else text)
-    answer = answer_match.group(1).strip().strip("*").strip() if answer_match else None
-    if answer:
-        answer = answer.splitlines()[0].strip()
-    return (question or None), (answer or None)
-
-
-_PLACEHOLDER = re.compile(r"<[^>]*>|(?<![A-Za-z}])\{[a-z_ ]+\}|\[(?:topic|insert|your|answer|number)[^\]]*\]"
-                          r"|\bTODO\b|\.\.\.$", re.I)
-_ASKS = re.compile(r"\?|\b(find|compute|calculate|determine|what|how|which|who|solve|evaluate|show)\b", re.I)
-_NUMBERS = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-
-
-def rule_validity(question: str | None, answer: str | None, answer_type: str,
-                  config: ValidityConfig) -> tuple[bool | None, str]:
-    """Rules that can tell a malformed question for sure (False), a clearly fine one (True), or neither (None)."""
-    if not question:
-        return False, "no_question_found"
-    if len(question) < config.min_chars:
-        return False, "too_short"
-    if len(question) > config.max_chars:
-        return False, "too_long"
-    if _PLACEHOLDER.search(question):
-        return False, "unfilled_placeholder"
-    if question.count("?") > 2:
-        return False, "several_questions"
-    if answer is not None:
-        if _PLACEHOLDER.search(answer):
-            return False, "unfilled_placeholder_in_answer"
-        if re.search(r"\b(or|either|depends)\b", answer, re.I):
-            return False, "several_answers"
-        if answer_type == "number":
-            numbers = _NUMBERS.findall(answer.replace("$", ""))
-            if not numbers:
-                return False, "answer_not_a_number"
-            if len(set(numbers)) > 1:
-                return False, "several_answers"
-    if answer is None:
-        return None, "no_proposed_answer"
-    if not _ASKS.search(question):
-        return None, "not_clearly_a_question"
-    return True, "well_formed"
-
-
-_JUDGE_VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(yes|no)\b", re.I)
-
-
-def judge_request(question: str, answer: str | None, index: int, seed: int) -> GenerationRequest:
-    proposed = f"\nProposed answer: {answer}" if answer else ""
-    user = (f"Problem: {question}{proposed}\n\nIs this a well-formed, self-contained problem with exactly one correct "
-            "answer? Reply with VERDICT: YES or VERDICT: NO.")
-    return GenerationRequest(request_id=f"judge:{index}", messages=({"role": "system", "content": JUDGE_SYSTEM},
-                                                                    {"role": "user", "content": user}),
-                             n=1, seed=_seed("judge", seed, index), params=SamplingParams(temperature=0.0,
-                                                                                          max_tokens=48))
-
-
-def parse_judge(text: str) -> tuple[bool | None, str]:
-    found = _JUDGE_VERDICT.findall(text or "")
-    if not found:
-        return None, "judge_unparseable"
-    return found[-1].lower() == "yes", "judge_yes" if found[-1].lower() == "yes" else "judge_no"
-
-
-def solvability(answers: list[str | None], proposed: str | None, min_agreement: float
-                ) -> tuple[bool | None, str, float | None, str | None]:
-    """(solvable, reason, agreement, gold) from the solver's normalised answers."""
-    if not answers:
-        return None, "no_samples", None, None
-    given = [a for a in answers if a is not None]
-    if not given:
-        return False, "no_sample_answered", 0.0, proposed
-    target = proposed if proposed is not None else Counter(given).most_common(1)[0][0]
-    agreement = sum(1 for a in answers if a == target) / len(answers)
-    ok = agreement >= min_agreement
-    return ok, ("samples_agree" if ok else "samples_disagree"), agreement, target
 
 
 def synthesize_candidates(source: SynthSourceConfig, parents: Sequence[Question], seed: int,
@@ -222,7 +135,7 @@ def synthesize_candidates(source: SynthSourceConfig, parents: Sequence[Question]
         question, answer = parse_candidate(c.text) if not c.error else (None, None)
         proposed = normalize_answer(answer, answer_type) if answer else None
         if answer_type == "number" and answer:
-            numbers = _NUMBERS.findall(answer.replace("$", ""))
+            numbers = NUMBER_PATTERN.findall(answer.replace("$", ""))
             proposed = normalize_answer(numbers[0], "number") if len(set(numbers)) == 1 else proposed
         verdict, reason = (False, "generation_error") if c.error else rule_validity(question, answer, answer_type,
                                                                                      source.validity)
@@ -244,7 +157,7 @@ def synthesize_candidates(source: SynthSourceConfig, parents: Sequence[Question]
     solve_requests = [GenerationRequest(
         request_id=f"solve:{i}", messages=({"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
                                            {"role": "user", "content": r["question"]}),
-        n=s.samples, seed=_seed("solve", seed, source.name, i), params=_params(s.sampling))
+        n=s.samples, seed=request_seed_of("solve", seed, source.name, i), params=_params(s.sampling))
         for i, r in enumerate(to_solve)]
     solved = generators.solver.generate(solve_requests) if solve_requests else []
     texts: dict[str, list[str | None]] = {}

@@ -15,12 +15,6 @@ One Verdict row per sample: the final verdict and who decided it, plus `checks`,
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections import Counter
-from dataclasses import dataclass
-from typing import Callable
-
 import polars as pl
 import pyarrow as pa
 from prefect import task
@@ -29,225 +23,13 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.records import Check, Verdict, stable_id
-from cotforge.tasks.verify.extract import extract_answers, final_answer_markers, normalize_answer, normalize_text_answer
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate.base import Generator
+from cotforge.tasks.verify.extract import extract_answers
 from cotforge.tasks.verify.judge import JUDGE_VERSION, judge_samples
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
 from cotforge.tasks.verify.pool import VerifierPool
-
-Result = tuple[bool | None, str]
-
-
-@dataclass(frozen=True)
-class VerifyItem:
-    """What a verifier sees of one sample."""
-
-    answer: str | None  # normalised extracted answer
-    method: str  # extraction method, or why extraction failed
-    gold: str | None
-    text: str
-    tests: str | None
-    finish_reason: str
-
-
-@dataclass
-class VerifyContext:
-    config: VerifyConfig
-    pool: VerifierPool
-
-
-VerifierFn = Callable[[list[VerifyItem], VerifyContext], list[Result]]
-VERIFIERS: dict[str, tuple[str, VerifierFn]] = {}  # name -> (version, function)
-STRUCTURE_CHECKS = ("format", "language", "length")
-
-
-def register_verifier(name: str, version: str):
-    """Register a batched verifier under `name`; questions name it in `Question.verifier`."""
-    def wrap(fn: VerifierFn) -> VerifierFn:
-        VERIFIERS[name] = (version, fn)
-        return fn
-    return wrap
-
-
-def _pooled(items: list[VerifyItem], ctx: VerifyContext, function: str, args: Callable[[VerifyItem], tuple],
-            timeout_s: float) -> list[Result]:
-    """Decide extraction failures and missing golds here; send the rest to the pool."""
-    out: list[Result | None] = []
-    todo = []
-    for i, item in enumerate(items):
-        if item.gold is None:
-            out.append((None, "no_gold_answer"))
-        elif item.answer is None:
-            out.append((None, "generation_error") if item.method == "generation_error" else (False, item.method))
-        else:
-            out.append(None)
-            todo.append(i)
-    results = ctx.pool.run([(function, args(items[i])) for i in todo], timeout_s)
-    for i, result in zip(todo, results):
-        out[i] = result
-    return out  # type: ignore[return-value]
-
-
-def _local(items: list[VerifyItem], decide: Callable[[VerifyItem], Result]) -> list[Result]:
-    out = []
-    for item in items:
-        if item.gold is None:
-            out.append((None, "no_gold_answer"))
-        elif item.answer is None:
-            out.append((None, "generation_error") if item.method == "generation_error" else (False, item.method))
-        else:
-            out.append(decide(item))
-    return out
-
-
-@register_verifier("math", "2")
-def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Mathematical equivalence (math-verify, else exact rationals) in the worker pool."""
-    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_math", lambda i: (i.answer, i.gold), ctx.config.timeout_s)
-
-
-@register_verifier("regex", "1")
-def verify_regex(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The answer fully matches the gold pattern; in the pool because patterns can backtrack for ever."""
-    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_regex", lambda i: (i.answer, i.gold), ctx.config.timeout_s)
-
-
-@register_verifier("exact", "1")
-def verify_exact(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Normalised string equality (case, width, whitespace, surrounding punctuation)."""
-    def decide(item: VerifyItem) -> Result:
-        same = normalize_text_answer(item.answer) == normalize_text_answer(item.gold)
-        return same, "exact_match" if same else "exact_mismatch"
-    return _local(items, decide)
-
-
-@register_verifier("choice", "1")
-def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The option letter equals the gold letter."""
-    def decide(item: VerifyItem) -> Result:
-        same = item.answer == normalize_answer(item.gold, "choice")
-        return same, "choice_match" if same else "choice_mismatch"
-    return _local(items, decide)
-
-
-@register_verifier("code", "1")
-def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The candidate program (last ```python block) passes the question's tests in the sandbox."""
-    limits = ctx.config.sandbox.model_dump_json()
-    patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason) for i in items]
-    results = _pooled(patched, ctx, "cotforge.tasks.verify.sandbox:check_program", lambda i: (i.answer, i.tests, limits),
-                      ctx.config.sandbox.wall_s + 15.0)  # the sandbox kills at wall_s; the pool is the backstop
-    return [(None, "no_tests") if r == (None, "no_gold_answer") else r for r in results]
-
-
-_DECLINE = re.compile(
-    r"\b(?:abstain|i (?:do not|don't|cannot|can't) (?:know|answer|determine|say)|cannot be (?:determined|answered)|"
-    r"not enough information|insufficient information|unanswerable|no (?:way|means) to (?:know|determine))\b", re.I)
-
-
-@register_verifier("abstain", "1")
-def verify_abstain(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Questions whose right answer is to decline (gold "ABSTAIN"): true when the rationale declines."""
-    out = []
-    for item in items:
-        if item.method == "generation_error":
-            out.append((None, "generation_error"))
-        elif (item.gold or "").strip().upper() != "ABSTAIN":
-            out.append((None, "gold_not_abstain"))
-        else:
-            declined = bool(_DECLINE.search(item.text))
-            out.append((declined, "declined" if declined else "answered_unanswerable"))
-    return out
-
-
-@register_verifier("judge", JUDGE_VERSION)
-def verify_judge_placeholder(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The judge needs a generator, so the cascade runs it (see `verify_samples`); alone it cannot decide."""
-    return [(None, "judge_not_configured") for _ in items]
-
-
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_ANSWER_TAG = re.compile(r"<answer>.*?</answer>", re.S | re.I)
-_FENCE = re.compile(r"```")
-
-
-@register_verifier("format", "1")
-def check_format(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Required tags present and exactly one final answer (several conflicting ones fail)."""
-    require = ctx.config.format.require
-    out = []
-    for item in items:
-        text = item.text
-        if item.method == "generation_error":
-            out.append((None, "generation_error"))
-        elif require == "think_answer_tags" and not _THINK.search(text):
-            out.append((False, "missing_think_tag"))
-        elif require in ("answer_tag", "think_answer_tags") and not _ANSWER_TAG.search(text):
-            out.append((False, "missing_answer_tag"))
-        elif item.method in ("code_block", "no_code_block"):
-            out.append((item.method == "code_block", "code_block" if item.method == "code_block" else
-                        "no_code_block"))
-        else:
-            markers = set(final_answer_markers(text))
-            out.append((True, "one_final_answer") if len(markers) == 1 else
-                       (False, "no_final_answer_statement") if not markers else (False, "conflicting_final_answers"))
-    return out
-
-
-def letter_scripts(text: str) -> Counter:
-    """Letters per Unicode script, counted per word; one-letter Greek words (pi, theta) are notation, not language."""
-    counts: Counter = Counter()
-    for word in re.findall(r"[^\W\d_]+", text):
-        scripts = Counter(unicodedata.name(ch, "UNKNOWN").split(" ")[0].lower() for ch in word)
-        script = scripts.most_common(1)[0][0]
-        if script in ("mathematical", "unknown") or (script == "greek" and len(word) == 1):
-            continue
-        counts[script] += len(word)
-    return counts
-
-
-@register_verifier("language", "1")
-def check_language(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The recipe's language policy, by script: allowed (any), mixed_allowed (target dominates), target_only."""
-    policy = ctx.config.language
-    out = []
-    for item in items:
-        counts = letter_scripts(item.text)
-        total = sum(counts.values())
-        if item.method == "generation_error":
-            out.append((None, "generation_error"))
-        elif not total:
-            out.append((None, "no_letters"))
-        elif policy.policy == "allowed":
-            out.append((True, "any_language_allowed"))
-        elif policy.policy == "mixed_allowed":
-            ok = counts[policy.target] / total >= policy.min_target_share
-            out.append((ok, "target_dominant" if ok else "target_share_below_min"))
-        else:
-            others = [s for s in counts if s != policy.target]
-            out.append((True, "target_only") if not others else (False, f"other_script:{others[0]}"))
-    return out
-
-
-@register_verifier("length", "1")
-def check_length(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Truncation (finish reason `length`), a word budget and a minimum number of steps."""
-    limits = ctx.config.length
-    out = []
-    for item in items:
-        steps = sum(1 for line in item.text.splitlines() if line.strip())
-        if item.method == "generation_error":
-            out.append((None, "generation_error"))
-        elif item.finish_reason == "length":
-            out.append((False, "truncated"))
-        elif limits.max_words is not None and len(item.text.split()) > limits.max_words:
-            out.append((False, "too_long"))
-        elif steps < limits.min_steps:
-            out.append((False, "too_few_steps"))
-        else:
-            out.append((True, "within_limits"))
-    return out
-
+from cotforge.tasks.verify.rules import STRUCTURE_CHECKS, VERIFIERS, Result, VerifyContext, VerifyItem, letter_scripts
 
 _NO_QUESTION = "none"
 
@@ -354,13 +136,13 @@ def verifier_versions(config: VerifyConfig) -> str:
 
 
 @task(name="verify", cache_policy=NO_CACHE)
-def verify_shard(store: ShardStore, samples: ShardRef, questions: ShardRef, recipe_hash: str, build_id: str,
-                 metadata: dict[str, str], config: VerifyConfig = VerifyConfig(), pool: VerifierPool | None = None,
-                 judge: Generator | None = None) -> ShardRef:
+def verify_shard(ctx: BuildContext, samples: ShardRef, questions: ShardRef, config: VerifyConfig = VerifyConfig(),
+                 pool: VerifierPool | None = None, judge: Generator | None = None) -> ShardRef:
     """Verify one shard of samples (skipped when a shard with the same inputs, verifiers and config exists)."""
     key = shard_key("verdicts", verifier_versions(config), samples.key, questions.key)
-    done = store.done("verdicts", key)
+    done = ctx.store.done("verdicts", key)
     if done is not None:
         return done
-    table = verify_samples(store.read(samples), store.read(questions), recipe_hash, build_id, config, pool, judge)
-    return store.write("verdicts", key, table, metadata)
+    table = verify_samples(ctx.store.read(samples), ctx.store.read(questions), ctx.recipe_hash, ctx.build_id, config,
+                           pool, judge)
+    return ctx.store.write("verdicts", key, table, ctx.metadata)

@@ -37,10 +37,10 @@ def _boxed_contents(text: str) -> str | None:
     starts = [m.end() for m in _BOXED.finditer(text)]
     if not starts:
         return None
-    return _balanced(text, starts[-1])
+    return balanced_group(text, starts[-1])
 
 
-def _balanced(text: str, start: int) -> str | None:
+def balanced_group(text: str, start: int) -> str | None:
     """Text from `start` up to the brace that closes an already opened one."""
     depth = 1
     for i in range(start, len(text)):
@@ -176,7 +176,7 @@ def final_answer_markers(text: str) -> list[str]:
     """Every explicit final-answer statement (boxed, answer tags, "the answer is"), normalised, in order."""
     found = []
     for start in (m.end() for m in _BOXED.finditer(text)):
-        inner = _balanced(text, start)
+        inner = balanced_group(text, start)
         if inner is not None:
             found.append(normalize_answer(_clean(inner)))
     found += [normalize_answer(_clean(t)) for t in _ANSWER_TAG.findall(text)]

@@ -2,14 +2,12 @@
 
 The vote counts normalised answers (the verify stage normalises them), so "1,000" and "1000.0" vote together. For
 a question without a gold answer the majority becomes a pseudo-label once its share clears the recipe's bar, and
-the pass rate is then the agreement with it (`pass_rate_basis` says which). Difficulty bins and the band filter
-(`in_band`) read the pass rate.
+the pass rate is then the agreement with it (`pass_rate_basis` says which). Difficulty bins read the pass rate.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import overload
 
 import polars as pl
 import pyarrow as pa
@@ -19,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.records import Vote, stable_id
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardRef, shard_key
 
 
 def difficulty_bin(pass_rate: float | None, edges: tuple[float, float] | list[float] = (1 / 3, 2 / 3)) -> str:
@@ -31,27 +30,6 @@ def difficulty_bin(pass_rate: float | None, edges: tuple[float, float] | list[fl
     if pass_rate == 1.0:
         return "always"
     return "hard" if pass_rate < edges[0] else "medium" if pass_rate < edges[1] else "easy"
-
-
-@overload
-def in_band(pass_rate: float | None, low: float, high: float) -> bool: ...
-@overload
-def in_band(pass_rate: pl.Expr, low: float, high: float) -> pl.Expr: ...
-@overload
-def in_band(pass_rate: pl.Series, low: float, high: float) -> pl.Series: ...
-
-
-def in_band(pass_rate, low: float, high: float):
-    """True where `low <= pass_rate <= high` (both inclusive); an unknown pass rate is never in the band.
-
-    Works on a float, a Polars expression or a Series, so a view can filter with
-    `joined.filter(in_band(pl.col("pass_rate"), 0.1, 0.9))`: questions the model solves sometimes, not always or never.
-    """
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"band [{low}, {high}] must satisfy 0 <= low <= high <= 1")
-    if isinstance(pass_rate, (pl.Expr, pl.Series)):
-        return ((pass_rate >= low) & (pass_rate <= high)).fill_null(False)
-    return pass_rate is not None and low <= pass_rate <= high
 
 
 def majority(answers: list[str]) -> tuple[str | None, int]:
@@ -93,22 +71,14 @@ def vote_answers(verdicts: pa.Table, questions: pa.Table, config: VerifyConfig, 
     return to_table(votes, Vote)
 
 
-def agreement_with_majority(verdicts: pl.DataFrame, votes: pl.DataFrame) -> pl.DataFrame:
-    """Per sample: `agrees_with_majority` (False when it has no answer or its question no majority)."""
-    return (verdicts.select("sample_id", "question_id", "extracted_answer")
-            .join(votes.select("question_id", "majority_answer"), on="question_id", how="left")
-            .select("sample_id", agrees_with_majority=(pl.col("extracted_answer") == pl.col("majority_answer"))
-                    .fill_null(False)))
-
-
 @task(name="vote", cache_policy=NO_CACHE)
-def vote_shard(store: ShardStore, verdicts: ShardRef, questions: ShardRef, config: VerifyConfig,
-               reference_model: str, recipe_hash: str, build_id: str, metadata: dict[str, str], k: int = 0) -> ShardRef:
+def vote_shard(ctx: BuildContext, verdicts: ShardRef, questions: ShardRef, config: VerifyConfig,
+               reference_model: str, k: int = 0) -> ShardRef:
     key = shard_key("votes", stable_id(config.model_dump_json(), reference_model, str(k)), verdicts.key,
                     questions.key, stage_version="2")
-    done = store.done("votes", key)
+    done = ctx.store.done("votes", key)
     if done is not None:
         return done
-    table = vote_answers(store.read(verdicts), store.read(questions), config, reference_model, recipe_hash, build_id,
-                         k)
-    return store.write("votes", key, table, metadata)
+    table = vote_answers(ctx.store.read(verdicts), ctx.store.read(questions), config, reference_model,
+                         ctx.recipe_hash, ctx.build_id, k)
+    return ctx.store.write("votes", key, table, ctx.metadata)

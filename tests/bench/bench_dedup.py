@@ -18,7 +18,8 @@ from datasketch import MinHash, MinHashLSH
 
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import normalize_text
-from cotforge.tasks.dedup.minhash import UnionFind, cluster_texts, fast_hash32
+from cotforge.tasks.dedup.cluster import UnionFind, cluster_texts
+from cotforge.tasks.dedup.minhash import fast_hash32
 
 CONFIG = MinHashConfig(threshold=0.8, num_perm=128, shingle="chars", shingle_size=5, keep=["earliest"])
 

@@ -19,9 +19,11 @@ import tempfile
 import time
 
 from cotforge.schemas.config_generation import GenerationConfig
-from cotforge.tasks.generate import make_generator
-from cotforge.tasks.generate.sample import build_requests, sample_shard, stats_path
+from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore
+from cotforge.tasks.generate import make_generator
+from cotforge.tasks.generate.accounting import stats_path
+from cotforge.tasks.generate.sample import build_requests, sample_shard
 
 
 def _questions(n: int):
@@ -63,7 +65,7 @@ def measure(backend: str, questions: int, samples: int, max_tokens: int, repeats
                 store = ShardStore(out)
                 ref = store.write("questions", f"q{repeat}", table)
                 began = time.perf_counter()
-                shard = sample_shard.fn(store, ref, generator, config, 7, "rh", "bench", {})
+                shard = sample_shard.fn(BuildContext(store, "rh", seed=7), ref, generator, config)
                 elapsed = time.perf_counter() - began
                 stage_best = min(stage_best, elapsed)
                 # The stage's own clock of its backend calls: what it spent outside them is its overhead, free of

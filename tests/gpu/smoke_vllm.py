@@ -34,10 +34,11 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     from cotforge.schemas.config_generation import GenerationConfig
     from cotforge.tasks.generate import make_generator
+    from cotforge.tasks.generate.accounting import SamplingStats
+    from cotforge.tasks.generate.sample import sample_questions
     from cotforge.tasks.generate.vllm_offline import VllmGenerator
     from tests.bench.bench_sampling import measure
     from tests.test_sample_stage import arithmetic_questions
-    from cotforge.tasks.generate.sample import SamplingStats, sample_questions
 
     config = GenerationConfig(backend="vllm", samples_per_question=args.samples,
                               sampling={"max_tokens": args.max_tokens}, batch_requests=args.questions,
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         generator.close()
     assert table.height == args.questions * args.samples and table["error"].null_count() == table.height
-    from cotforge.tasks.generate.sample import accepted_flags
     from cotforge.schemas.records import Sample
+    from cotforge.tasks.generate.sample import accepted_flags
 
     accepted = sum(f is True for f in accepted_flags([Sample(**r) for r in table.to_dicts()],
                                                      arithmetic_questions(args.questions)))

@@ -11,8 +11,16 @@ import heapq
 import random
 import string
 
-from cotforge.tasks.questions.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
-                            register_family, Solution)
+from cotforge.tasks.questions.families.base import (
+    ABSTAIN_STEPS,
+    FamilyItem,
+    Solution,
+    abstain_solution,
+    family_items,
+    is_unanswerable,
+    params_value,
+    register_family,
+)
 
 TASKS = ("sort", "count", "path")
 GROUP = 3  # numbers counted per step

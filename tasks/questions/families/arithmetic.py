@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import random
 
-from cotforge.tasks.questions.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
-                            register_family, Solution)
+from cotforge.tasks.questions.families.base import (
+    ABSTAIN_STEPS,
+    FamilyItem,
+    Solution,
+    abstain_solution,
+    family_items,
+    is_unanswerable,
+    params_value,
+    register_family,
+)
 
 _NAMES = ["Ava", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goro", "Hana", "Ivan", "Jade"]
 _THINGS = ["apples", "marbles", "stickers", "coins", "books", "shells", "pencils", "stamps"]

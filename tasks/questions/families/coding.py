@@ -14,8 +14,16 @@ import string
 from dataclasses import dataclass
 from typing import Callable
 
-from cotforge.tasks.questions.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
-                            register_family, Solution)
+from cotforge.tasks.questions.families.base import (
+    ABSTAIN_STEPS,
+    FamilyItem,
+    Solution,
+    abstain_solution,
+    family_items,
+    is_unanswerable,
+    params_value,
+    register_family,
+)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 
-from cotforge.tasks.questions.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, params_value,
-                            register_family, Solution)
+from cotforge.tasks.questions.families.base import (
+    ABSTAIN_STEPS,
+    FamilyItem,
+    Solution,
+    abstain_solution,
+    family_items,
+    is_unanswerable,
+    params_value,
+    register_family,
+)
 
 
 def _fmt_number(value: Fraction) -> str:

@@ -13,8 +13,15 @@ from __future__ import annotations
 import itertools
 import random
 
-from cotforge.tasks.questions.families import (ABSTAIN_STEPS, abstain_solution, family_items, FamilyItem, is_unanswerable, register_family,
-                            Solution)
+from cotforge.tasks.questions.families.base import (
+    ABSTAIN_STEPS,
+    FamilyItem,
+    Solution,
+    abstain_solution,
+    family_items,
+    is_unanswerable,
+    register_family,
+)
 
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi"]
 PUZZLES = ("knights", "seating")

@@ -1,0 +1,67 @@
+"""The join of the stage records: one row per sample with its question, verdict, vote and dedup flags.
+
+Below every stage that reads it (step labelling, views, publishing), so none of them imports another for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from cotforge.tasks.core.shards import ShardRef, ShardStore
+
+
+def join_records(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.DataFrame, votes: pl.DataFrame,
+                 dedup: pl.DataFrame, sample_dedup: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per sample with its question, verdict, vote and dedup flags; `usable` marks what views may take."""
+    q = questions.select("question_id", pl.col("text").alias("question"), "source", "family", "difficulty",
+                         "gold_answer", "answer_type", "verifier", "tests", "metadata_json")
+    v = verdicts.select("sample_id", "extracted_answer", "verdict", pl.col("reason").alias("verdict_reason"))
+    votes = votes.select("question_id", "majority_answer", "vote_share", "pass_rate", "n_samples", "n_answered",
+                         "n_correct", "pseudo_label", "difficulty_bin", "reference_model")
+    # one flag per question id (two sources can give the same question); a kept copy wins
+    d = dedup.sort("keep", descending=True).unique("question_id", keep="first", maintain_order=True).select(
+        "question_id", "keep", "drop_reason")
+    if sample_dedup is not None:
+        samples = samples.join(sample_dedup.select("sample_id", pl.col("keep").alias("sample_keep"),
+                                                   pl.col("drop_reason").alias("sample_drop_reason")),
+                               on="sample_id", how="left")
+    else:
+        samples = samples.with_columns(sample_keep=pl.lit(True), sample_drop_reason=pl.lit(None, pl.Utf8))
+    joined = (samples.join(q, on="question_id", how="left").join(v, on="sample_id", how="left")
+              .join(votes, on="question_id", how="left").join(d, on="question_id", how="left"))
+    same_answer = pl.len().over("question_id", "extracted_answer")
+    return joined.with_columns(
+        agrees_with_majority=(pl.col("extracted_answer") == pl.col("majority_answer")).fill_null(False),
+        # SaySelf-style consistency: the share of the question's answered samples that gave this sample's answer.
+        answer_agreement=pl.when(pl.col("extracted_answer").is_not_null() & (pl.col("n_answered") > 0))
+        .then(same_answer / pl.col("n_answered")).otherwise(0.0).cast(pl.Float64),
+        usable=pl.col("keep").fill_null(False) & pl.col("sample_keep").fill_null(True) & pl.col("error").is_null(),
+    ).sort("question_id", "sample_index")
+
+
+@dataclass(frozen=True)
+class RecordRefs:
+    """The stage shards whose join a step reads: one shard each (step labels) or all of them (publishing)."""
+
+    questions: list[ShardRef]
+    samples: list[ShardRef]
+    verdicts: list[ShardRef]
+    votes: list[ShardRef]
+    dedup: list[ShardRef]
+    sample_dedup: list[ShardRef] = field(default_factory=list)
+
+    def keys(self) -> list[str]:
+        """The input keys, in a fixed order, for the shard key of whatever is computed from the join."""
+        return [r.key for part in (self.questions, self.samples, self.verdicts, self.votes, self.dedup,
+                                   self.sample_dedup) for r in part]
+
+
+def read_joined(store: ShardStore, refs: RecordRefs) -> pl.DataFrame:
+    """`join_records` over the shards `refs` names."""
+    def frame(shards: list[ShardRef]) -> pl.DataFrame:
+        return pl.from_arrow(store.read_all(shards))
+
+    return join_records(frame(refs.questions), frame(refs.samples), frame(refs.verdicts), frame(refs.votes),
+                        frame(refs.dedup), sample_dedup=frame(refs.sample_dedup) if refs.sample_dedup else None)

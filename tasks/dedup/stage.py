@@ -1,0 +1,98 @@
+"""The dedup stage's shard tasks: questions and rationales against each other and earlier versions, and the
+version index and summary written at publish time."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from cotforge.schemas.config_dedup import DedupConfig
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardRef, config_hash, shard_key
+from cotforge.tasks.dedup.cluster import dedup_questions, dedup_samples, signatures_table
+from cotforge.tasks.dedup.decontam import hit_counts
+from cotforge.tasks.dedup.index import earlier_index, index_fingerprint, shared_index_filter, write_index
+
+
+@task(name="dedup", cache_policy=NO_CACHE)
+def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardRef], decontam: list[ShardRef],
+                config: DedupConfig) -> ShardRef:
+    """Deduplicate all question shards together (duplicates can sit in different shards) and against earlier
+    versions; contaminated questions (from the decontam shard) are never kept."""
+
+    prior = earlier_index(ctx.store.url, ctx.version, config.earlier_versions, "questions", config.questions)
+    key = shard_key("dedup", config_hash(config, ctx.version, index_fingerprint(prior), exclude={"decontam"}),
+                    *[r.key for r in questions + votes + decontam], stage_version="2")
+    done = ctx.store.done("dedup", key)
+    if done is not None:
+        return done
+    vote_table = pl.from_arrow(ctx.store.read_all(votes)) if votes else None
+    verified = {} if vote_table is None else dict(zip(vote_table["question_id"].to_list(),
+                                                      (vote_table["n_correct"] > 0).to_list()))
+    contamination: dict[str, list[str]] = {}
+    if decontam:
+        for row in ctx.store.read_all(decontam).select(["question_id", "benchmark"]).to_pylist():
+            names = contamination.setdefault(row["question_id"], [])
+            if row["benchmark"] not in names:
+                names.append(row["benchmark"])
+    table, result = dedup_questions(ctx.store.read_all(questions), config.questions, ctx.recipe_hash, ctx.build_id,
+                                    verified=verified, contamination=contamination, prior=prior)
+    if config.redis is not None:
+        table = shared_index_filter(table, result, config, "questions")
+    ctx.store.write("dedup_index", key, signatures_table(table.column("question_id").to_pylist(), None,
+                                                     table.column("keep").to_pylist(), result.signatures),
+                {"cotforge.minhash": json.dumps(result.stats)})
+    return ctx.store.write("dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
+
+
+@task(name="dedup_samples", cache_policy=NO_CACHE)
+def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: list[ShardRef],
+                       config: DedupConfig) -> ShardRef:
+    """Deduplicate the sampled rationales (all shards together), preferring verified ones."""
+
+    prior = earlier_index(ctx.store.url, ctx.version, config.earlier_versions, "samples", config.samples)
+    key = shard_key("sample_dedup", config_hash(config, ctx.version, index_fingerprint(prior), exclude={"decontam"}),
+                    *[r.key for r in samples + verdicts])
+    done = ctx.store.done("sample_dedup", key)
+    if done is not None:
+        return done
+    verdict_table = ctx.store.read_all(verdicts) if verdicts else None
+    verified = {} if verdict_table is None else {
+        s: v is True for s, v in zip(verdict_table.column("sample_id").to_pylist(),
+                                     verdict_table.column("verdict").to_pylist())}
+    table, result = dedup_samples(ctx.store.read_all(samples), config.samples, ctx.recipe_hash, ctx.build_id,
+                                  verified=verified, prior=prior)
+    ctx.store.write("sample_dedup_index", key, signatures_table(
+        table.column("sample_id").to_pylist(), table.column("question_id").to_pylist(),
+        table.column("keep").to_pylist(), result.signatures), {"cotforge.minhash": json.dumps(result.stats)})
+    return ctx.store.write("sample_dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
+
+
+def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: DedupConfig) -> dict:
+    """Write this version's MinHash indexes under `OUT/index/<version>/` and summarise dedup and decontamination:
+    {"counts": funnel lines for the card, "report": the report's dedup section}."""
+
+    report: dict = {"index": {}}
+    counts: dict[str, int] = {}
+    for stage, kind, mh in (("dedup", "questions", config.questions), ("sample_dedup", "samples", config.samples)):
+        for ref in refs.get(stage, []):
+            index_ref = ctx.store.done(f"{stage}_index", ref.key)
+            table = ctx.store.read(ref)
+            meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+            report[kind] = json.loads(meta.get("cotforge.minhash", "{}"))
+            if index_ref is not None:
+                report["index"][kind] = write_index(ctx.store.url, ctx.version, kind, ctx.store.read(index_ref), mh)
+            reasons = pl.from_arrow(table)["drop_reason"].drop_nulls().to_list()
+            label = "questions" if kind == "questions" else "rationales"
+            for reason in ("exact_duplicate", "near_duplicate", "earlier_version"):
+                counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
+    if refs.get("decontam"):
+        per_bench = hit_counts(ctx.store.read_all(refs["decontam"]))
+        report["contamination"] = {e.name: per_bench.get(e.name, 0) for e in config.decontam.evals}
+        report["decontam"] = {"ngram": config.decontam.ngram, "minhash_threshold": config.decontam.minhash_threshold,
+                              "evals": [e.name for e in config.decontam.evals]}
+        counts.update({f"questions contaminated: {name}": n for name, n in report["contamination"].items()})
+    return {"counts": counts, "report": report}

@@ -1,0 +1,71 @@
+"""Generation accounting: what each run of the sampling stage did (tokens, time, parts reused), saved beside each
+samples shard, and the build report's generation section computed from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from cotforge.tasks.core.shards import ShardRef, ShardStore
+
+
+@dataclass
+class SamplingStats:
+    """What one run of the stage did: the raw material of the build report's generation accounting."""
+
+    requests: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_s: float = 0.0  # time inside the backend's generate calls
+    stage_s: float = 0.0  # wall time of the stage, generation included
+    parts_generated: int = 0
+    parts_reused: int = 0  # parts found on disk from an earlier, interrupted run
+    rounds: int = 0
+    guided_samples: int = 0
+    gpus: int = 0
+    per_round: dict = field(default_factory=dict)
+
+    def add(self, other: "SamplingStats") -> None:
+        for name in ("requests", "completions", "prompt_tokens", "completion_tokens", "generate_s", "stage_s",
+                     "parts_generated", "parts_reused", "guided_samples"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rounds = max(self.rounds, other.rounds)
+        self.gpus = max(self.gpus, other.gpus)
+
+
+def stats_path(key: str) -> str:
+    return f"_work/samples/{key}.stats.json"
+
+
+def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float) -> dict:
+    """The build report's generation section: tokens, throughput, wall time, and accepted samples per token and per
+    GPU-hour. Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
+    run = SamplingStats()
+    for ref in refs:
+        path = f"{store.root}/{stats_path(ref.key)}"
+        if store.fs.exists(path):
+            with store.fs.open(path, "r") as f:
+                saved = json.load(f)
+            run.add(SamplingStats(**{k: v for k, v in saved.items() if k in SamplingStats.__dataclass_fields__}))
+    prompt_tokens = int(samples["prompt_tokens"].sum()) if samples.height else 0
+    completion_tokens = int(samples["completion_tokens"].sum()) if samples.height else 0
+    accepted = verdicts.filter(pl.col("verdict") == True).height if verdicts is not None else 0  # noqa: E712
+    guided = samples.filter(pl.col("guidance").is_not_null()).height if samples.height else 0
+    gpu_hours = run.gpus * stage_wall_s / 3600 if run.gpus else None
+    return {
+        "samples": samples.height, "guided samples (off-policy)": guided,
+        "prompt tokens": prompt_tokens, "completion tokens": completion_tokens,
+        "completion tokens generated this run": run.completion_tokens,
+        "completion tokens/s (backend)": round(run.completion_tokens / run.generate_s, 2) if run.generate_s else None,
+        "completion tokens/s (stage)": round(run.completion_tokens / run.stage_s, 2) if run.stage_s else None,
+        "sampling stage wall time (s)": round(stage_wall_s, 2),
+        "parts resumed from an earlier run": run.parts_reused,
+        "accepted samples": accepted,
+        "accepted samples per 1k completion tokens": round(1000 * accepted / completion_tokens, 4)
+        if completion_tokens else None,
+        "gpus": run.gpus,
+        "accepted samples per GPU-hour": round(accepted / gpu_hours, 1) if gpu_hours else None,
+    }

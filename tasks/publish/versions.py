@@ -1,0 +1,113 @@
+"""Dataset versions: semver parsing and bumps, Hub targets, and the versions published on the Hub or in a folder.
+
+A version is a tag on the Hub (`X.Y.Z`, or `vX.Y.Z`), or an `X.Y.Z/` subfolder holding a README.md locally.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import fsspec
+
+from cotforge.tasks.publish.retry import RetryPolicy, hub_api, with_retries
+
+SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class VersionExistsError(RuntimeError):
+    """The repo already has this version: versions are never moved or overwritten."""
+
+
+def parse_semver(version: str) -> tuple[int, int, int]:
+    match = SEMVER.match(str(version))
+    if not match:
+        raise ValueError(f"version {version!r} is not MAJOR.MINOR.PATCH (e.g. 0.1.0)")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def bump_patch(version: str) -> str:
+    major, minor, patch = parse_semver(version)
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def is_hub_target(target: str) -> bool:
+    """`org/name` or `hf://datasets/org/name` that is not an existing local path."""
+    if target.startswith("hf://"):
+        return True
+    if "://" in target or os.path.exists(target) or target.startswith((".", "/", "~")):
+        return False
+    return bool(REPO_ID.match(target))
+
+
+def hub_repo_id(target: str) -> str:
+    repo = target.removeprefix("hf://").removeprefix("datasets/").split("@", 1)[0].strip("/")
+    if not REPO_ID.match(repo):
+        raise ValueError(f"{target!r} is not a Hub dataset id ORG/NAME")
+    return repo
+
+
+def hub_tags(api, repo_id: str, retry: RetryPolicy) -> dict[str, str]:
+    refs = with_retries("list refs", lambda: api.list_repo_refs(repo_id, repo_type="dataset"), retry)
+    return {t.name: t.target_commit for t in refs.tags}
+
+
+def cached_hub_tags(repo_id: str) -> list[str]:
+    """Version tags this machine has in huggingface_hub's cache (for offline pulls)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    refs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset") / "refs"
+    return [p.name for p in refs.iterdir() if p.is_file()] if refs.is_dir() else []
+
+
+def local_versions(folder: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(folder)
+    if not fs.exists(root):
+        return []
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+    return [n for n in names if SEMVER.match(n) and fs.exists(f"{root}/{n}/README.md")]
+
+
+def local_build_version(folder: str) -> str | None:
+    """The version a single build folder was built as (from its report or manifest); None for other folders."""
+    import json
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    for name in ("report/report.json", "manifest.json"):
+        if fs.exists(f"{root}/{name}"):
+            with fs.open(f"{root}/{name}", "r") as f:
+                return json.load(f).get("version")
+    return None
+
+
+def published_versions(target: str, token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> list[str]:
+    """Versions published at `target` (a Hub repo's tags, or a local folder's `X.Y.Z/` subfolders), oldest first."""
+    if is_hub_target(target):
+        from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+
+        repo_id = hub_repo_id(target)
+        try:
+            names = list(hub_tags(hub_api(token), repo_id, retry))
+        except RepositoryNotFoundError:
+            names = []
+        except OfflineModeIsEnabled:
+            names = cached_hub_tags(repo_id)
+    else:
+        names = local_versions(target)
+    return sorted((n.removeprefix("v") for n in names if SEMVER.match(n)), key=parse_semver)
+
+
+def next_version(target: str, first: str = "0.1.0", token: str | None = None) -> str:
+    """The version a new build of `target` gets: a patch bump of the latest, or `first`."""
+    versions = published_versions(target, token)
+    return bump_patch(versions[-1]) if versions else first
+
+
+def version_locations(target: str, versions: list[str]) -> list[str]:
+    """Where earlier versions can be read by the dedup stage: `hf://datasets/<repo>@<tag>` or local folders."""
+    if is_hub_target(target):
+        return [f"hf://datasets/{hub_repo_id(target)}@{v}" for v in versions]
+    return [f"{target.rstrip('/')}/{v}" for v in versions]
