@@ -17,7 +17,8 @@ def _modules() -> dict[str, Path]:
     """Every module of the package, by its dotted name."""
     out = {}
     for package, folder in FOLDERS.items():
-        for path in folder.rglob("*.py"):
+        # cotforge/ itself holds only the API module (a checkout may link the stage folders in there: not twice)
+        for path in folder.glob("*.py") if package == "cotforge" else folder.rglob("*.py"):
             parts = path.relative_to(folder).with_suffix("").parts
             parts = parts[:-1] if parts[-1] == "__init__" else parts
             out[".".join((package, *parts))] = path
