@@ -21,6 +21,7 @@ from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.decontam import decontam_shard
 from cotforge.tasks.dedup.stage import dedup_shard, sample_dedup_shard
 from cotforge.tasks.generate import reference_model
+from cotforge.tasks.generate.accounting import check_samples
 from cotforge.tasks.generate.lazy import LazyGenerator
 from cotforge.tasks.generate.sample import sample_shard
 from cotforge.tasks.label.steps import label_steps_shard
@@ -59,6 +60,9 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                                for q in refs["questions"]]
     finally:
         generator.close()
+    # Nothing usable (a backend down, every request failing): stop here, before anything is published.
+    check_samples(ctx.store, refs["questions"], refs["samples"], recipe.generation.max_error_rate,
+                  recipe.generation.backend, generator.log_path())
     with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:
         # On Ray each shard task opens its own VerifierPool (pool=None) in the worker that runs it, so the pool start
         # is paid per shard; Ray already runs a task per CPU, so that pool has one process unless the recipe sets

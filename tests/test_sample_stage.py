@@ -204,7 +204,8 @@ def test_guided_resampling_flags_off_policy_rows_with_the_reference_prefix():
 
 
 def test_hint_mode_puts_the_hint_in_the_prompt():
-    from cotforge.tasks.generate.sample import guidance_for, question_request
+    from cotforge.tasks.generate.adaptive import guidance_for
+    from cotforge.tasks.generate.sample import question_request
 
     config = GenerationConfig(backend="simulated", guidance={"enabled": True, "mode": "hint"})
     row = arithmetic_questions(1, difficulty=4).to_pylist()[0]

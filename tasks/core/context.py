@@ -27,3 +27,7 @@ class BuildContext:
     def metadata(self) -> dict[str, str]:
         """The Parquet key-value metadata of every shard this build writes."""
         return {"cotforge.recipe_hash": self.recipe_hash, "cotforge.build_id": self.build_id}
+
+
+class BuildFailed(RuntimeError):
+    """The build stopped before publishing: what it produced is not usable. Its shards stay for a fixed rerun."""

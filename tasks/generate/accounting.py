@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from cotforge.tasks.core.context import BuildFailed
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 
 
@@ -25,12 +26,14 @@ class SamplingStats:
     parts_reused: int = 0  # parts found on disk from an earlier, interrupted run
     rounds: int = 0
     guided_samples: int = 0
+    errors: int = 0  # completions that came back with a generation error in this run
+    retried_requests: int = 0  # requests that had failed in an earlier run and were asked again in this one
     gpus: int = 0
     per_round: dict = field(default_factory=dict)
 
     def add(self, other: "SamplingStats") -> None:
         for name in ("requests", "completions", "prompt_tokens", "completion_tokens", "generate_s", "stage_s",
-                     "parts_generated", "parts_reused", "guided_samples"):
+                     "parts_generated", "parts_reused", "guided_samples", "errors", "retried_requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rounds = max(self.rounds, other.rounds)
         self.gpus = max(self.gpus, other.gpus)
@@ -45,7 +48,8 @@ def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verd
     GPU-hour. Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
     run = SamplingStats()
     for ref in refs:
-        path = f"{store.root}/{stats_path(ref.key)}"
+        # beside the shard's file (a shard with errors is referenced under a key that names them: see sample_shard)
+        path = ref.path[: -len(".parquet")] + ".stats.json"
         if store.fs.exists(path):
             with store.fs.open(path, "r") as f:
                 saved = json.load(f)
@@ -68,4 +72,46 @@ def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verd
         if completion_tokens else None,
         "gpus": run.gpus,
         "accepted samples per GPU-hour": round(accepted / gpu_hours, 1) if gpu_hours else None,
+        "errors": error_summary(samples) | {"this run": run.errors, "requests retried this run": run.retried_requests},
     }
+
+
+def error_kind(error: str) -> str:
+    """The kind of a recorded generation error: its exception name or HTTP status, the text before the first colon."""
+    return error.split(":", 1)[0].strip()[:80] or "unknown"
+
+
+def error_summary(samples: pl.DataFrame) -> dict:
+    """How many samples carry a generation error, their share, and per kind a count and one example."""
+    errors = samples.filter(pl.col("error").is_not_null())["error"].to_list() if samples.height else []
+    kinds: dict[str, dict] = {}
+    for error in errors:
+        entry = kinds.setdefault(error_kind(error), {"count": 0, "example": error[:300]})
+        entry["count"] += 1
+    ranked = sorted(kinds.items(), key=lambda item: (-item[1]["count"], item[0]))
+    return {"total": len(errors), "rate": round(len(errors) / samples.height, 4) if samples.height else 0.0,
+            "kinds": [{"kind": kind, **entry} for kind, entry in ranked]}
+
+
+def check_samples(store: ShardStore, questions: list[ShardRef], samples: list[ShardRef], max_error_rate: float,
+                  backend: str, log_path: str | None = None) -> None:
+    """`check_generation` over the stage's shards (only the columns it needs are read)."""
+    frame = pl.concat([pl.from_arrow(store.read(ref).select(["sample_id", "error"])) for ref in samples]) \
+        if samples else pl.DataFrame({"sample_id": [], "error": []}, schema={"sample_id": pl.Utf8, "error": pl.Utf8})
+    check_generation(frame, sum(r.rows for r in questions), max_error_rate, backend, log_path)
+
+
+def check_generation(samples: pl.DataFrame, questions: int, max_error_rate: float, backend: str,
+                     log_path: str | None = None) -> None:
+    """Stop the build (`BuildFailed`) when sampling produced nothing usable: no samples for the questions asked, or a
+    share of generation errors above the recipe's `generation.max_error_rate`."""
+    where = f" (engine log: {log_path})" if log_path else ""
+    if questions and not samples.height:
+        raise BuildFailed(f"the {backend} backend produced no samples for {questions} questions{where}")
+    summary = error_summary(samples)
+    if summary["total"] and summary["rate"] > max_error_rate:
+        first = "; ".join(f"{k['count']} x {k['example']}" for k in summary["kinds"][:3])
+        raise BuildFailed(
+            f"{summary['total']} of {samples.height} samples ({summary['rate']:.0%}) failed on the {backend} backend, "
+            f"above generation.max_error_rate={max_error_rate:g}: {first}{where}. Nothing was published; the shards "
+            "are kept, and a rerun asks the failed requests again.")

@@ -24,6 +24,10 @@ class LazyGenerator:
     def generate(self, requests):
         return self._get().generate(requests)
 
+    def log_path(self) -> str | None:
+        """Where the started backend logs (vLLM's engine), if it was started and keeps a log."""
+        return getattr(self._generator, "log_path", None) if self._generator is not None else None
+
     def close(self):
         if self._generator is not None:
             self._generator.close()

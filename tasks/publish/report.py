@@ -133,7 +133,15 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
         lines += [""] + mix_markdown(mix)
     if generation:  # tasks.sample.generation_accounting: tokens, throughput, accepted per token / GPU-hour
         lines += ["", "## Generation", "", "| measure | value |", "|---|---|"]
-        lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items()]
+        lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items() if k != "errors"]
+        errors = generation.get("errors") or {}
+        lines += [f"| samples with generation errors | {errors.get('total', 0)} ({errors.get('rate', 0):.1%}); "
+                  f"{errors.get('this run', 0)} this run, {errors.get('requests retried this run', 0)} requests "
+                  "retried |"]
+        if errors.get("kinds"):
+            lines += ["", "### Generation errors", "", "| kind | samples | example |", "|---|---|---|"]
+            lines += [f"| {k['kind']} | {k['count']} | {k['example'][:160].replace('|', '/')} |"
+                      for k in errors["kinds"]]
     lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]
     lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]

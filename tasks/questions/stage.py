@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_questions import FamilySourceConfig, QuestionsConfig, SeedSourceConfig, SynthSourceConfig
 from cotforge.schemas.records import Question, question_id_for
-from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.context import BuildContext, BuildFailed
 from cotforge.tasks.core.shards import ShardRef, ShardStore, config_hash, shard_key
 from cotforge.tasks.questions.families import get_family
 from cotforge.tasks.questions.seeds import RejectedQuestion, seed_questions
@@ -135,4 +135,8 @@ def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int
     reject_key = shard_key("question_rejects", config_hash(config, str(seed), build_id))
     store.done("question_rejects", reject_key) or store.write(
         "question_rejects", reject_key, to_table(collected.rejected, RejectedQuestion), metadata)
+    if not table.num_rows:
+        reasons = sorted({r.reason.split(":")[0] for r in collected.rejected})
+        raise BuildFailed(f"the recipe's sources gave no questions ({len(collected.rejected)} rows rejected"
+                          f"{': ' + ', '.join(reasons) if reasons else ''}); nothing to sample, nothing published")
     return refs

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         generator.close()
     assert table.height == args.questions * args.samples and table["error"].null_count() == table.height
     from cotforge.schemas.records import Sample
-    from cotforge.tasks.generate.sample import accepted_flags
+    from cotforge.tasks.generate.adaptive import accepted_flags
 
     accepted = sum(f is True for f in accepted_flags([Sample(**r) for r in table.to_dicts()],
                                                      arithmetic_questions(args.questions)))
