@@ -27,6 +27,16 @@ def missing_component(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_module(name: str, reason: str = ""):
+    """Import a module the test needs (an extra the README's test command installs), or `missing_component`."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        missing_component(f"cannot import {name} ({error}){': ' + reason if reason else ''}")
+
+
 @pytest.fixture
 def hub_server(tmp_path):
     """A Hub-compatible server on 127.0.0.1 (tests/hub_server.py) with HF_ENDPOINT/HF_TOKEN and a fresh HF cache

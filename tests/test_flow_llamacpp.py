@@ -5,6 +5,7 @@ import pytest
 
 from cotforge.flows.build import build
 from cotforge.schemas.recipe import parse_recipe
+from tests.conftest import require_module
 
 RECIPE = {
     "name": "llamatest",
@@ -17,7 +18,7 @@ RECIPE = {
 
 @pytest.mark.slow
 def test_llamacpp_build_is_real_and_reproducible(tmp_path):
-    pytest.importorskip("llama_cpp")
+    require_module("llama_cpp", "the cpu extra")
     first = build(parse_recipe(RECIPE), out=str(tmp_path / "a"))
     samples = pl.read_parquet(tmp_path / "a" / "_work" / "samples" / "*.parquet").sort("sample_id")
     assert samples.height == 6 and first.counts["samples generated"] == 6

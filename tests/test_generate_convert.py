@@ -5,12 +5,14 @@ import os
 
 import pytest
 
+from tests.conftest import require_module
+
 pytestmark = pytest.mark.slow
 
 
 def test_smollm2_hf_dir_is_a_loadable_folder_with_the_chat_template():
-    pytest.importorskip("transformers")
-    pytest.importorskip("gguf")
+    require_module("transformers", "the train extra")
+    require_module("gguf", "the train extra")
     from transformers import AutoTokenizer
 
     from cotforge.tasks.generate.convert import smollm2_hf_dir

@@ -7,6 +7,8 @@ import pytest
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+from tests.conftest import require_module
+
 CARD = """---
 configs:
 - config_name: sft
@@ -74,7 +76,7 @@ def test_roundtrip_regular_and_lfs_files_tags_and_revisions(hub_server, tmp_path
 
 
 def test_load_dataset_reads_each_config(hub_server, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets", "the hub extra")
     api = HfApi()
     api.create_repo("org/views", repo_type="dataset")
     _push(api, "org/views", tmp_path, rows=12)

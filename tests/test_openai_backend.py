@@ -16,6 +16,7 @@ from cotforge.schemas.config_generation import GenerationConfig, OpenAIConfig
 from cotforge.tasks.generate import make_generator
 from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
 from cotforge.tasks.generate.openai_server import OpenAIGenerator
+from tests.conftest import require_module
 
 
 def _free_port() -> int:
@@ -35,7 +36,7 @@ def _request(rid="q", n=2, seed=7, max_tokens=12, prefix="", logprobs=None):
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    pytest.importorskip("sse_starlette", reason="needs llama-cpp-python[server]")
+    require_module("sse_starlette", "llama-cpp-python[server], in the test extra")
     from cotforge.tasks.generate.llamacpp import default_model_path
 
     port = _free_port()

@@ -14,6 +14,7 @@ from polars.testing import assert_frame_equal
 from cotforge.flows.build import task_runner_for
 from cotforge.schemas.recipe import RecipeError, parse_recipe
 from cotforge.tasks.publish.write import read_view
+from tests.conftest import require_module
 
 
 def _recipe(**extra):
@@ -75,8 +76,8 @@ def _ancestors(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
-    pytest.importorskip("prefect_ray")
-    ray = pytest.importorskip("ray")
+    require_module("prefect_ray", "the ray extra")
+    ray = require_module("ray", "the ray extra")
     from cotforge.flows.build import run_build
 
     out = f"file://{tmp_path}/ray-out"

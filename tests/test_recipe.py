@@ -77,5 +77,6 @@ def test_hash_ignores_formatting(tmp_path):
 def test_shipped_recipes_are_valid():
     from tests.conftest import ROOT
 
-    for path in sorted((ROOT / "data" / "recipes").glob("*.yaml")):
-        load_recipe(path)
+    recipes = {path.stem: load_recipe(path) for path in sorted((ROOT / "data" / "recipes").glob("*.yaml"))}
+    assert {"demo", "simulated", "families"} <= set(recipes)  # the README's recipes exist and every one validates
+    assert all(recipe.name == stem for stem, recipe in recipes.items())

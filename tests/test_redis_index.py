@@ -16,13 +16,13 @@ from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndex
 from cotforge.tasks.dedup.cluster import dedup_questions
 from cotforge.tasks.dedup.index import insert_shared, query_shared, shared_index_filter, shared_lsh
 from cotforge.tasks.dedup.minhash import minhash_signatures
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server binary not installed (apt-get install -y redis-server)")
+from tests.conftest import missing_component
 
 
 @pytest.fixture
 def redis_port(tmp_path):
+    if shutil.which("redis-server") is None:
+        missing_component("redis-server is not installed (scripts/install_services.sh installs it)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -112,10 +112,13 @@ def test_schedule_fires_a_run_that_produces_a_version(prefect_server, tmp_path):
             serve.kill()
         log.close()
     runs = _completed_runs(prefect_server["api"])
-    assert runs[0]["deployment_id"] == ours[0]["id"]
+    assert len(runs) >= 2 and all(r["deployment_id"] == ours[0]["id"] for r in runs)
     assert (target / "0.1.0" / "sft").is_dir()
-    versions = sorted(p.name for p in target.iterdir() if (p / "README.md").is_file())
-    assert versions[0] == "0.1.0"
+    # The later runs published nothing: no second version (folder or otherwise), and each said why.
+    assert sorted(p.name for p in target.iterdir() if not p.name.startswith(("_", "."))) == ["0.1.0"]
+    said = (tmp_path / "serve.log").read_text()
+    assert said.count("-> published") == 1, said[-3000:]
+    assert "-> skipped (0 new rows) no new rows against 1 published version(s)" in said, said[-3000:]
     report = json.loads((target / "0.1.0" / "report" / "report.json").read_text())
     assert report["version"] == "0.1.0"
 

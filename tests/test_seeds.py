@@ -14,6 +14,7 @@ import pytest
 from cotforge.schemas.config_questions import SeedSourceConfig
 from cotforge.tasks.questions.seed_files import read_seed_file
 from cotforge.tasks.questions.seeds import RowError, parse_boxed, parse_choice, parse_gsm8k, seed_questions
+from tests.conftest import missing_component
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "seeds" / "gsm8k_train_200.jsonl"
@@ -134,8 +135,9 @@ def test_shipped_gsm8k_subset_parses_fully():
     assert (ROOT / "data" / "seeds" / "GSM8K_LICENSE").read_text().startswith("MIT License")
 
 
-@pytest.mark.skipif(not SHARED_GSM8K.is_file(), reason="the shared GSM8K copy is not on this machine")
 def test_real_gsm8k_train_auto_format_and_count_with_shuffle():
+    if not SHARED_GSM8K.is_file():
+        missing_component(f"the shared GSM8K copy is not at {SHARED_GSM8K}")
     source = _source(SHARED_GSM8K, name="gsm8k", n=50, shuffle=True)
     rows = read_seed_file(SHARED_GSM8K)
     assert len(rows.rows) == 7473
