@@ -54,3 +54,27 @@ def test_vllm_cpu_defaults_turn_chunked_prefill_off_unless_the_recipe_says():
     assert with_device_defaults(chosen, on_cpu=True) == chosen  # the recipe's word wins
     no_length = with_device_defaults(engine_options(VllmConfig(max_model_len=None), "m"), on_cpu=True)
     assert no_length["enable_chunked_prefill"] is False and "max_num_batched_tokens" not in no_length
+
+
+@pytest.mark.parametrize("backend", ["simulated", "llamacpp", "openai"])
+def test_votes_name_the_model_as_the_backend_names_it_on_samples(backend):
+    """reference_model (on vote rows) and Generator.model (on sample rows) must agree for every backend."""
+    from cotforge.schemas.config_generation import GenerationConfig
+    from cotforge.tasks.generate import make_generator, reference_model
+
+    config = GenerationConfig(backend=backend)
+    generator = make_generator(config)
+    try:
+        assert reference_model(config) == f"{backend}:{generator.model}"
+    finally:
+        generator.close()
+
+
+def test_vllm_model_name_without_starting_an_engine(tmp_path):
+    from cotforge.tasks.generate.convert import smollm2_hf_name
+    from cotforge.tasks.generate.vllm_offline import model_name
+
+    assert model_name(VllmConfig(model="org/some-model")) == "org/some-model"
+    (tmp_path / "my-model").mkdir()
+    assert model_name(VllmConfig(model=str(tmp_path / "my-model") + "/")) == "my-model"
+    assert model_name(VllmConfig()) == smollm2_hf_name() and smollm2_hf_name().startswith("SmolLM2-135M-Instruct-")

@@ -31,11 +31,20 @@ def make_generator(config: GenerationConfig) -> Generator:
 
 
 def reference_model(config: GenerationConfig) -> str:
-    """The model whose pass rates the votes record, as `backend:model`."""
-    model = {
-        "llamacpp": config.llamacpp.model_path or "SmolLM2-135M-Instruct",
-        "vllm": config.vllm.model or "SmolLM2-135M-Instruct",
-        "openai": config.openai.model,
-        "simulated": f"step_error_rate={config.simulated.step_error_rate}",
-    }[config.backend]
+    """The model whose pass rates the votes record, as `backend:model`, named as the backend names it on each sample
+    row (so votes and samples agree), without starting the backend."""
+    if config.backend == "simulated":
+        from cotforge.tasks.generate.simulated import model_name
+
+        model = model_name(config.simulated.step_error_rate)
+    elif config.backend == "llamacpp":
+        from cotforge.tasks.generate.llamacpp import model_name
+
+        model = model_name(config.llamacpp.model_path)
+    elif config.backend == "vllm":
+        from cotforge.tasks.generate.vllm_offline import model_name
+
+        model = model_name(config.vllm)
+    else:
+        model = config.openai.model  # the OpenAI backend sends and records the recipe's model name as it is
     return f"{config.backend}:{model}"

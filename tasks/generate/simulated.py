@@ -14,6 +14,11 @@ from cotforge.tasks.generate.base import Completion, GenerationRequest
 from cotforge.tasks.questions.families import get_family
 
 
+def model_name(step_error_rate: float) -> str:
+    """The name this backend gives its solver: its error rate is what tells two solvers apart."""
+    return f"simulated-solver(step_error_rate={step_error_rate})"
+
+
 class SimulatedGenerator:
     backend = "simulated"
     revision = "1"
@@ -21,7 +26,7 @@ class SimulatedGenerator:
     def __init__(self, step_error_rate: float = 0.15, format_error_rate: float = 0.05):
         self.step_error_rate = step_error_rate
         self.format_error_rate = format_error_rate
-        self.model = f"simulated-solver(step_error_rate={step_error_rate})"
+        self.model = model_name(step_error_rate)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         return [self._complete(r, i) for r in requests for i in range(r.n)]

@@ -52,6 +52,16 @@ def engine_options(config: VllmConfig, model: str) -> dict:
     return options
 
 
+def model_name(config: VllmConfig) -> str:
+    """The name this backend gives its model: a local folder's name, else the Hub id (SmolLM2's converted folder
+    when the recipe names none)."""
+    if config.model is None:
+        from cotforge.tasks.generate.convert import smollm2_hf_name
+
+        return smollm2_hf_name()
+    return os.path.basename(os.path.normpath(config.model)) if os.path.isdir(config.model) else config.model
+
+
 class VllmGenerator:
     backend = "vllm"
 
@@ -62,7 +72,7 @@ class VllmGenerator:
 
             model = smollm2_hf_dir()
         self.config = config
-        self.model = os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
+        self.model = model_name(config)
         self.revision = config.revision or (_folder_digest(model) if os.path.isdir(model) else "main")
         self.gpus = 0
         self.device = "unknown"
