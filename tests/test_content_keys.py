@@ -21,7 +21,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore
 from cotforge.tasks.generate.sample import sample_shard
 from cotforge.tasks.generate.simulated import SimulatedGenerator
-from cotforge.tasks.questions.stage import questions_shards
+from cotforge.tasks.questions.stage import questions_shards, rejects_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_ROWS = [json.loads(line) for line in (ROOT / "data/seeds/gsm8k_train_200.jsonl").read_text().splitlines()[:12]]
@@ -72,7 +72,7 @@ def test_edited_seed_file_rebuilds_exactly_the_shards_it_changes(tmp_path):
     assert len(asked) == 18
 
     # The same recipe again: every shard reused, nothing sampled.
-    again_q, again_s, asked_again = _build(store, config)
+    again_q, _, asked_again = _build(store, config)
     assert [r.key for r in again_q] == [r.key for r in questions] and asked_again == []
 
     # Fix a typo in row 5 of the seed file (the second seed shard): that shard alone changes, and only its four
@@ -97,6 +97,8 @@ def test_edited_seed_file_rebuilds_exactly_the_shards_it_changes(tmp_path):
     assert [r.key for r in broken_q[:2]] == [r.key for r in questions[:2]]
     assert [r.rows for r in broken_q] == [4, 2, 4, 4, 3]
     assert asked_broken and not set(asked_broken) & set(_ids(store, questions[0]) + _ids(store, questions[1]))
+    rejects = store.read(rejects_ref(BuildContext(store, "recipe", seed=3), config)).to_pylist()
+    assert [(r["source"], r["row"], r["reason"]) for r in rejects] == [("seed:gsm8k", 1, "no_gsm8k_marker")]
 
 
 def test_new_build_of_the_same_questions_reuses_their_shards(tmp_path):
@@ -246,3 +248,36 @@ def test_code_hash_is_cheap_after_the_first_call():
 @pytest.mark.parametrize("module", ["tests.test_content_keys", "__main__", "json", "cotforge.flows.build"])
 def test_code_outside_the_stages_hashes_to_nothing(module):
     assert code_hash(module) == ""
+
+
+@pytest.mark.slow
+def test_edited_seed_file_through_the_build_flow_recomputes_only_that_shard(tmp_path):
+    """The whole pipeline: after one seed row is edited, each per-shard stage (samples, verdicts, votes, step labels)
+    writes exactly one new shard; the global stages (dedup, decontamination) run again, as they compare all rows."""
+    from cotforge.flows.build import build
+    from cotforge.schemas.recipe import parse_recipe
+
+    seed = _write_seed(tmp_path / "seed.jsonl", SEED_ROWS)
+    recipe = parse_recipe({
+        "name": "edited", "seed": 4, "shard_size": 4,
+        "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 6, "difficulty": 2},
+                                  {"kind": "seed", "name": "gsm8k", "path": seed, "answer_format": "gsm8k"}]},
+        "generation": {"backend": "simulated", "samples_per_question": 2},
+        "views": {"prm": {"rollouts": 2, "max_steps": 3}},
+    })
+    out = tmp_path / "out"
+
+    def markers() -> set[Path]:
+        return set((out / "_work").rglob("*.done.json"))
+
+    build(recipe, out=str(out), version="0.1.0")
+    before = markers()
+    edited = [dict(r) for r in SEED_ROWS]
+    edited[9]["question"] = edited[9]["question"].replace("?", " in all?")
+    _write_seed(tmp_path / "seed.jsonl", edited)
+    build(recipe, out=str(out), version="0.1.0")
+    new = {}
+    for path in markers() - before:
+        new[path.parent.name] = new.get(path.parent.name, 0) + 1
+    assert new == {"questions": 1, "samples": 1, "samples-parts": 1, "verdicts": 1, "votes": 1, "step_labels": 1, "dedup": 1,
+                   "dedup_index": 1, "sample_dedup": 1, "sample_dedup_index": 1, "decontam": 1}

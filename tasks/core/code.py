@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 
 PACKAGE = "cotforge"
 NOT_FOLLOWED = ("cotforge.flows",)
@@ -25,7 +25,7 @@ def _is_followed(name: str) -> bool:
     return name.startswith(PACKAGE + ".") and not any(name == n or name.startswith(n + ".") for n in NOT_FOLLOWED)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(name: str) -> tuple[str, bool] | None:
     """(source text, is a package) of a cotforge module, or None when `name` is not a module."""
     try:
@@ -48,7 +48,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed(name: str) -> tuple[str, frozenset[str]]:
     """(normalised syntax tree, cotforge modules it imports) of one module."""
     source, is_package = _source(name)
@@ -74,7 +74,7 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(2, len(parts))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_modules(module: str, exclude: tuple[str, ...] = ()) -> frozenset[str]:
     """`module` and every cotforge module it runs (imports, transitively, and their packages' `__init__`), less the
     packages in `exclude` (code a stage imports but does not run with the config at hand)."""
@@ -94,7 +94,7 @@ def code_modules(module: str, exclude: tuple[str, ...] = ()) -> frozenset[str]:
     return frozenset(seen)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_hash(module: str, exclude: tuple[str, ...] = ()) -> str:
     """A short hash of the code `module` runs (empty for a module outside cotforge, e.g. a test)."""
     names = sorted(code_modules(module, exclude))

@@ -164,7 +164,7 @@ def rejects_ref(ctx: BuildContext, config: QuestionsConfig) -> ShardRef | None:
 def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int) -> list[ShardRef]:
     """Collect the questions (synthesis is cached in its own shards) and write the shards that are not already done,
     each keyed by its rows' content; the rejected rows go to one `question_rejects` shard (read back with
-    `rejects_ref`), rewritten on every run since the sources are read again on every run."""
+    `rejects_ref`), rewritten when the sources, read again on every run, now reject other rows."""
     store, metadata = ctx.store, ctx.metadata
     collected = collect_sources(config, ctx.seed, ctx.recipe_hash, ctx.build_id, store, metadata)
     refs = []
@@ -172,6 +172,8 @@ def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int
         # The rows are the address: the code that made them is covered by what it made (code="").
         key = shard_key("questions", rows_address(rows), code="")
         refs.append(store.done("questions", key) or store.write("questions", key, rows, metadata))
-    store.write("question_rejects", _rejects_key(config, ctx.seed, ctx.build_id),
-                to_table(collected.rejected, RejectedQuestion), metadata)
+    rejects, reject_key = to_table(collected.rejected, RejectedQuestion), _rejects_key(config, ctx.seed, ctx.build_id)
+    done = store.done("question_rejects", reject_key)
+    if done is None or rows_address(store.read(done)) != rows_address(rejects):  # an edited source rejects others
+        store.write("question_rejects", reject_key, rejects, metadata)
     return refs
