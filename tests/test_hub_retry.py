@@ -64,7 +64,7 @@ def real_pool_timeout() -> BaseException:
 def _ignore(fn, *args) -> None:
     try:
         fn(*args)
-    except Exception:  # noqa: S110 - the holder's own timeout is expected and says nothing
+    except Exception:  # noqa: BLE001, S110 - the holder's own timeout is expected and says nothing
         pass
 
 
