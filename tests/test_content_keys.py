@@ -281,3 +281,13 @@ def test_edited_seed_file_through_the_build_flow_recomputes_only_that_shard(tmp_
         new[path.parent.name] = new.get(path.parent.name, 0) + 1
     assert new == {"questions": 1, "samples": 1, "samples-parts": 1, "verdicts": 1, "votes": 1, "step_labels": 1, "dedup": 1,
                    "dedup_index": 1, "sample_dedup": 1, "sample_dedup_index": 1, "decontam": 1}
+
+
+def test_code_hash_reads_sources_without_importing_them():
+    """Hashing a stage's code must not load what it could run (vLLM, llama.cpp, Prefect, ...)."""
+    script = ("import sys; from cotforge.tasks.core.code import code_hash; before = set(sys.modules); "
+              "[code_hash(m) for m in ('cotforge.tasks.generate.sample', 'cotforge.tasks.label.steps', "
+              "'cotforge.tasks.questions.synth', 'cotforge.tasks.dedup.stage')]; "
+              "print(sorted(set(sys.modules) - before))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,6 +16,7 @@ import ast
 import hashlib
 import importlib.util
 from functools import cache
+from pathlib import Path
 
 PACKAGE = "cotforge"
 NOT_FOLLOWED = ("cotforge.flows",)
@@ -26,16 +27,21 @@ def _is_followed(name: str) -> bool:
 
 
 @cache
+def _package_dir() -> Path:
+    """The folder of the `cotforge` package (its stage folders are found below it, without importing them)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@cache
 def _source(name: str) -> tuple[str, bool] | None:
-    """(source text, is a package) of a cotforge module, or None when `name` is not a module."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):  # `a.b.Name`: an attribute, not a module
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    with open(spec.origin, encoding="utf-8") as f:
-        return f.read(), spec.submodule_search_locations is not None
+    """(source text, is a package) of a cotforge module, or None when `name` is not one (`a.b.Name`: an attribute).
+    Found on disk, never imported: hashing a stage must not load the backends it could run."""
+    base = _package_dir().joinpath(*name.split(".")[1:])
+    for path, is_package in ((base / "__init__.py", True), (base.with_suffix(".py"), False)):
+        if path.is_file():
+            return path.read_text(encoding="utf-8"), is_package
+    return None
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
