@@ -19,7 +19,7 @@ from cotforge.tasks.core.join import RecordRefs
 from cotforge.tasks.core.progress import stage_bar
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.decontam import decontam_shard
-from cotforge.tasks.dedup.stage import dedup_shard, sample_dedup_shard
+from cotforge.tasks.dedup.stage import dedup_shard, publish_shared_index, release_shared_claims, sample_dedup_shard
 from cotforge.tasks.generate import reference_model
 from cotforge.tasks.generate.accounting import check_samples
 from cotforge.tasks.generate.lazy import LazyGenerator
@@ -41,7 +41,8 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = time.perf_counter() - start
 
 
-@flow(name="build", log_prints=True)
+# A failed or crashed build releases its claims in the shared Redis index (dedup.redis), if it has one.
+@flow(name="build", log_prints=True, on_failure=[release_shared_claims], on_crashed=[release_shared_claims])
 def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: str | None = None,
           private: bool | None = None) -> BuildResult:
     """Build one recipe into a published, versioned dataset folder; with `push` (ORG/NAME), publish it to the Hub."""
@@ -118,6 +119,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
         pushed = push_build(ctx.store.url, repo, version, recipe.publish.private if private is None else private,
                             retry_policy(recipe.publish))
         result.pushed = asdict(pushed)
+    # Only now that the build has published do its rows enter the shared Redis index (dedup.redis), if it has one.
+    publish_shared_index(ctx, refs, recipe.dedup)
     return result
 
 

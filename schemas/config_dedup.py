@@ -61,12 +61,16 @@ class DecontamConfig(StrictConfig):
 
 
 class RedisIndexConfig(StrictConfig):
-    """A shared LSH index in Redis (datasketch storage backend), for several workers or builds."""
+    """A shared MinHash LSH index in Redis (tasks/dedup/shared_index.py), for builds that must not publish the same
+    near-duplicate twice: plain bytes, an atomic check-and-claim, entries only once a build has published."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=6379, ge=1, le=65535)
     db: int = Field(default=0, ge=0)
     basename: str = Field(default="cotforge", pattern=r"^[A-Za-z0-9._:-]+$")
+    # A build's claims on rows it has not published yet lapse after this long if the build dies without releasing
+    # them (a failed build releases them at once); keep it above the time from dedup to publish.
+    claim_ttl_s: int = Field(default=86_400, ge=1)
 
 
 class DedupConfig(StrictConfig):

@@ -53,6 +53,7 @@ class Question(Record):
     reference_steps: list[str] = []  # worked solution, one step per entry, when the source has one
     tests: str | None = None  # unit tests for code questions
     metadata_json: str = "{}"  # family parameters, seed-row fields, synthesis verdicts
+    source_revision: str | None = None  # a Hub seed dataset: "repo@commit" it resolved to when the build read it
     recipe_hash: str
     build_id: str
 

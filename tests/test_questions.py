@@ -61,7 +61,7 @@ def test_questions_shard_task_writes_rejects_and_mix(tmp_path):
                                       {"kind": "seed", "name": "s", "path": path, "answer_format": "gsm8k"}])
     store = ShardStore(str(tmp_path / "out"))
     refs = questions_shards.fn(BuildContext(store, "r"), config, 2)
-    assert [r.rows for r in refs] == [2, 2]
+    assert [r.rows for r in refs] == [2, 1, 1]  # a shard never mixes two sources (3 logic questions, 1 seed)
     rejects = pl.from_arrow(store.read(rejects_ref(BuildContext(store, "r"), config)))
     assert rejects.select("source", "row", "reason").to_dicts() == [{"source": "seed:s", "row": 1,
                                                                      "reason": "no_gsm8k_marker"}]

@@ -1,14 +1,15 @@
 """Shard storage: atomic Parquet writes, a completion marker per shard, content-addressed keys.
 
-A stage's output shard is addressed by (stage, input shard keys, stage config hash, code version). A shard counts as
-done only when its marker exists, and the marker is written after the data file is renamed into place, so a build
-killed at any moment resumes by redoing exactly the shards without a marker.
+A stage's output shard is addressed by (stage, input shard keys, stage config hash, the code that computes it: see
+`code.py`). A shard counts as done only when its marker exists, and the marker is written after the data file is
+renamed into place, so a build killed at any moment resumes by redoing exactly the shards without a marker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,13 +19,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.schemas.records import stable_id
+from cotforge.tasks.core.code import code_hash
 
-CODE_VERSION = "0.1.0"  # bump when a kernel's output changes for the same input, to invalidate cached shards
 
-
-def shard_key(stage: str, config_hash: str, *input_keys: str, stage_version: str = "1") -> str:
-    """The content address of a stage output."""
-    return stable_id(stage, stage_version, CODE_VERSION, config_hash, *input_keys, length=20)
+def shard_key(stage: str, config_hash: str, *input_keys: str, stage_version: str = "1", code: str | None = None) -> str:
+    """The content address of a stage output. `code` is the hash of the code that computes it; by default the code
+    the calling module runs (`code_hash` of the caller), so a kernel change invalidates its stage without anyone
+    bumping a number. Pass `code=""` where the inputs already determine the output (content-addressed rows)."""
+    if code is None:
+        code = code_hash(sys._getframe(1).f_globals.get("__name__", ""))
+    return stable_id(stage, stage_version, code, config_hash, *input_keys, length=20)
 
 
 def config_hash(config, *extra: str, exclude: set[str] | None = None) -> str:

@@ -1,4 +1,5 @@
-"""MinHash indexes that outlive a build: the per-version index a published dataset stores, and a shared Redis index.
+"""MinHash indexes that outlive a build: the per-version index a published dataset stores (the shared Redis index is
+in `shared_index.py`).
 
 Each published version writes `OUT/index/<version>/{questions,samples}.parquet`: the kept rows' ids, groups and
 signatures, with the MinHash parameters in the Parquet metadata. The next build reads every earlier version's index
@@ -11,17 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig, RedisIndexConfig
-from cotforge.schemas.records import stable_id
+from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.tasks.core.shards import write_parquet_atomic
-from cotforge.tasks.dedup.cluster import Clustering, PriorIndex, signatures_table
+from cotforge.tasks.dedup.cluster import PriorIndex, signatures_table
 from cotforge.tasks.dedup.minhash import bands_rows, estimated_jaccard
 
 _COMPARABLE = ("num_perm", "seed", "shingle", "shingle_size", "hash")
@@ -101,71 +100,5 @@ def index_fingerprint(prior: PriorIndex | None) -> str:
     return digest.hexdigest()[:16]
 
 
-# --- shared index in Redis (datasketch storage backend) ---------------------------------------------------------
-
-
-def shared_lsh(redis: RedisIndexConfig, config: MinHashConfig, kind: str):
-    """A datasketch `MinHashLSH` whose buckets live in Redis, shared by every worker that names the same basename."""
-    from datasketch import MinHashLSH
-
-    basename = f"{redis.basename}:{kind}:{stable_id(json.dumps(index_params(config), sort_keys=True), length=8)}"
-    return MinHashLSH(num_perm=config.num_perm, params=bands_rows(config), storage_config={
-        "type": "redis", "basename": basename.encode(),
-        "redis": {"host": redis.host, "port": redis.port, "db": redis.db}})
-
-
-def _lean(signature: np.ndarray, seed: int):
-    from datasketch import LeanMinHash
-
-    return LeanMinHash(seed=seed, hashvalues=signature, scheme=SCHEME)
-
-
-def insert_shared(lsh, ids: list[str], signatures: np.ndarray, seed: int) -> None:
-    """Insert rows into the shared index; the key carries the signature so other workers can verify candidates."""
-    with lsh.insertion_session(buffer_size=5000) as session:
-        for row_id, signature in zip(ids, signatures):
-            session.insert(pickle.dumps((row_id, signature.astype(np.uint32).tobytes())), _lean(signature, seed),
-                           check_duplication=False)
-
-
-def query_shared(lsh, signatures: np.ndarray, seed: int, threshold: float) -> list[tuple[str, float] | None]:
-    """For each signature, the most similar row already in the shared index at or above `threshold`, or None."""
-    out: list[tuple[str, float] | None] = []
-    for signature in signatures:
-        best = None
-        for key in lsh.query(_lean(signature, seed)):
-            row_id, raw = pickle.loads(key)
-            other = np.frombuffer(raw, dtype=np.uint32)
-            similarity = float((other == signature).mean())
-            if similarity >= threshold and (best is None or similarity > best[1]):
-                best = (row_id, similarity)
-        out.append(best)
-    return out
-
-
-def shared_index_filter(table: pa.Table, result: Clustering, config: DedupConfig, kind: str) -> pa.Table:
-    """Check this build's kept rows against the shared Redis index (rows other workers or builds inserted), flag
-    matches "earlier_version", and insert the rows that stay kept."""
-    lsh = shared_lsh(config.redis, config.questions, kind)
-    mh = config.questions
-    keep = table.column("keep").to_pylist()
-    ids = table.column("question_id").to_pylist()
-    kept = [i for i, k in enumerate(keep) if k]
-    matches = query_shared(lsh, result.signatures[kept], mh.seed, mh.threshold)
-    cluster, reason, similarity = (table.column(c).to_pylist() for c in ("cluster_id", "drop_reason", "similarity"))
-    fresh = []
-    for i, match in zip(kept, matches):
-        if match is not None and match[0] != ids[i]:
-            keep[i], reason[i], cluster[i], similarity[i] = False, "earlier_version", match[0], match[1]
-        elif match is None:
-            fresh.append(i)
-    insert_shared(lsh, [ids[i] for i in fresh], result.signatures[fresh], mh.seed)
-    for name, values in (("keep", keep), ("drop_reason", reason), ("cluster_id", cluster),
-                         ("similarity", similarity)):
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, table.schema.field(name), pa.array(values, table.schema.field(name).type))
-    return table
-
-
-__all__ = ["earlier_index", "estimated_jaccard", "index_fingerprint", "insert_shared", "query_shared",
-           "read_indexes", "shared_lsh", "signatures_table", "write_index"]
+__all__ = ["earlier_index", "estimated_jaccard", "index_fingerprint", "read_indexes", "signatures_table",
+           "write_index"]

@@ -1,9 +1,10 @@
-"""The dedup stage's shard tasks: questions and rationales against each other and earlier versions, and the
-version index and summary written at publish time."""
+"""The dedup stage's shard tasks: questions and rationales against each other, earlier versions and the shared
+Redis index, and what is written at publish time (the version index, the summary, the shared index's entries)."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import polars as pl
 from prefect import task
@@ -11,10 +12,13 @@ from prefect.cache_policies import NO_CACHE
 
 from cotforge.schemas.config_dedup import DedupConfig
 from cotforge.tasks.core.context import BuildContext
-from cotforge.tasks.core.shards import ShardRef, config_hash, shard_key
+from cotforge.tasks.core.shards import ShardRef, ShardStore, config_hash, shard_key
 from cotforge.tasks.dedup.cluster import dedup_questions, dedup_samples, signatures_table
 from cotforge.tasks.dedup.decontam import hit_counts
-from cotforge.tasks.dedup.index import earlier_index, index_fingerprint, shared_index_filter, write_index
+from cotforge.tasks.dedup.index import earlier_index, index_fingerprint, write_index
+from cotforge.tasks.dedup.shared_index import SharedIndex, claim_owner, shared_index_filter
+
+log = logging.getLogger("cotforge.dedup")
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
@@ -40,8 +44,9 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
                 names.append(row["benchmark"])
     table, result = dedup_questions(ctx.store.read_all(questions), config.questions, ctx.recipe_hash, ctx.build_id,
                                     verified=verified, contamination=contamination, prior=prior)
-    if config.redis is not None:
-        table = shared_index_filter(table, result, config, "questions")
+    if config.redis is not None:  # claims the kept questions; they become entries once this build has published
+        table = shared_index_filter(table, result.signatures, config.redis, config.questions, "questions",
+                                    claim_owner(ctx.build_id, ctx.store.url), "question_id")
     ctx.store.write("dedup_index", key, signatures_table(table.column("question_id").to_pylist(), None,
                                                      table.column("keep").to_pylist(), result.signatures),
                 {"cotforge.minhash": json.dumps(result.stats)})
@@ -65,6 +70,9 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
                                      verdict_table.column("verdict").to_pylist())}
     table, result = dedup_samples(ctx.store.read_all(samples), config.samples, ctx.recipe_hash, ctx.build_id,
                                   verified=verified, prior=prior)
+    if config.redis is not None:  # rationales too: within their question when the scope says so
+        table = shared_index_filter(table, result.signatures, config.redis, config.samples, "samples",
+                                    claim_owner(ctx.build_id, ctx.store.url), "sample_id", "question_id")
     ctx.store.write("sample_dedup_index", key, signatures_table(
         table.column("sample_id").to_pylist(), table.column("question_id").to_pylist(),
         table.column("keep").to_pylist(), result.signatures), {"cotforge.minhash": json.dumps(result.stats)})
@@ -87,7 +95,7 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
                 report["index"][kind] = write_index(ctx.store.url, ctx.version, kind, ctx.store.read(index_ref), mh)
             reasons = pl.from_arrow(table)["drop_reason"].drop_nulls().to_list()
             label = "questions" if kind == "questions" else "rationales"
-            for reason in ("exact_duplicate", "near_duplicate", "earlier_version"):
+            for reason in ("exact_duplicate", "near_duplicate", "earlier_version", "concurrent_build"):
                 counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
     if refs.get("decontam"):
         per_bench = hit_counts(ctx.store.read_all(refs["decontam"]))
@@ -96,3 +104,54 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
                               "evals": [e.name for e in config.decontam.evals]}
         counts.update({f"questions contaminated: {name}": n for name, n in report["contamination"].items()})
     return {"counts": counts, "report": report}
+
+
+def publish_shared_index(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: DedupConfig) -> dict:
+    """Once this build has published: turn its claims in the shared Redis index into entries other builds dedup
+    against. Returns, per kind, the rows entered and the rows another build took meanwhile (a claim that lapsed)."""
+    summary: dict = {}
+    if config.redis is None:
+        return summary
+    for stage, kind, mh in (("dedup", "questions", config.questions), ("sample_dedup", "samples", config.samples)):
+        index = SharedIndex(config.redis, mh, kind, claim_owner(ctx.build_id, ctx.store.url))
+        entered, taken = 0, []
+        for ref in refs.get(stage, []):
+            index_ref = ctx.store.done(f"{stage}_index", ref.key)
+            if index_ref is None:
+                continue
+            table = ctx.store.read(index_ref)
+            table = table.filter(table.column("keep"))
+            signatures = table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, mh.num_perm)
+            groups = table.column("group").to_pylist() if mh.scope == "question" else None
+            for row_id, match in zip(table.column("id").to_pylist(),
+                                     index.publish(table.column("id").to_pylist(), signatures, groups)):
+                entered += match is None
+                if match is not None:
+                    taken.append({"id": row_id, "other": match[0], "similarity": match[1]})
+        summary[kind] = {"entered": entered, "taken_meanwhile": taken}
+        if taken:
+            log.warning("shared index: %d %s of this build were taken by another build after this build's claim "
+                        "lapsed (raise dedup.redis.claim_ttl_s): %s", len(taken), kind, taken[:5])
+    return summary
+
+
+def release_shared_claims(flow, flow_run, state) -> None:
+    """Prefect hook of a failed or crashed build: drop its claims in the shared index, so rows it will not publish
+    are not held from other builds until the claims expire."""
+    from cotforge.schemas.recipe import Recipe
+
+    try:
+        params = flow_run.parameters
+        recipe = Recipe.model_validate(params["recipe"])
+        if recipe.dedup.redis is None:
+            return
+        # The flow's output folder and build id, as the flow derives them from its parameters.
+        out = params.get("out") or recipe.publish.out.format(name=recipe.name)
+        build_id = BuildContext(ShardStore(out), recipe.content_hash(), params.get("version", "0.1.0")).build_id
+        owner = claim_owner(build_id, ShardStore(out).url)
+        for kind, mh in (("questions", recipe.dedup.questions), ("samples", recipe.dedup.samples)):
+            released = SharedIndex(recipe.dedup.redis, mh, kind, owner).release()
+            log.warning("shared index: released %d %s claimed by the failed build", released, kind)
+    except Exception as error:  # noqa: BLE001 - a hook must not hide the build's own failure
+        log.warning("shared index: could not release the failed build's claims (%s); they expire after "
+                    "dedup.redis.claim_ttl_s", error)

@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.schemas.records import Sample, stable_id
+from cotforge.tasks.core.code import code_hash
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
 from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
@@ -108,7 +109,7 @@ class PartWriter:
     def key(self, round_: int | str, requests: list[GenerationRequest]) -> str:
         names = [f"{r.request_id}:{r.seed}:{r.n}:{stable_id(r.assistant_prefix, *(m['content'] for m in r.messages))}"
                  for r in requests]
-        return shard_key(PART_STAGE, self.shard, str(round_), stable_id(*names))
+        return shard_key(PART_STAGE, self.shard, str(round_), stable_id(*names), code="")  # the shard key has it
 
     def done(self, key: str) -> pa.Table | None:
         if self.store is None:
@@ -266,7 +267,11 @@ def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, c
     # (the error threshold decides whether the build goes on, never what is sampled: it stays out of the key)
     config_hash = stable_id(config.model_dump_json(exclude={"max_error_rate"}), str(recipe_seed),
                             verify_config.model_dump_json() if verifying and verify_config is not None else "")
-    key = shard_key("samples", config_hash, questions.key)
+    # The verifiers run here only with the adaptive budget or guidance: otherwise a verifier change re-verifies the
+    # samples, it never regenerates them.
+    unused = () if verifying else ("cotforge.tasks.verify", "cotforge.schemas.config_verify")
+    code = code_hash(__name__, exclude=unused)
+    key = shard_key("samples", config_hash, questions.key, code=code)
     done = store.done("samples", key)
     if done is not None and not _failed_samples(store.read(done)):
         advance(questions.rows)

@@ -241,15 +241,20 @@ def label_steps_shard(ctx: BuildContext, records: RecordRefs, generator: Generat
                       judge: Generator | None = None) -> ShardRef:
     """Label the steps of one shard's samples (skipped when its output already exists).
 
-    The output is keyed by its input shards and the labelling config (which includes the rollout backend's and the
-    judge's), so it is re-made exactly when one of them changes.
+    The output is keyed by this shard's input shards, the dedup flags of its own rows and the labelling config
+    (which includes the rollout backend's and the judge's), so it is re-made exactly when one of them changes: dedup
+    runs over all shards at once, and a change elsewhere (an edited seed row in another shard) must not re-run
+    these rollouts.
     """
     config_hash = stable_id(config.model_dump_json(), generation.model_dump_json(), verifier_versions(verify),
                             str(ctx.seed))
-    key = shard_key("step_labels", config_hash, *records.keys())
+    joined = read_joined(ctx.store, records)
+    flags = joined.select("sample_id", "keep", "drop_reason", "sample_keep", "sample_drop_reason").rows()
+    own = [r.key for part in (records.questions, records.samples, records.verdicts, records.votes) for r in part]
+    key = shard_key("step_labels", config_hash, *own, stable_id(json.dumps(flags, default=str)))
     done = ctx.store.done("step_labels", key)
     if done is not None:
         return done
-    table = label_steps(read_joined(ctx.store, records), generator, config, generation, ctx.seed, ctx.recipe_hash,
-                        ctx.build_id, verify, pool, judge)
+    table = label_steps(joined, generator, config, generation, ctx.seed, ctx.recipe_hash, ctx.build_id, verify,
+                        pool, judge)
     return ctx.store.write("step_labels", key, table, ctx.metadata)

@@ -47,7 +47,9 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
         decontam = "No evaluation set was configured for decontamination in this build (`dedup.decontam.evals`)."
     lineage_rows = "\n".join(f"- **{k}**: {v}" for k, v in lineage.items())
     # The question mix (tasks.questions.question_mix): how many questions each source gave, and what it turned down.
-    sources = "\n".join(f"| `{m['source']}` | {m['questions']} | {m['share']:.1%} | {m['rejected']} |"
+    # A Hub seed dataset's row names the commit its revision resolved to when the build read it.
+    sources = "\n".join(f"| `{m['source']}`" + (f" at `{m['revision']}`" if m.get("revision") else "")
+                        + f" | {m['questions']} | {m['share']:.1%} | {m['rejected']} |"
                         for m in mix or []) or "| (not recorded) | | | |"
     loads = "\n".join(f'{v.name} = load_dataset("{repo}", "{v.name}", split="train", revision="{version}")'
                        for v in views)

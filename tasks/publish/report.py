@@ -120,7 +120,8 @@ def mix_counts(mix: list[dict]) -> dict[str, int]:
 def mix_markdown(mix: list[dict]) -> list[str]:
     """A table of the question sources: kept, share of the mix, rejected rows and why."""
     lines = ["## Question sources", "", "| source | questions | share | rejected | reasons |", "|---|---|---|---|---|"]
-    lines += [f"| {m['source']} | {m['questions']} | {m['share']:.1%} | {m['rejected']} | "
+    lines += [f"| {m['source']}" + (f" at {m['revision']}" if m.get("revision") else "")
+              + f" | {m['questions']} | {m['share']:.1%} | {m['rejected']} | "
               f"{', '.join(f'{k} ({v})' for k, v in m['reject_reasons'].items()) or '-'} |" for m in mix]
     return lines + [""]
 

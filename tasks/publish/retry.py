@@ -37,28 +37,45 @@ def http_status(error: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+# Transient network failures, by the name of a class in the exception's MRO (so httpx, httpx2, requests and urllib3
+# are recognised without importing them): timeouts of every phase (connect, read, write, waiting for a pooled
+# connection), dropped or refused connections, a server that hung up mid-answer. Not TransportError as a whole: it
+# also covers mistakes a retry cannot fix (an unsupported URL scheme, a malformed request: NEVER_RETRY).
+RETRY_ERROR_CLASSES = frozenset({
+    "TimeoutException", "NetworkError", "RemoteProtocolError", "ProxyError",  # httpx / httpx2
+    "ConnectionError", "Timeout", "ChunkedEncodingError",  # requests (its ConnectionError is not the builtin one)
+    "ProtocolError", "NewConnectionError",  # urllib3 (and httpx's ProtocolError, less NEVER_RETRY)
+})
+NEVER_RETRY = frozenset({"LocalProtocolError", "UnsupportedProtocol", "InvalidURL"})
+# The operating system's view of the same (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError,
+# BrokenPipeError are ConnectionErrors; socket.timeout is TimeoutError).
+RETRY_BUILTINS = (ConnectionError, TimeoutError)
+
+
 def _retryable(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, is a 429 / 5xx answer or a transient network failure."""
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    if isinstance(error, OfflineModeIsEnabled):
-        return False
-    status = http_status(error)
-    if status is not None:
-        return status in RETRY_STATUSES
-    # Network-level failures (connection reset, timeout) from httpx/httpx2, wrapped or not.
-    names = {type(e).__name__ for e in _chain(error)}
-    return bool(names & {"TransportError", "NetworkError", "ConnectError", "ReadError", "WriteError",
-                         "RemoteProtocolError", "TimeoutException", "ReadTimeout", "ConnectTimeout",
-                         "ConnectionError", "ConnectionResetError"})
+    for link in _chain(error):
+        if isinstance(link, OfflineModeIsEnabled):
+            return False
+        status = http_status(link)
+        if status is not None:
+            return status in RETRY_STATUSES  # the server answered: its status decides, whatever caused it
+        names = {c.__name__ for c in type(link).__mro__}
+        if names & NEVER_RETRY:
+            return False
+        if isinstance(link, RETRY_BUILTINS) or names & RETRY_ERROR_CLASSES:
+            return True
+    return False
 
 
 def _chain(error: BaseException):
+    """The exception instances from `error` down its `__cause__` / `__context__` links (each once)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         yield error
-        for base in type(error).__mro__:
-            yield base
         error = error.__cause__ or error.__context__
 
 

@@ -29,6 +29,7 @@ class SeedRows:
     rows: list[tuple[int, dict]]
     unreadable: list[tuple[int, str, str]] = field(default_factory=list)  # (row, reason, raw text)
     dataset: str = ""  # path, or repo@commit, for lineage
+    revision: str | None = None  # a Hub dataset: repo@commit, the commit its revision resolved to when read
 
 
 def read_seed_file(path: str | Path, format: str = "auto") -> SeedRows:
@@ -121,7 +122,7 @@ def read_seed_source(source: SeedSourceConfig) -> SeedRows:
     if source.path is not None:
         return read_seed_file(source.path, source.format)
     paths, dataset = hub_seed_files(source.hub)
-    out = SeedRows([], [], dataset)
+    out = SeedRows([], [], dataset, revision=dataset)
     offset = 0
     for path in paths:
         part = read_seed_file(path, source.format)

@@ -224,7 +224,7 @@ def parse_seed_rows(source: SeedSourceConfig, rows: SeedRows, count: int | None,
             question_id=question_id_for(text), source=tag, text=text, gold_answer=answer.gold,
             answer_type=answer.answer_type, verifier=source.verifier or answer.verifier,
             reference_steps=list(answer.steps), metadata_json=json.dumps(metadata, sort_keys=True),
-            recipe_hash=recipe_hash, build_id=build_id))
+            source_revision=rows.revision, recipe_hash=recipe_hash, build_id=build_id))
     if count is not None and count < len(parsed):
         parsed = random.Random(f"{tag}:{seed}").sample(parsed, count) if source.shuffle else parsed[:count]
     return parsed, rejected

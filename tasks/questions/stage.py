@@ -5,10 +5,17 @@ Sources are read in recipe order, each with its own seed (adding a source does n
 question from two sources is one question: the later copy becomes a rejected row (`duplicate_of:<source>`), like a
 seed row that does not parse or a synthesised candidate that fails its checks. Rejected rows are written as the
 `question_rejects` stage; the per-source mix goes to the build report and the dataset card.
+
+Question shards are content-addressed: each source's questions are cut into shards of its own, and a shard's key is a
+hash of its rows (text, answers, steps, source, the Hub commit a seed dataset resolved to, synthesis verdicts and
+writer model), not of the recipe or of a position. Editing a seed file changes the key of exactly the shards whose
+rows it changes, so only those are sampled and verified again; a Hub dataset that moves (an unpinned revision)
+records its new commit on every row it gives, so its shards are rebuilt; the other sources' shards are reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,8 +101,14 @@ def collect_sources(config: QuestionsConfig, seed: int, recipe_hash: str, build_
 
 
 def question_mix(questions: pl.DataFrame, rejects: pl.DataFrame | None) -> list[dict]:
-    """Per source: questions kept, rows rejected (with the most common reasons), and the share of the mix."""
+    """Per source: questions kept, rows rejected (with the most common reasons), the share of the mix, and the
+    revision a Hub dataset resolved to (`repo@commit`)."""
     kept = Counter(questions["source"].to_list()) if questions.height else Counter()
+    revisions: dict[str, list[str]] = {}
+    if questions.height and "source_revision" in questions.columns:
+        for source, revision in zip(questions["source"].to_list(), questions["source_revision"].to_list()):
+            if revision is not None and revision not in revisions.setdefault(source, []):
+                revisions[source].append(revision)
     rejected: dict[str, Counter] = {}
     if rejects is not None and rejects.height:
         for source, reason in zip(rejects["source"].to_list(), rejects["reason"].to_list()):
@@ -103,7 +116,8 @@ def question_mix(questions: pl.DataFrame, rejects: pl.DataFrame | None) -> list[
     total = sum(kept.values()) or 1
     return [{"source": source, "questions": kept.get(source, 0), "share": round(kept.get(source, 0) / total, 4),
              "rejected": sum(rejected.get(source, Counter()).values()),
-             "reject_reasons": dict(rejected.get(source, Counter()).most_common(5))}
+             "reject_reasons": dict(rejected.get(source, Counter()).most_common(5)),
+             "revision": ", ".join(revisions.get(source, [])) or None}
             for source in list(kept) + [s for s in rejected if s not in kept]]
 
 
@@ -114,28 +128,55 @@ def split_rows(table: pa.Table, shard_size: int) -> list[pa.Table]:
     return [table.slice(start, shard_size) for start in range(0, table.num_rows, shard_size)]
 
 
+def split_by_source(table: pa.Table, shard_size: int) -> list[pa.Table]:
+    """Shards of at most `shard_size` rows that never mix two sources: a source that gives more or fewer rows after
+    an edit shifts only its own shards."""
+    sources = table.column("source").to_pylist()
+    runs, start = [], 0
+    for i in range(1, len(sources) + 1):
+        if i == len(sources) or sources[i] != sources[start]:
+            runs.append(table.slice(start, i - start))
+            start = i
+    return [shard for run in runs for shard in split_rows(run, shard_size)] or [table]
+
+
+LINEAGE_COLUMNS = ("recipe_hash", "build_id")  # which build wrote a row: not part of what the row is
+
+
+def rows_address(table: pa.Table) -> str:
+    """The content address of question rows: a hash of every column except the lineage of the build that wrote
+    them, so a new build (another recipe hash or version) with the same questions reuses the shard."""
+    rows = table.drop_columns([c for c in LINEAGE_COLUMNS if c in table.column_names]).to_pylist()
+    payload = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def _rejects_key(config: QuestionsConfig, seed: int, build_id: str) -> str:
+    return shard_key("question_rejects", config_hash(config, str(seed), build_id), code="")
+
+
 def rejects_ref(ctx: BuildContext, config: QuestionsConfig) -> ShardRef | None:
     """The `question_rejects` shard a questions stage wrote for this config, if any."""
-    key = shard_key("question_rejects", config_hash(config, str(ctx.seed), ctx.build_id))
-    return ctx.store.done("question_rejects", key)
+    return ctx.store.done("question_rejects", _rejects_key(config, ctx.seed, ctx.build_id))
 
 
 @task(name="questions", cache_policy=NO_CACHE)
 def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int) -> list[ShardRef]:
-    """Collect the questions (synthesis is cached in its own shards) and write the shards that are not already done;
-    the rejected rows go to one `question_rejects` shard (read back with `rejects_ref`)."""
-    store, seed, build_id, metadata = ctx.store, ctx.seed, ctx.build_id, ctx.metadata
-    shards_hash = config_hash(config, str(seed), str(shard_size), build_id)
-    collected = collect_sources(config, seed, ctx.recipe_hash, build_id, store, metadata)
-    table = to_table(collected.questions, Question)
+    """Collect the questions (synthesis is cached in its own shards) and write the shards that are not already done,
+    each keyed by its rows' content; the rejected rows go to one `question_rejects` shard (read back with
+    `rejects_ref`), rewritten when the sources, read again on every run, now reject other rows."""
+    store, metadata = ctx.store, ctx.metadata
+    collected = collect_sources(config, ctx.seed, ctx.recipe_hash, ctx.build_id, store, metadata)
     refs = []
-    for index, rows in enumerate(split_rows(table, shard_size)):
-        key = shard_key("questions", shards_hash, str(index))
+    for rows in split_by_source(to_table(collected.questions, Question), shard_size):
+        # The rows are the address: the code that made them is covered by what it made (code="").
+        key = shard_key("questions", rows_address(rows), code="")
         refs.append(store.done("questions", key) or store.write("questions", key, rows, metadata))
-    reject_key = shard_key("question_rejects", config_hash(config, str(seed), build_id))
-    store.done("question_rejects", reject_key) or store.write(
-        "question_rejects", reject_key, to_table(collected.rejected, RejectedQuestion), metadata)
-    if not table.num_rows:
+    rejects, reject_key = to_table(collected.rejected, RejectedQuestion), _rejects_key(config, ctx.seed, ctx.build_id)
+    done = store.done("question_rejects", reject_key)
+    if done is None or rows_address(store.read(done)) != rows_address(rejects):  # an edited source rejects others
+        store.write("question_rejects", reject_key, rejects, metadata)
+    if not refs or not sum(r.rows for r in refs):
         reasons = sorted({r.reason.split(":")[0] for r in collected.rejected})
         raise BuildFailed(f"the recipe's sources gave no questions ({len(collected.rejected)} rows rejected"
                           f"{': ' + ', '.join(reasons) if reasons else ''}); nothing to sample, nothing published")

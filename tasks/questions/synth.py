@@ -10,7 +10,7 @@ The checks (in `synth_checks.py`), kept on every candidate row:
    becomes the gold answer.
 
 Synthesis costs model calls, so each source's candidates are cached as a shard (`synth` stage, keyed by the source's
-config and the recipe seed): a re-run reads the shard and calls no model.
+config, the recipe seed and the code that writes and checks them): a re-run reads the shard and calls no model.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from cotforge.tasks.questions.synth_checks import (
     solvability,
 )
 from cotforge.tasks.verify.extract import extract_answers, normalize_answer
-
-SYNTH_VERSION = "1"  # bump when prompts or checks change: cached candidates are then regenerated
 
 WRITER_SYSTEM = "You write new, self-contained problems for students. Each problem has exactly one correct answer."
 _EVOLVE = {
@@ -238,8 +236,9 @@ def close_generators(generators: Generators) -> None:
 
 
 def synth_cache_key(source: SynthSourceConfig, seed: int, parents: Sequence[Question]) -> str:
-    """The candidates depend on the source config, the seed and (evolve) the parents' ids, nothing else."""
-    config = stable_id(SYNTH_VERSION, source.model_dump_json(), str(seed), *[p.question_id for p in parents])
+    """The candidates depend on the source config (models included), the seed, (evolve) the parents' ids and the
+    code of this module and what it runs (prompts, checks: the key's code hash), nothing else."""
+    config = stable_id(source.model_dump_json(), str(seed), *[p.question_id for p in parents])
     return shard_key("synth", config)
 
 

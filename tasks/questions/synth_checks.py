@@ -1,8 +1,8 @@
 """The checks a synthesised candidate goes through: parsing the writer's reply, validity rules, the validity judge's
 request and verdict, and solvability by sampling agreement.
 
-Changing a check changes which candidates are accepted: bump `SYNTH_VERSION` in `synth.py` so cached candidates are
-regenerated.
+Changing a check changes which candidates are accepted; the `synth` shard key covers this module's code, so cached
+candidates are then regenerated without anyone bumping a number.
 """
 
 from __future__ import annotations
