@@ -69,6 +69,7 @@ class Sample(Record):
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None  # backend failure for this request, recorded instead of raised
+    error_permanent: bool = False  # the backend can never answer it: a rerun does not ask again
     backend: str
     model: str
     model_revision: str

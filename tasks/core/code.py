@@ -27,17 +27,24 @@ def _is_followed(name: str) -> bool:
 
 
 @cache
-def _package_dir() -> Path:
-    """The folder of the `cotforge` package (its stage folders are found below it, without importing them)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    return Path(next(iter(spec.submodule_search_locations)))
+def _package_dir(top: str) -> Path | None:
+    """The folder of a top-level part of cotforge (`cotforge.tasks` ...): each may sit elsewhere (the setuptools
+    package-dir mapping puts the repository's `tasks/` there), so each is looked up; only its `__init__` runs."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except ModuleNotFoundError:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
 
 
 @cache
 def _source(name: str) -> tuple[str, bool] | None:
     """(source text, is a package) of a cotforge module, or None when `name` is not one (`a.b.Name`: an attribute).
     Found on disk, never imported: hashing a stage must not load the backends it could run."""
-    base = _package_dir().joinpath(*name.split(".")[1:])
+    parts = name.split(".")
+    if len(parts) < 2 or (folder := _package_dir(".".join(parts[:2]))) is None:
+        return None
+    base = folder.joinpath(*parts[2:])
     for path, is_package in ((base / "__init__.py", True), (base.with_suffix(".py"), False)):
         if path.is_file():
             return path.read_text(encoding="utf-8"), is_package

@@ -41,6 +41,8 @@ class Completion:
     completion_tokens: int
     logprobs: list[float] | None = None
     error: str | None = None  # set when the backend failed for this request; text is then empty
+    # False when asking again cannot help (a request this backend can never answer): not retried on the next run.
+    retryable: bool = True
     # Simulated solver only: the index of the first wrong step (ground truth for process labels).
     first_error_step: int | None = None
 

@@ -90,6 +90,7 @@ def completions_to_samples(requests: list[GenerationRequest], completions: list[
             sample_id=stable_id(c.request_id, str(request.seed), str(c.index)), question_id=c.request_id,
             sample_index=offsets.get(c.request_id, 0) + c.index, text=text, finish_reason=c.finish_reason,
             prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, error=c.error,
+            error_permanent=c.error is not None and not c.retryable,
             backend=generator.backend, model=generator.model, model_revision=generator.revision,
             sampling_json=json.dumps(sampling, sort_keys=True), seed=request.seed, prompt_template_hash=template_hash,
             guidance=guidance, first_error_step=c.first_error_step, recipe_hash=recipe_hash, build_id=build_id,
@@ -157,7 +158,7 @@ def _run_round(requests: list[GenerationRequest], generator: Generator, config: 
             stats.parts_generated += 1
         else:
             part = [Sample(**row) for row in existing.to_pylist()]
-            failed = {s.question_id for s in part if s.error is not None}
+            failed = {s.question_id for s in part if s.error is not None and not s.error_permanent}
             if not failed:
                 stats.parts_reused += 1
                 advance(len(part_requests)) if round_ == 0 else None
@@ -287,9 +288,11 @@ def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, c
 
 
 def _failed_samples(table: pa.Table) -> list[str]:
-    """The ids of the samples whose request failed (sorted)."""
+    """The ids of the samples whose request failed and may succeed when asked again (sorted)."""
     ids, errors = table.column("sample_id").to_pylist(), table.column("error").to_pylist()
-    return sorted(s for s, e in zip(ids, errors) if e is not None)
+    permanent = table.column("error_permanent").to_pylist() if "error_permanent" in table.column_names \
+        else [False] * len(ids)
+    return sorted(s for s, e, final in zip(ids, errors, permanent) if e is not None and not final)
 
 
 def _content_ref(ref: ShardRef, table: pa.Table) -> ShardRef:

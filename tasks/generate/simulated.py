@@ -35,7 +35,7 @@ class SimulatedGenerator:
         rng = random.Random(f"{request.seed}:{index}")
         family_name = request.context.get("family")
         if family_name is None:
-            return Completion(request.request_id, index, "", "error", 0, 0,
+            return Completion(request.request_id, index, "", "error", 0, 0, retryable=False,
                               error="simulated solver needs a question from a programmatic family")
         family = get_family(family_name)
         params = request.context["params"]

@@ -16,8 +16,6 @@ from cotforge.tasks.verify.judge import JUDGE_VERSION
 from cotforge.tasks.verify.pool import VerifierPool
 
 Result = tuple[bool | None, str]
-# Pooled checks travel to the worker processes as "module:function" names.
-_POOL, _SANDBOX = "cotforge.tasks.verify.pool", "cotforge.tasks.verify.sandbox"
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,16 @@ def _local(items: list[VerifyItem], decide: Callable[[VerifyItem], Result]) -> l
 @register_verifier("math", "2")
 def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """Mathematical equivalence (math-verify, else exact rationals) in the worker pool."""
-    return _pooled(items, ctx, f"{_POOL}:check_math", lambda i: (i.answer, i.gold), ctx.config.timeout_s)
+    # (pooled checks travel to the worker processes as "module:function" names)
+    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_math", lambda i: (i.answer, i.gold),
+                   ctx.config.timeout_s)
 
 
 @register_verifier("regex", "1")
 def verify_regex(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The answer fully matches the gold pattern; in the pool because patterns can backtrack for ever."""
-    return _pooled(items, ctx, f"{_POOL}:check_regex", lambda i: (i.answer, i.gold), ctx.config.timeout_s)
+    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_regex", lambda i: (i.answer, i.gold),
+                   ctx.config.timeout_s)
 
 
 @register_verifier("exact", "1")
@@ -117,7 +118,8 @@ def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The candidate program (last ```python block) passes the question's tests in the sandbox."""
     limits = ctx.config.sandbox.model_dump_json()
     patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason) for i in items]
-    results = _pooled(patched, ctx, f"{_SANDBOX}:check_program", lambda i: (i.answer, i.tests, limits),
+    results = _pooled(patched, ctx, "cotforge.tasks.verify.sandbox:check_program",
+                      lambda i: (i.answer, i.tests, limits),
                       ctx.config.sandbox.wall_s + 15.0)  # the sandbox kills at wall_s; the pool is the backstop
     return [(None, "no_tests") if r == (None, "no_gold_answer") else r for r in results]
 
