@@ -9,10 +9,12 @@ import polars as pl
 from cotforge.schemas.recipe import Recipe, load_recipe
 
 
-def build(recipe: Recipe | str | Path, out: str | None = None, version: str = "0.1.0", push: str | None = None,
+def build(recipe: Recipe | str | Path, out: str | None = None, version: str | None = None, push: str | None = None,
           private: bool | None = None):
-    """Build a recipe (a `Recipe` or the path of its YAML) into `out` as `version`; with `push` (ORG/NAME), publish
-    it to the Hub too. Returns the build's `BuildResult` (counts per stage, rows per view, timings)."""
+    """Build a recipe (a `Recipe` or the path of its YAML) into `out/<version>/`, a complete snapshot (the previous
+    version's rows plus the new ones); with `push` (ORG/NAME), publish it to the Hub too. `version` None: the next
+    Hub version when pushing, else the latest version in `out`, else 0.1.0. Returns the build's `BuildResult`
+    (counts per stage, rows per view new and carried, timings, status)."""
     from cotforge.flows.build import run_build  # Prefect loads here, not on `import cotforge`
 
     if not isinstance(recipe, Recipe):
@@ -21,8 +23,9 @@ def build(recipe: Recipe | str | Path, out: str | None = None, version: str = "0
 
 
 def pull(source: str, view: str, version: str | None = None, token: str | None = None) -> pl.DataFrame:
-    """One published view as a Polars frame, from a local build folder or a Hub repo (ORG/NAME), at `version` (the
-    latest when omitted); refuses a view whose major schema version this cotforge does not read."""
+    """One published view as a Polars frame, from a local output folder (or one of its version folders) or a Hub
+    repo (ORG/NAME), at `version` (the latest when omitted); refuses a view whose major schema version this cotforge
+    does not read."""
     from cotforge.tasks.publish.pull import cotforge_pull
 
     return cotforge_pull(source, view, version=version, token=token)

@@ -1,7 +1,9 @@
 """The one-off build of a recipe: questions -> sample -> verify -> vote -> dedup -> views -> publish.
 
-The flow only composes tasks; every stage reads and writes shards through the ShardStore, so a re-run skips finished
-shards and a killed run resumes with the same rows.
+The flow only composes tasks; every stage reads and writes shards through the ShardStore (`OUT/_work/`, shared by
+every version), so a re-run skips finished shards and a killed run resumes with the same rows. Each version is a
+complete snapshot in `OUT/<version>/`: the previous version's rows carried, plus rows for the questions no earlier
+version holds (only those are sampled). One build per OUT at a time (`OUT/.lock`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from prefect import flow
 from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import RecordRefs
+from cotforge.tasks.core.lock import output_lock
 from cotforge.tasks.core.progress import stage_bar
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.decontam import decontam_shard
-from cotforge.tasks.dedup.stage import dedup_shard, publish_shared_index, release_shared_claims, sample_dedup_shard
+from cotforge.tasks.dedup.stage import (dedup_shard, new_questions_shards, publish_shared_index,
+                                          release_shared_claims, sample_dedup_shard)
 from cotforge.tasks.generate import reference_model
 from cotforge.tasks.generate.accounting import check_samples
 from cotforge.tasks.generate.lazy import LazyGenerator
@@ -27,7 +31,9 @@ from cotforge.tasks.generate.sample import sample_shard
 from cotforge.tasks.label.steps import label_steps_shard
 from cotforge.tasks.publish.hub import push_build
 from cotforge.tasks.publish.retry import retry_policy
+from cotforge.tasks.publish.snapshot import plan_version
 from cotforge.tasks.publish.stage import BuildResult, publish_views
+from cotforge.tasks.publish.versions import published_versions
 from cotforge.tasks.questions.stage import questions_shards
 from cotforge.tasks.verify.cascade import verify_shard
 from cotforge.tasks.verify.pool import VerifierPool
@@ -41,18 +47,43 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = time.perf_counter() - start
 
 
-# A failed or crashed build releases its claims in the shared Redis index (dedup.redis), if it has one.
-@flow(name="build", log_prints=True, on_failure=[release_shared_claims], on_crashed=[release_shared_claims])
-def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: str | None = None,
-          private: bool | None = None) -> BuildResult:
-    """Build one recipe into a published, versioned dataset folder; with `push` (ORG/NAME), publish it to the Hub."""
-    ctx = BuildContext(ShardStore(out or recipe.publish.out.format(name=recipe.name)), recipe.content_hash(), version,
-                       recipe.seed)
+@flow(name="build", log_prints=True)
+def build(recipe: Recipe, out: str | None = None, version: str | None = None, push: str | None = None,
+          private: bool | None = None, previous: str | None = None, require_new_rows: bool = False) -> BuildResult:
+    """Build one recipe into `OUT/<version>/`, a complete snapshot: the previous version's rows plus the new ones;
+    with `push` (ORG/NAME), publish it to the Hub too. `version` None: the next Hub version when pushing, else the
+    latest local version (resumed, or nothing to do), else 0.1.0. `previous` None: the highest version below
+    `version`, locally or on the Hub. `require_new_rows`: publish nothing when no view gains a row."""
+    out = out or recipe.publish.out.format(name=recipe.name)
+    repo = push or recipe.publish.repo
+    with output_lock(out):
+        version, previous = plan_version(out, version, repo, previous)
+        ctx = BuildContext(ShardStore(out), recipe.content_hash(), version, recipe.seed)
+        try:
+            result = _build_version(recipe, ctx, previous, require_new_rows)
+        except BaseException:
+            release_shared_claims(ctx, recipe.dedup)  # its claims in the shared index, if it has one
+            raise
+        if repo and result.status != "skipped" and (result.status == "published"
+                                                    or version not in published_versions(repo)):
+            pushed = push_build(result.folder, repo, version,
+                                recipe.publish.private if private is None else private, retry_policy(recipe.publish))
+            result.pushed = asdict(pushed)
+    return result
+
+
+def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, require_new_rows: bool) -> BuildResult:
     timings: dict[str, float] = {}
     refs: dict[str, list[ShardRef]] = {}
+    # Earlier versions: the previous one (its folder holds the indexes of every version before it) and the recipe's.
+    dedup = recipe.dedup.model_copy(update={"earlier_versions": [*recipe.dedup.earlier_versions, previous]}) \
+        if previous else recipe.dedup
 
     with _timed(timings, "questions"):
-        refs["questions"] = questions_shards(ctx, recipe.questions, recipe.shard_size)
+        refs["source_questions"] = questions_shards(ctx, recipe.questions, recipe.shard_size)
+        # Only questions no earlier version holds are sampled (an all-old shard list keeps one empty shard).
+        fresh, refs["earlier_questions"] = new_questions_shards(ctx, refs["source_questions"], dedup)
+        refs["questions"] = [r for r in fresh if r.rows] or fresh[:1]
     generator = LazyGenerator(recipe.generation)
     try:
         with _timed(timings, "sample"), stage_bar("sample", sum(r.rows for r in refs["questions"])) as advance:
@@ -92,8 +123,8 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
             for v, q in zip(refs["verdicts"], refs["questions"])])
     with _timed(timings, "dedup"):
         refs["decontam"] = [decontam_shard(ctx, refs["questions"], recipe.dedup.decontam)]
-        refs["dedup"] = [dedup_shard(ctx, refs["questions"], refs["votes"], refs["decontam"], recipe.dedup)]
-        refs["sample_dedup"] = [sample_dedup_shard(ctx, refs["samples"], refs["verdicts"], recipe.dedup)]
+        refs["dedup"] = [dedup_shard(ctx, refs["questions"], refs["votes"], refs["decontam"], dedup)]
+        refs["sample_dedup"] = [sample_dedup_shard(ctx, refs["samples"], refs["verdicts"], dedup)]
     if recipe.views.prm.enabled:
         with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
             # Rollouts come from the recipe's generator unless the prm view names its own backend.
@@ -113,12 +144,7 @@ def build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: 
                 if step_judge is not None:
                     step_judge.close()
     with _timed(timings, "publish"):
-        result = publish_views(ctx, recipe, refs, timings)
-    repo = push or recipe.publish.repo
-    if repo:
-        pushed = push_build(ctx.store.url, repo, version, recipe.publish.private if private is None else private,
-                            retry_policy(recipe.publish))
-        result.pushed = asdict(pushed)
+        result = publish_views(ctx, recipe, refs, timings, previous, require_new_rows)
     # Only now that the build has published do its rows enter the shared Redis index (dedup.redis), if it has one.
     publish_shared_index(ctx, refs, recipe.dedup)
     return result
@@ -172,9 +198,10 @@ def task_runner_for(recipe: Recipe):
     return None
 
 
-def run_build(recipe: Recipe, out: str | None = None, version: str = "0.1.0", push: str | None = None,
-              private: bool | None = None) -> BuildResult:
-    """Run the build flow on the task runner the recipe names (local, or Ray)."""
+def run_build(recipe: Recipe, out: str | None = None, version: str | None = None, push: str | None = None,
+              private: bool | None = None, previous: str | None = None, require_new_rows: bool = False) -> BuildResult:
+    """Run the build flow on the task runner the recipe names (local, or Ray); arguments as `build`."""
     runner = task_runner_for(recipe)
     flow_ = build.with_options(task_runner=runner) if runner is not None else build
-    return flow_(recipe, out=out, version=version, push=push, private=private)
+    return flow_(recipe, out=out, version=version, push=push, private=private, previous=previous,
+                 require_new_rows=require_new_rows)

@@ -1,5 +1,5 @@
-"""The `cotforge` command: build a recipe (optionally pushing it to the Hub), pull a published view, schedule builds
-and serve the schedules."""
+"""The `cotforge` command: build a recipe (optionally pushing it to the Hub), push a finished version, check an output
+folder against its manifests, pull a published view, schedule builds and serve the schedules."""
 
 from __future__ import annotations
 
@@ -31,28 +31,26 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 2
     from cotforge.flows.build import run_build
     from cotforge.tasks.core.context import BuildFailed
+    from cotforge.tasks.core.lock import OutputLocked
     from cotforge.tasks.core.progress import stop_progress
-    from cotforge.tasks.publish.versions import VersionExistsError, next_version, parse_semver, published_versions
+    from cotforge.tasks.publish.versions import VersionExistsError, parse_semver, published_versions
 
     push = args.push or recipe.publish.repo
-    version = args.version
     try:
-        if version is not None:
-            parse_semver(version)
-        if push:
-            if version is None:
-                version = next_version(push)
-            elif version in published_versions(push):
-                raise VersionExistsError(f"{push} already has version {version}; published versions are never moved "
-                                         "or overwritten: pass a new --version (or none for the next patch version)")
+        if args.version is not None:
+            parse_semver(args.version)
+            if push and args.version in published_versions(push):
+                raise VersionExistsError(f"{push} already has version {args.version}; published versions are never "
+                                         "moved or overwritten: pass a new --version (or none for the next patch "
+                                         "version)")
     except (ValueError, VersionExistsError) as error:
         console.print(f"[red]cannot build[/red] {error}")
         return 2
     start = time.perf_counter()
     try:
-        result = run_build(recipe, out=args.out, version=version or "0.1.0", push=push,
+        result = run_build(recipe, out=args.out, version=args.version, push=push,
                            private=True if args.private else None)
-    except VersionExistsError as error:
+    except (VersionExistsError, OutputLocked) as error:
         console.print(f"[red]not published[/red] {error}")
         return 2
     except BuildFailed as error:
@@ -60,18 +58,57 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 3
     finally:
         stop_progress()
-    table = Table(title=f"{recipe.name} {result.version} (build {result.build_id})")
-    table.add_column("stage")
-    table.add_column("count", justify="right")
-    for stage, count in result.counts.items():
-        table.add_row(stage, str(count))
-    console.print(table)
-    console.print(f"data: [bold]{os.path.abspath(result.out)}[/bold]  "
-                  f"(card: README.md, report: report/report.md)  wall time {time.perf_counter() - start:.0f}s")
+    if result.status == "unchanged":
+        console.print(f"version {result.version} is already published in {os.path.abspath(result.folder)} with "
+                      "these rows: nothing to do")
+    else:
+        table = Table(title=f"{recipe.name} {result.version} (build {result.build_id})")
+        table.add_column("stage")
+        table.add_column("count", justify="right")
+        for stage, count in result.counts.items():
+            table.add_row(stage, str(count))
+        console.print(table)
+        carried = f"{sum(result.carried_rows.values())} carried from {result.previous}" if result.previous \
+            else "first version"
+        console.print(f"data: [bold]{os.path.abspath(result.folder)}[/bold]  ({sum(result.new_rows.values())} new "
+                      f"rows, {carried}; card: README.md, report: report/report.md)  "
+                      f"wall time {time.perf_counter() - start:.0f}s")
     if result.pushed:
         console.print(f"pushed: [bold]{result.pushed['repo_id']}[/bold] version {result.pushed['version']} "
                       f"(commit {result.pushed['commit'][:12]})")
     return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from cotforge.tasks.publish.hub import push_versions
+    from cotforge.tasks.publish.manifest import CorruptVersionError
+    from cotforge.tasks.publish.versions import VersionExistsError
+
+    try:
+        pushed = push_versions(args.out, args.repo, args.version, private=args.private)
+    except (CorruptVersionError, VersionExistsError, FileNotFoundError, ValueError) as error:
+        print(f"cannot push {args.out} to {args.repo}: {error}", file=sys.stderr)
+        return 2
+    for result in pushed:
+        print(f"pushed {result.repo_id} version {result.version} (commit {result.commit[:12]}, {result.files} files)")
+    if not pushed:
+        print(f"nothing to push: {args.repo} already has every version of {args.out}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from cotforge.tasks.publish.manifest import check_output
+
+    report = check_output(args.out)
+    for version, problems in report.versions.items():
+        print(f"{version}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            print(f"  {problem}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0 if report.ok else 1
 
 
 def _cmd_pull(args: argparse.Namespace) -> int:
@@ -129,12 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("recipe")
     b.add_argument("--out", help="output folder (default: the recipe's publish.out)")
     b.add_argument("--version", default=None,
-                   help="dataset version X.Y.Z (default 0.1.0; with --push, the next patch version of the repo)")
+                   help="dataset version X.Y.Z, written to OUT/X.Y.Z/ (default: with --push, the next patch version "
+                        "of the repo; else OUT's latest version, resumed or nothing to do; else 0.1.0)")
     b.add_argument("--push", metavar="ORG/NAME", help="publish to this Hub dataset repo (HF_ENDPOINT / HF_TOKEN)")
     b.add_argument("--private", action="store_true", help="create the Hub repo private")
     b.set_defaults(func=_cmd_build)
+    u = sub.add_parser("push", help="publish a finished local version to the Hub without rebuilding")
+    u.add_argument("out", help="the output folder (or one of its X.Y.Z/ version folders)")
+    u.add_argument("repo", metavar="ORG/NAME", help="Hub dataset repo (HF_ENDPOINT / HF_TOKEN)")
+    u.add_argument("--version", help="the version to push (default: every local version newer than the Hub's latest)")
+    u.add_argument("--private", action="store_true", help="create the Hub repo private")
+    u.set_defaults(func=_cmd_push)
+    c = sub.add_parser("check", help="verify every version of an output folder against its manifest")
+    c.add_argument("out", help="the output folder (or one of its X.Y.Z/ version folders)")
+    c.set_defaults(func=_cmd_check)
     p = sub.add_parser("pull", help="read a published view as a Polars frame, with a schema check")
-    p.add_argument("source", help="a Hub dataset repo ORG/NAME, or a local output folder")
+    p.add_argument("source", help="a Hub dataset repo ORG/NAME, a local output folder, or one of its version folders")
     p.add_argument("--version", help="version X.Y.Z to pull (default: the latest)")
     p.add_argument("--config", required=True, help="view name: sft, preference, prm ...")
     p.add_argument("--out", help="write the view to OUT/<config>.parquet instead of printing it")

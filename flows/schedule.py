@@ -1,8 +1,9 @@
 """Scheduled builds: a Prefect deployment per recipe (cron or interval), served by `cotforge serve`.
 
-Each scheduled run takes the next version number (a patch bump of the latest Hub tag or local version folder),
-deduplicates against every version already published (their locations go to the dedup stage as
-`dedup.earlier_versions`), and publishes only when the build has new rows. The Prefect server is the registry:
+Each scheduled run takes the next version number (a patch bump of the latest Hub tag or local version folder) and
+builds it like a one-off build, in the same layout (`OUT/<version>/`, a complete snapshot: the previous version's
+rows carried, only questions no earlier version holds sampled); it publishes (and pushes) only when the build has new
+rows. The Prefect server is the registry:
 `cotforge schedule` creates (or updates) a deployment of `scheduled_build`; `cotforge serve` reads the deployments of
 that flow back from the server and runs them with Prefect's `serve`.
 """
@@ -12,16 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-import fsspec
 from prefect import flow, get_client, serve
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.deployments.runner import EntrypointType
 
 from cotforge.schemas.recipe import Recipe, load_recipe
 from cotforge.schemas.records import stable_id
-from cotforge.tasks.publish.hub import push_folder
 from cotforge.tasks.publish.retry import RetryPolicy, retry_policy
-from cotforge.tasks.publish.versions import bump_patch, is_hub_target, published_versions, version_locations
+from cotforge.tasks.publish.versions import bump_patch, is_hub_target, published_versions
 
 log = logging.getLogger("cotforge.schedule")
 FLOW_NAME = "scheduled-build"
@@ -34,8 +33,10 @@ class ScheduledOutcome:
     version: str  # the version this run built
     published: bool
     new_rows: int
-    earlier_versions: list[str]
-    out: str  # the build folder
+    earlier_versions: list[str]  # the versions published before this run
+    out: str  # the version folder (OUT/<version>)
+    carried_rows: int = 0
+    previous: str | None = None  # where the carried version was read from
     reason: str = ""
 
 
@@ -44,44 +45,33 @@ def target_of(recipe: Recipe, push: str | None, out: str | None) -> str:
     return push or recipe.publish.repo or out or recipe.publish.out.format(name=recipe.name)
 
 
-def prepare_recipe(recipe: Recipe, version: str, earlier: list[str], reseed: bool) -> Recipe:
-    """The recipe for one scheduled version: dedup against the earlier versions; a per-version seed if `reseed`
-    (so a recipe of generated questions draws new ones each run; an unchanged source then yields no new rows)."""
-    dedup = recipe.dedup.model_copy(update={"earlier_versions": [*recipe.dedup.earlier_versions, *earlier]})
-    update: dict = {"dedup": dedup}
-    if reseed:
-        update["seed"] = int(stable_id(str(recipe.seed), version, length=8), 16) % 2**31
-    return recipe.model_copy(update=update)
+def prepare_recipe(recipe: Recipe, version: str, reseed: bool) -> Recipe:
+    """The recipe for one scheduled version: a per-version seed if `reseed` (so a recipe of generated questions
+    draws new ones each run; an unchanged source then yields no new rows)."""
+    if not reseed:
+        return recipe
+    return recipe.model_copy(update={"seed": int(stable_id(str(recipe.seed), version, length=8), 16) % 2**31})
 
 
 @flow(name=FLOW_NAME, log_prints=True)
 def scheduled_build(recipe_path: str, push: str | None = None, out: str | None = None, reseed: bool = False,
                     private: bool | None = None) -> dict:
-    """One scheduled build of a recipe: next version, dedup against published versions, publish if new rows."""
+    """One scheduled build of a recipe: the next version, carrying the latest; published (and pushed) if new rows."""
     from cotforge.flows.build import run_build
 
     recipe = load_recipe(recipe_path)
     target = target_of(recipe, push, out)
     hub = is_hub_target(target)
-    retry = retry_policy(recipe.publish)
-    versions = published_versions(target, retry=retry)
+    versions = published_versions(target, retry=retry_policy(recipe.publish))
     version = bump_patch(versions[-1]) if versions else FIRST_VERSION
-    earlier = version_locations(target, versions)
     local_root = (out or recipe.publish.out.format(name=recipe.name)) if hub else target
-    build_out = f"{local_root.rstrip('/')}/{version}"
-    result = run_build(prepare_recipe(recipe, version, earlier, reseed), out=build_out, version=version)
-    new_rows = sum(result.views.values())
-    outcome = ScheduledOutcome(target, version, False, new_rows, earlier, build_out)
-    if new_rows == 0:
+    result = run_build(prepare_recipe(recipe, version, reseed), out=local_root, version=version,
+                       push=target if hub else None, private=private, require_new_rows=True)
+    new_rows = sum(result.new_rows.values())
+    outcome = ScheduledOutcome(target, version, result.status != "skipped", new_rows, versions, result.folder,
+                               sum(result.carried_rows.values()), result.previous)
+    if not outcome.published:
         outcome.reason = f"no new rows against {len(versions)} published version(s): nothing published"
-        if not hub:
-            fs, root = fsspec.core.url_to_fs(build_out)
-            fs.rm(root, recursive=True)  # a local version exists only when it has rows
-    else:
-        if hub:
-            push_folder(build_out, target, version,
-                        private=recipe.publish.private if private is None else private, retry=retry)
-        outcome.published = True
     print(f"scheduled build of {recipe.name}: version {version} -> "
           f"{'published' if outcome.published else 'skipped'} ({new_rows} new rows) {outcome.reason}")
     return asdict(outcome)

@@ -77,7 +77,7 @@ class DedupConfig(StrictConfig):
     questions: MinHashConfig = MinHashConfig()
     samples: MinHashConfig = MinHashConfig(threshold=0.85, shingle="words", shingle_size=3, scope="question")
     # Earlier published versions to deduplicate against: local/fsspec folders, or "hf://datasets/<repo>[@rev]".
-    # The output folder's own index of other versions is always included.
+    # The previous version of the same output (its folder holds the index of every version before it) is always added.
     earlier_versions: list[str] = []
     redis: RedisIndexConfig | None = None
     decontam: DecontamConfig = DecontamConfig()

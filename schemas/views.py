@@ -56,6 +56,7 @@ class SftRow(ViewRow):
     sample_id: str
     source: str
     difficulty: int | None
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 class PreferenceRow(ViewRow):
@@ -73,6 +74,7 @@ class PreferenceRow(ViewRow):
     chosen_sample_id: str
     rejected_sample_id: str
     source: str
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 class UnpairedRow(ViewRow):
@@ -85,6 +87,7 @@ class UnpairedRow(ViewRow):
     question_id: str
     sample_id: str
     source: str
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 class PrmRow(ViewRow):
@@ -107,6 +110,7 @@ class PrmRow(ViewRow):
     judge_step_labels: list[bool | None] | None  # the judge's yes/no per step ("correct given the previous ones?")
     judge_agreement: float | None  # share of the judged steps where the judge agrees with `labels`
     judge_model: str | None  # backend/model of the judge
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 class RlvrRow(ViewRow):
@@ -125,6 +129,7 @@ class RlvrRow(ViewRow):
     reference_model: str
     question_id: str
     source: str
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 class CalibrationRow(ViewRow):
@@ -139,6 +144,7 @@ class CalibrationRow(ViewRow):
     n_samples: int
     question_id: str
     sample_id: str
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
 Migration = Callable[[pl.DataFrame], pl.DataFrame]
@@ -148,6 +154,16 @@ def prm_1_0_to_1_1(frame: pl.DataFrame) -> pl.DataFrame:
     """prm 1.0.0 -> 1.1.0: the judge columns, null (1.0.0 had no judge)."""
     return frame.with_columns(judge_step_labels=pl.lit(None, dtype=pl.List(pl.Boolean)),
                               judge_agreement=pl.lit(None, dtype=pl.Float64), judge_model=pl.lit(None, dtype=pl.String))
+
+
+def add_added_in(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every view's minor that added `added_in` (sft, preference ... 1.0.0 -> 1.1.0; prm 1.1.0 -> 1.2.0): null here;
+    `read_view` fills it from the file's `cotforge.dataset_version` metadata (an older file's rows were all added by
+    the version that wrote it)."""
+    return frame.with_columns(added_in=pl.lit(None, dtype=pl.String))
+
+
+_ADDED_IN = {"1.0.0": ("1.1.0", add_added_in)}
 
 
 @dataclass(frozen=True)
@@ -177,18 +193,21 @@ class ViewSchema:
 
 
 VIEWS: dict[str, ViewSchema] = {
-    "sft": ViewSchema("sft", "1.0.0", SftRow, "supervised fine-tuning on verified rationales (`messages`, or "
-                      "conversational `prompt`/`completion`)"),
-    "sft_lenient": ViewSchema("sft_lenient", "1.0.0", SftRow, "supervised fine-tuning on rationales that agree with "
-                              "the majority answer (no gold answer needed)"),
-    "preference": ViewSchema("preference", "1.0.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)"),
-    "unpaired": ViewSchema("unpaired", "1.0.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)"),
-    "prm": ViewSchema("prm", "1.1.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
+    "sft": ViewSchema("sft", "1.1.0", SftRow, "supervised fine-tuning on verified rationales (`messages`, or "
+                      "conversational `prompt`/`completion`)", migrations=_ADDED_IN),
+    "sft_lenient": ViewSchema("sft_lenient", "1.1.0", SftRow, "supervised fine-tuning on rationales that agree with "
+                              "the majority answer (no gold answer needed)", migrations=_ADDED_IN),
+    "preference": ViewSchema("preference", "1.1.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)",
+                             migrations=_ADDED_IN),
+    "unpaired": ViewSchema("unpaired", "1.1.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)",
+                           migrations=_ADDED_IN),
+    "prm": ViewSchema("prm", "1.2.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
                       "Monte-Carlo score in `step_scores`, optional LLM-judge agreement per step)",
-                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1)}),
-    "rlvr": ViewSchema("rlvr", "1.0.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)"),
-    "calibration": ViewSchema("calibration", "1.0.0", CalibrationRow, "confidence calibration (`confidence_target`"
-                              " per sample)"),
+                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in)}),
+    "rlvr": ViewSchema("rlvr", "1.1.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)",
+                       migrations=_ADDED_IN),
+    "calibration": ViewSchema("calibration", "1.1.0", CalibrationRow, "confidence calibration (`confidence_target`"
+                              " per sample)", migrations=_ADDED_IN),
 }
 
 

@@ -45,3 +45,24 @@ def hub_server(tmp_path):
 
     with HubServer(tmp_path / "hub-storage") as hub, hub_environment(hub.endpoint, hub.token, tmp_path / "hf-cache"):
         yield hub
+
+
+VERSION_RECIPE = {"name": "versions", "seed": 11, "shard_size": 5,  # shard 3 of 0.2.0 holds old and new questions
+                  "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 12, "difficulty": 2}]},
+                  "generation": {"backend": "simulated", "samples_per_question": 3}}
+# 0.2.0: the same 12 questions (old: carried, not sampled again) plus 6 new ones from another source.
+VERSION_RECIPE_2 = {**VERSION_RECIPE, "questions": {"sources": [
+    *VERSION_RECIPE["questions"]["sources"], {"kind": "family", "family": "linear", "n": 6, "difficulty": 2}]}}
+
+
+@pytest.fixture(scope="session")
+def two_versions(tmp_path_factory):
+    """One output folder with versions 0.1.0 and 0.2.0 of VERSION_RECIPE / VERSION_RECIPE_2 (read-only: copy it
+    before changing anything) and their build results."""
+    from cotforge.flows.build import build
+    from cotforge.schemas.recipe import parse_recipe
+
+    out = tmp_path_factory.mktemp("versions") / "out"
+    first = build(parse_recipe(VERSION_RECIPE), out=str(out), version="0.1.0")
+    second = build(parse_recipe(VERSION_RECIPE_2), out=str(out), version="0.2.0")
+    return out, first, second

@@ -35,7 +35,7 @@ def test_build_push_pull_and_refuse_republish(hub_server, tmp_path):
 
     pulled = _cli("pull", "org/cli", "--config", "sft", "--version", "0.1.0", "--out", str(tmp_path / "pulled"))
     assert pulled.returncode == 0, pulled.stderr
-    local = pl.read_parquet(tmp_path / "out" / "sft" / "*.parquet")
+    local = pl.read_parquet(tmp_path / "out" / "0.1.0" / "sft" / "*.parquet")
     assert pl.read_parquet(tmp_path / "pulled" / "sft.parquet").height == local.height > 0
 
     again = _cli("build", str(recipe), "--out", str(tmp_path / "out2"), "--push", "org/cli", "--version", "0.1.0")

@@ -53,7 +53,7 @@ def freeze_fixtures() -> list[Path]:
     labels = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.15, 0.05), views.prm, generation, 17, "fixture",
                                        "fixture", judge=RuleStepJudge(mumble_on="The answer is")))
     written = []
-    for name, build in view_builders(frame, labels, views, generation.system_prompt).items():
+    for name, build in view_builders(frame, labels, views, generation.system_prompt, added_in="0.0.0").items():
         path = FIXTURES / name / f"{VIEWS[name].version}.parquet"
         if path.exists():
             continue

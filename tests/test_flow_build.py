@@ -24,13 +24,13 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("build") / "out"
-    result = build(parse_recipe(RECIPE), out=str(out), version="1.2.3")
-    return out, result
+    root = tmp_path_factory.mktemp("build") / "out"
+    result = build(parse_recipe(RECIPE), out=str(root), version="1.2.3")
+    return root / "1.2.3", result  # the version folder; stage shards stay in root/_work
 
 
-def _work_files(out):
-    return {p: p.stat().st_mtime_ns for p in sorted((out / "_work").rglob("*")) if p.is_file()}
+def _files(folder):
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_layout_and_metadata(built):
@@ -50,6 +50,9 @@ def test_layout_and_metadata(built):
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["counts"]["questions generated"] == 25
     assert report["counts"]["samples generated"] == 100
+    assert (out.parent / "latest").resolve() == out.resolve() and (out / "manifest.json").is_file()
+    assert read_view(str(out), "sft")["added_in"].unique().to_list() == ["1.2.3"]  # a first version: all rows new
+    assert result.carried_rows == dict.fromkeys(result.views, 0) and result.new_rows == result.views
 
 
 def test_card_declares_one_config_per_view(built):
@@ -65,10 +68,10 @@ def test_card_declares_one_config_per_view(built):
 def test_views_agree_with_stage_records(built):
     out, result = built
     sft = read_view(str(out), "sft")
-    samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
-    verdicts = pl.read_parquet(out / "_work" / "verdicts" / "*.parquet")
-    dedup = pl.read_parquet(out / "_work" / "dedup" / "*.parquet")
-    sample_dedup = pl.read_parquet(out / "_work" / "sample_dedup" / "*.parquet")
+    samples = pl.read_parquet(out.parent / "_work" / "samples" / "*.parquet")
+    verdicts = pl.read_parquet(out.parent / "_work" / "verdicts" / "*.parquet")
+    dedup = pl.read_parquet(out.parent / "_work" / "dedup" / "*.parquet")
+    sample_dedup = pl.read_parquet(out.parent / "_work" / "sample_dedup" / "*.parquet")
     kept = set(dedup.filter(pl.col("keep"))["question_id"])
     kept_samples = set(sample_dedup.filter(pl.col("keep"))["sample_id"])
     correct = verdicts.filter(pl.col("verdict") == True)  # noqa: E712
@@ -87,7 +90,7 @@ def test_prm_labels_match_simulated_ground_truth(built):
     # Monte-Carlo rollout labels against the simulated solver's known first wrong step (None: no wrong step).
     out, _ = built
     prm = read_view(str(out), "prm")
-    samples = pl.read_parquet(out / "_work" / "samples" / "*.parquet")
+    samples = pl.read_parquet(out.parent / "_work" / "samples" / "*.parquet")
     truth = dict(zip(samples["sample_id"], samples["first_error_step"]))
     pairs = [(first, truth[sample_id]) for sample_id, first in zip(prm["sample_id"], prm["first_error_step"])]
     assert len(pairs) >= 20 and any(t is not None for _, t in pairs)
@@ -113,12 +116,14 @@ def test_pull_refuses_newer_major_version(built, tmp_path):
 
 
 def test_rerun_reuses_every_shard(built):
+    """The same build again: every shard reused, and the published version found identical: nothing written."""
     out, first = built
-    before = _work_files(out)
+    before, published = _files(out.parent / "_work"), _files(out)
     views = {view: read_view(str(out), view) for view in first.views}
-    again = build(parse_recipe(RECIPE), out=str(out), version="1.2.3")
-    assert _work_files(out) == before, "a re-run must not rewrite any finished shard"
-    assert again.counts == first.counts
+    again = build(parse_recipe(RECIPE), out=str(out.parent), version="1.2.3")
+    assert _files(out.parent / "_work") == before, "a re-run must not rewrite any finished shard"
+    assert again.status == "unchanged" and again.counts == first.counts
+    assert _files(out) == published, "a published version is never rewritten"
     for view, rows in views.items():  # the re-run's views against the first run's, read before it
         assert read_view(str(out), view).equals(rows), view
 
@@ -134,7 +139,7 @@ def test_cli_build_and_pull(tmp_path, monkeypatch):
         {"kind": "family", "family": "arithmetic", "n": 6, "difficulty": 2}]}}))
     assert main(["build", str(recipe), "--out", str(tmp_path / "o")]) == 0
     assert main(["pull", str(tmp_path / "o"), "--config", "sft", "--out", str(tmp_path / "p")]) == 0
-    assert pl.read_parquet(tmp_path / "p" / "sft.parquet").height == read_view(str(tmp_path / "o"), "sft").height
+    assert pl.read_parquet(tmp_path / "p" / "sft.parquet").height == read_view(str(tmp_path / "o/0.1.0"), "sft").height
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**RECIPE, "shard_size": -1}))
     assert main(["build", str(bad)]) == 2

@@ -30,8 +30,9 @@ def _build(recipe, out) -> subprocess.Popen:
 
 
 def _rows(out, view):
-    return pl.read_parquet(out / view / "*.parquet").sort(pl.all()).to_dicts() if view != "prm" else \
-        pl.read_parquet(out / view / "*.parquet").sort("sample_id").to_dicts()
+    files = out / "latest" / view / "*.parquet"  # the build's default version, 0.1.0
+    return pl.read_parquet(files).sort(pl.all()).to_dicts() if view != "prm" else \
+        pl.read_parquet(files).sort("sample_id").to_dicts()
 
 
 @pytest.mark.slow
@@ -48,11 +49,12 @@ def test_sigkill_then_resume_gives_same_rows(tmp_path):
     proc.wait()
     done_at_kill = len(list(markers.glob("*.done.json")))
     assert 5 <= done_at_kill < 120, f"the kill should land mid-stage ({done_at_kill} of 120 shards done)"
-    assert not (killed / "sft").exists()
+    assert not (killed / "0.1.0").exists() and not (killed / "latest").exists()
 
     for out in (killed, clean):
         proc = _build(recipe, out)
         assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-3000:]
     for view in ("sft", "preference", "prm"):
         assert _rows(killed, view) == _rows(clean, view), f"{view} differs after resume"
+    assert os.readlink(killed / "latest") == "0.1.0"
     assert len(list(markers.glob("*.done.json"))) == 120

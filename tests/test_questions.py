@@ -103,8 +103,8 @@ def test_build_report_and_card_show_the_mix(tmp_path):
     result = build(recipe, out=str(tmp_path / "out"), version="0.0.1")
     assert result.counts["questions from family:algorithmic"] == 6
     assert result.counts["questions from seed:mini"] == 1 and result.counts["question rows rejected"] == 1
-    report = json.loads((tmp_path / "out/report/report.json").read_text())
+    report = json.loads((tmp_path / "out/0.0.1/report/report.json").read_text())
     assert {m["source"] for m in report["questions"]} == {"family:algorithmic", "family:coding", "seed:mini"}
-    card = (tmp_path / "out/README.md").read_text()
+    card = (tmp_path / "out/0.0.1/README.md").read_text()
     assert "## Question sources" in card and "| `seed:mini` | 1 |" in card
-    assert "no_gsm8k_marker (1)" in (tmp_path / "out/report/report.md").read_text()
+    assert "no_gsm8k_marker (1)" in (tmp_path / "out/0.0.1/report/report.md").read_text()

@@ -33,9 +33,14 @@ def test_runner_option_is_validated():
 @pytest.mark.slow
 def test_memory_filesystem_output():
     from cotforge.flows.build import run_build
+    from cotforge.tasks.publish.manifest import check_output
+    from cotforge.tasks.publish.pull import cotforge_pull
 
     result = run_build(_recipe(), out="memory://cotforge-test/raytest", version="0.1.0")
-    assert read_view("memory://cotforge-test/raytest", "sft").height == result.views["sft"]
+    assert read_view("memory://cotforge-test/raytest/0.1.0", "sft").height == result.views["sft"]
+    # No symlinks there: `latest` is a small file naming the version, and pulls and the integrity check follow it.
+    assert cotforge_pull("memory://cotforge-test/raytest", "sft").height == result.views["sft"]
+    assert check_output("memory://cotforge-test/raytest").ok
 
 
 def _placements(out: str, since) -> dict[str, list[str]]:
@@ -125,7 +130,7 @@ def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
     local = run_build(_recipe(), out=str(tmp_path / "local-out"), version="0.1.0")
     assert result.views == local.views and result.counts == local.counts
     for view in result.views:  # the same rows, wherever the shards ran
-        assert_frame_equal(read_view(out, view), read_view(str(tmp_path / "local-out"), view))
-    assert read_view(out, "sft").height == result.views["sft"] > 0
+        assert_frame_equal(read_view(f"{out}/0.1.0", view), read_view(str(tmp_path / "local-out" / "0.1.0"), view))
+    assert read_view(f"{out}/0.1.0", "sft").height == result.views["sft"] > 0
     for stage in ("verdicts", "votes"):  # 8 questions / 4 per shard
         assert len(list((tmp_path / "ray-out" / "_work" / stage).glob("*.parquet"))) == 2

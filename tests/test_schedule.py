@@ -134,18 +134,25 @@ def _completed_runs(api: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_schedule_versions_bump_dedup_against_published_and_skip_without_new_rows(tmp_path):
-    """The scheduled flow itself (Prefect's ephemeral API): 0.1.0, then no new rows -> nothing, then reseeded 0.1.1."""
+    """The scheduled flow itself (Prefect's ephemeral API), in the one-off build's layout: 0.1.0, then no new rows ->
+    nothing, then a reseeded 0.1.1 that is a full snapshot (0.1.0's rows carried, plus the new ones)."""
     from cotforge.flows.schedule import scheduled_build
+    from cotforge.tasks.publish.write import read_view
 
     recipe = tmp_path / "scheduled.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     target = tmp_path / "versions"
     first = scheduled_build(str(recipe), out=str(target))
     assert first["published"] and first["version"] == "0.1.0" and first["earlier_versions"] == []
+    assert first["out"] == f"{target}/0.1.0" and first["carried_rows"] == 0
     again = scheduled_build(str(recipe), out=str(target))
-    assert again["version"] == "0.1.1" and again["earlier_versions"] == [f"{target}/0.1.0"]
+    assert again["version"] == "0.1.1" and again["earlier_versions"] == ["0.1.0"]
     assert not again["published"] and again["new_rows"] == 0, again
     assert not (target / "0.1.1").exists()
     fresh = scheduled_build(str(recipe), out=str(target), reseed=True)
     assert fresh["published"] and fresh["version"] == "0.1.1" and fresh["new_rows"] > 0
-    assert sorted(p.name for p in target.iterdir()) == ["0.1.0", "0.1.1"]
+    assert fresh["previous"] == f"{target}/0.1.0" and fresh["carried_rows"] > 0
+    sft_0, sft_1 = read_view(str(target / "0.1.0"), "sft"), read_view(str(target / "0.1.1"), "sft")
+    assert sft_1.head(sft_0.height).equals(sft_0) and set(sft_1["added_in"]) == {"0.1.0", "0.1.1"}
+    assert sorted(p.name for p in target.iterdir() if p.name[0].isdigit()) == ["0.1.0", "0.1.1"]
+    assert os.readlink(target / "latest") == "0.1.1"

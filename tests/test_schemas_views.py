@@ -72,30 +72,52 @@ def test_reader_refuses_a_newer_major_and_names_the_cotforge_that_reads_it():
 
 
 def test_reader_reads_a_newer_minor_by_keeping_the_columns_it_knows():
-    frame = pl.DataFrame([PRM_ROW | PRM_JUDGE | {"judge_rationales": ["a", "b", "c"]}])
+    frame = pl.DataFrame([PRM_ROW | PRM_JUDGE | {"added_in": "0.4.0", "judge_rationales": ["a", "b", "c"]}])
     read = check_and_migrate(frame, "prm", "1.3.0")
     assert read.columns == VIEWS["prm"].arrow.names and read["labels"].to_list() == [[True, True, True]]
 
 
 def test_prm_1_0_files_read_as_1_1_with_null_judge_columns():
-    """The real minor bump: prm 1.1.0 added the LLM-judge columns; a 1.0.0 file reads with them null."""
-    assert VIEWS["prm"].version == "1.1.0" and "1.0.0" in VIEWS["prm"].migrations
+    """The real minor bumps: prm 1.1.0 added the LLM-judge columns, 1.2.0 `added_in`; a 1.0.0 file reads with the
+    judge columns null (and `added_in` null until `read_view` fills it from the file's dataset version)."""
+    assert VIEWS["prm"].version == "1.2.0" and {"1.0.0", "1.1.0"} <= set(VIEWS["prm"].migrations)
     read = check_and_migrate(pl.DataFrame([PRM_ROW]), "prm", "1.0.0")
     assert read.columns == VIEWS["prm"].arrow.names
-    assert read.select(list(PRM_JUDGE)).to_dicts() == [dict.fromkeys(PRM_JUDGE)]
+    assert read.select([*PRM_JUDGE, "added_in"]).to_dicts() == [dict.fromkeys([*PRM_JUDGE, "added_in"])]
     assert read.select(list(PRM_ROW)).to_dicts() == [PRM_ROW]
     assert read.schema["judge_step_labels"] == pl.List(pl.Boolean) and read.schema["judge_agreement"] == pl.Float64
     # A 1.1.0 file keeps its judge values, None inside the list included.
     current = check_and_migrate(pl.DataFrame([PRM_ROW | PRM_JUDGE]), "prm", "1.1.0")
     assert current.select(list(PRM_JUDGE)).to_dicts() == [PRM_JUDGE]
     # Without the migration a 1.0.0 file is refused rather than read with a hole.
-    broken = dict(VIEWS, prm=ViewSchema("prm", "1.1.0", PrmRow))
-    with pytest.raises(SchemaMismatch, match="no migration from 1.0.0 to 1.1.0"):
+    broken = dict(VIEWS, prm=ViewSchema("prm", "1.2.0", PrmRow, migrations={"1.1.0": VIEWS["prm"].migrations["1.1.0"]}))
+    with pytest.raises(SchemaMismatch, match="no migration from 1.0.0 to 1.2.0"):
         check_and_migrate(pl.DataFrame([PRM_ROW]), "prm", "1.0.0", views=broken)
 
 
-class PrmRowV12(PrmRow):
-    """A synthetic 1.2.0 of the prm view: adds the judge's per-step rationale (a minor: one new column)."""
+def test_every_view_1_0_file_reads_with_added_in(tmp_path):
+    """`added_in` (sft, preference ... 1.1.0; prm 1.2.0): an older file migrates with the column present, and
+    `read_view` fills it from the file's `cotforge.dataset_version` metadata."""
+    import pyarrow.parquet as pq
+
+    from cotforge.tasks.publish.write import read_view
+    from tests.test_fixture_views import FIXTURES
+
+    for view in VIEWS.values():
+        assert "added_in" in view.arrow.names and view.arrow.field("added_in").nullable
+        older = min(FIXTURES.glob(f"{view.name}/*.parquet"), key=lambda p: parse_version(p.stem))
+        assert parse_version(older.stem) < parse_version(view.version)
+        frame = check_and_migrate(pl.from_arrow(pq.read_table(older)), view.name, older.stem)
+        assert frame["added_in"].null_count() == frame.height > 0
+        (tmp_path / view.name).mkdir()
+        (tmp_path / view.name / "train-00000.parquet").write_bytes(older.read_bytes())
+        read = read_view(str(tmp_path), view.name)  # the fixture was written as dataset version 0.0.0
+        assert read["added_in"].to_list() == ["0.0.0"] * frame.height
+        assert read.drop("added_in").equals(frame.drop("added_in"))
+
+
+class PrmRowV13(PrmRow):
+    """A synthetic 1.3.0 of the prm view: adds the judge's per-step rationale (a minor: one new column)."""
 
     judge_rationales: list[str] | None
 
@@ -105,9 +127,9 @@ def _add_judge_rationales(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_a_minor_version_bump_migrates_older_files():
-    """The path the next minor change takes, chained: 1.0.0 -> 1.1.0 (real) -> 1.2.0 (synthetic)."""
-    registry = dict(VIEWS, prm=ViewSchema("prm", "1.2.0", PrmRowV12, migrations={
-        **VIEWS["prm"].migrations, "1.1.0": ("1.2.0", _add_judge_rationales)}))
+    """The path the next minor change takes, chained: 1.0.0 -> 1.1.0 -> 1.2.0 (real) -> 1.3.0 (synthetic)."""
+    registry = dict(VIEWS, prm=ViewSchema("prm", "1.3.0", PrmRowV13, migrations={
+        **VIEWS["prm"].migrations, "1.2.0": ("1.3.0", _add_judge_rationales)}))
     old = pl.DataFrame([PRM_ROW])
     read = check_and_migrate(old, "prm", "1.0.0", views=registry)
     assert read.columns == registry["prm"].arrow.names and read["judge_rationales"].to_list() == [None]
@@ -115,8 +137,8 @@ def test_a_minor_version_bump_migrates_older_files():
     newer = check_and_migrate(pl.DataFrame([PRM_ROW | PRM_JUDGE]), "prm", "1.1.0", views=registry)
     assert newer["judge_agreement"].to_list() == [0.5] and newer["judge_rationales"].to_list() == [None]
     # A gap in the chain is refused rather than read with a hole.
-    broken = dict(VIEWS, prm=ViewSchema("prm", "1.2.0", PrmRowV12, migrations=VIEWS["prm"].migrations))
-    with pytest.raises(SchemaMismatch, match="no migration from 1.1.0 to 1.2.0"):
+    broken = dict(VIEWS, prm=ViewSchema("prm", "1.3.0", PrmRowV13, migrations=VIEWS["prm"].migrations))
+    with pytest.raises(SchemaMismatch, match="no migration from 1.2.0 to 1.3.0"):
         check_and_migrate(old, "prm", "1.0.0", views=broken)
     with pytest.raises(SchemaMismatch, match="older major"):
         check_and_migrate(old, "prm", "0.9.0", views=registry)

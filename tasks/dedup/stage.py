@@ -7,18 +7,51 @@ import json
 import logging
 
 import polars as pl
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cotforge.schemas.config_dedup import DedupConfig
 from cotforge.tasks.core.context import BuildContext
-from cotforge.tasks.core.shards import ShardRef, ShardStore, config_hash, shard_key
-from cotforge.tasks.dedup.cluster import dedup_questions, dedup_samples, signatures_table
+from cotforge.tasks.core.shards import ShardRef, config_hash, shard_key
+from cotforge.tasks.dedup.cluster import cluster_texts, dedup_questions, dedup_samples, signatures_table
 from cotforge.tasks.dedup.decontam import hit_counts
 from cotforge.tasks.dedup.index import earlier_index, index_fingerprint, write_index
 from cotforge.tasks.dedup.shared_index import SharedIndex, claim_owner, shared_index_filter
 
 log = logging.getLogger("cotforge.dedup")
+
+
+@task(name="new_questions", cache_policy=NO_CACHE)
+def new_questions_shards(ctx: BuildContext, questions: list[ShardRef],
+                         config: DedupConfig) -> tuple[list[ShardRef], list[ShardRef]]:
+    """Per question shard, the questions no earlier version holds (neither the same question nor a near-duplicate
+    above the question threshold): only these are sampled; an earlier version's rows are carried, never sampled again.
+
+    Returns (new question shards, `earlier_questions` shards naming each question left out, the earlier question it
+    matches and the similarity). A shard with nothing left out is returned as it is, so its key stays the same."""
+    prior = earlier_index(ctx.store.url, ctx.version, config.earlier_versions, "questions", config.questions)
+    if prior is None:
+        return questions, []
+    fingerprint = index_fingerprint(prior)
+    fresh, earlier = [], []
+    for ref in questions:
+        key = shard_key("new_questions", config_hash(config.questions, fingerprint), ref.key)
+        done, matched = ctx.store.done("new_questions", key), ctx.store.done("earlier_questions", key)
+        if done is None or matched is None:
+            table = ctx.store.read(ref)
+            result = cluster_texts(table.column("question_id").to_pylist(), table.column("text").to_pylist(),
+                                   config.questions, prior=prior)
+            old = [reason == "earlier_version" for reason in result.drop_reason]
+            matched = ctx.store.write("earlier_questions", key, pa.table({
+                "question_id": table.column("question_id").filter(pa.array(old, pa.bool_())),
+                "earlier_question_id": pa.array([c for c, o in zip(result.cluster_id, old) if o], pa.string()),
+                "similarity": pa.array([s for s, o in zip(result.similarity, old) if o], pa.float64())}), ctx.metadata)
+            done = ctx.store.write("new_questions", key, table.filter(pa.array([not o for o in old], pa.bool_())),
+                                   ctx.metadata)
+        fresh.append(ref if done.rows == ref.rows else done)
+        earlier.append(matched)
+    return fresh, earlier
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
@@ -79,9 +112,11 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
     return ctx.store.write("sample_dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
 
 
-def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: DedupConfig) -> dict:
-    """Write this version's MinHash indexes under `OUT/index/<version>/` and summarise dedup and decontamination:
-    {"counts": funnel lines for the card, "report": the report's dedup section}."""
+def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: DedupConfig,
+                  folder: str | None = None) -> dict:
+    """Write this version's MinHash indexes under `<folder>/index/<version>/` (the version folder being written) and
+    summarise dedup and decontamination: {"counts": funnel lines for the card, "report": the report's dedup
+    section}."""
 
     report: dict = {"index": {}}
     counts: dict[str, int] = {}
@@ -92,7 +127,8 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
             meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
             report[kind] = json.loads(meta.get("cotforge.minhash", "{}"))
             if index_ref is not None:
-                report["index"][kind] = write_index(ctx.store.url, ctx.version, kind, ctx.store.read(index_ref), mh)
+                report["index"][kind] = write_index(folder or ctx.store.url, ctx.version, kind,
+                                                    ctx.store.read(index_ref), mh)
             reasons = pl.from_arrow(table)["drop_reason"].drop_nulls().to_list()
             label = "questions" if kind == "questions" else "rationales"
             for reason in ("exact_duplicate", "near_duplicate", "earlier_version", "concurrent_build"):
@@ -103,6 +139,8 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
         report["decontam"] = {"ngram": config.decontam.ngram, "minhash_threshold": config.decontam.minhash_threshold,
                               "evals": [e.name for e in config.decontam.evals]}
         counts.update({f"questions contaminated: {name}": n for name, n in report["contamination"].items()})
+    if refs.get("earlier_questions"):
+        counts["questions already in an earlier version (not sampled)"] = sum(r.rows for r in refs["earlier_questions"])
     return {"counts": counts, "report": report}
 
 
@@ -135,23 +173,16 @@ def publish_shared_index(ctx: BuildContext, refs: dict[str, list[ShardRef]], con
     return summary
 
 
-def release_shared_claims(flow, flow_run, state) -> None:
-    """Prefect hook of a failed or crashed build: drop its claims in the shared index, so rows it will not publish
-    are not held from other builds until the claims expire."""
-    from cotforge.schemas.recipe import Recipe
-
+def release_shared_claims(ctx: BuildContext, config: DedupConfig) -> None:
+    """A build that failed drops its claims in the shared index, so rows it will not publish are not held from other
+    builds until the claims expire (a killed build's claims lapse after `dedup.redis.claim_ttl_s`)."""
+    if config.redis is None:
+        return
     try:
-        params = flow_run.parameters
-        recipe = Recipe.model_validate(params["recipe"])
-        if recipe.dedup.redis is None:
-            return
-        # The flow's output folder and build id, as the flow derives them from its parameters.
-        out = params.get("out") or recipe.publish.out.format(name=recipe.name)
-        build_id = BuildContext(ShardStore(out), recipe.content_hash(), params.get("version", "0.1.0")).build_id
-        owner = claim_owner(build_id, ShardStore(out).url)
-        for kind, mh in (("questions", recipe.dedup.questions), ("samples", recipe.dedup.samples)):
-            released = SharedIndex(recipe.dedup.redis, mh, kind, owner).release()
+        owner = claim_owner(ctx.build_id, ctx.store.url)
+        for kind, mh in (("questions", config.questions), ("samples", config.samples)):
+            released = SharedIndex(config.redis, mh, kind, owner).release()
             log.warning("shared index: released %d %s claimed by the failed build", released, kind)
-    except Exception as error:  # noqa: BLE001 - a hook must not hide the build's own failure
+    except Exception as error:  # noqa: BLE001 - must not hide the build's own failure
         log.warning("shared index: could not release the failed build's claims (%s); they expire after "
                     "dedup.redis.claim_ttl_s", error)

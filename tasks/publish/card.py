@@ -33,7 +33,8 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
         "configs": [{"config_name": v.name, "data_files": [{"split": "train", "path": f"{v.name}/*.parquet"}]}
                     for v in views],
     }
-    view_rows = "\n".join(f"| `{v.name}` | {v.schema_version} | {v.rows} | {_purpose(v.name)} |" for v in views)
+    view_rows = "\n".join(f"| `{v.name}` | {v.schema_version} | {v.rows} | {v.new_rows} | {v.carried_rows} | "
+                          f"{_purpose(v.name)} |" for v in views)
     funnel = [(stage, counts[key]) for stage, key in FUNNEL if key in counts]
     funnel.append(("published", sum(v.rows for v in views)))
     funnel_rows = "\n".join(f"| {stage} | {count} | {_funnel_note(stage, counts, views)} |" for stage, count in funnel)
@@ -66,9 +67,11 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
 ## Views
 
 Each view is a config of this dataset; every Parquet file carries its schema name and version in its metadata.
+This version is a complete snapshot: the rows of the version before it (carried unchanged), then the rows new in
+{version}; each row's `added_in` names the version that first published it.
 
-| config | schema version | rows | use |
-|---|---|---|---|
+| config | schema version | rows | new in {version} | carried | use |
+|---|---|---|---|---|---|
 {view_rows}
 
 ## How to load

@@ -1,9 +1,10 @@
 """The Hugging Face Hub side of publishing: push a built folder as one commit + a version tag.
 
-A version is a tag. A build is pushed as ONE commit holding every view, the card and the report, and the tag is
-created last, on that commit: an upload that fails or is interrupted leaves no tag, so no partial version exists, and
-re-running the push resumes it (LFS objects already on the Hub are skipped by the LFS batch API). Tags are never moved
-or overwritten: pushing a version that already exists is refused.
+A version is a tag. A version folder (`OUT/<version>/`, a complete snapshot) is pushed as ONE commit holding exactly
+its files (views, card, report, indexes), and the tag is created last, on that commit: an upload that fails or is
+interrupted leaves no tag, so no partial version exists, and re-running the push resumes it (LFS objects already on
+the Hub are skipped by the LFS batch API). Tags are never moved or overwritten: pushing a version that already exists
+is refused, and so is a version older than the Hub's latest (its commit would move `main`, the latest, back).
 
 Everything goes through the real `huggingface_hub` client, so `HF_ENDPOINT` and `HF_TOKEN` (or `huggingface-cli
 login`) work as that library defines them; the same command publishes to the Hub or to a compatible server. Version
@@ -23,7 +24,14 @@ from prefect.cache_policies import NO_CACHE
 
 from cotforge.tasks.publish.card import REPO_PLACEHOLDER
 from cotforge.tasks.publish.retry import RetryPolicy, http_status, hub_api, with_retries
-from cotforge.tasks.publish.versions import VersionExistsError, bump_patch, hub_repo_id, hub_tags, parse_semver
+from cotforge.tasks.publish.versions import (
+    SEMVER,
+    VersionExistsError,
+    bump_patch,
+    hub_repo_id,
+    hub_tags,
+    parse_semver,
+)
 
 log = logging.getLogger("cotforge.hub")
 # Files of a build folder that are not part of the published dataset: stage shards and the shard manifest.
@@ -113,6 +121,11 @@ def push_folder(out: str, repo_id: str, version: str, *, private: bool = False, 
             f"{repo_id} already has version {version} (commit {tags.get(version) or tags.get('v' + version)}); "
             "published versions are never moved or overwritten: build a new version (e.g. "
             f"--version {bump_patch(version)})")
+    newer = [t.removeprefix("v") for t in tags if SEMVER.match(t) and parse_semver(t) > parse_semver(version)]
+    if newer:
+        latest = max(newer, key=parse_semver)
+        raise VersionExistsError(f"{repo_id} already has version {latest}, newer than {version}; `main` holds the "
+                                 "latest version, so versions are pushed oldest first")
     existing = with_retries("list files", lambda: api.list_repo_files(repo_id, repo_type="dataset"), retry)
 
     def operations():
@@ -120,10 +133,9 @@ def push_folder(out: str, repo_id: str, version: str, *, private: bool = False, 
         ops = [CommitOperationAdd(relative, _card_for(fs, path, repo_id) if relative == "README.md"
                                   else path if local else fs.cat_file(path))
                for relative, path in sorted(files.items())]
-        # The commit holds exactly this version: files of an earlier version that this build has not are removed.
-        # Earlier versions' dedup indexes (index/<version>/) stay, so the latest tag carries all of them.
-        ops += [CommitOperationDelete(p) for p in existing
-                if p not in files and p != ".gitattributes" and not p.startswith("index/")]
+        # The commit holds exactly this version, a full snapshot (its index/ covers every earlier version too):
+        # files of an earlier version that this one has not are removed.
+        ops += [CommitOperationDelete(p) for p in existing if p not in files and p != ".gitattributes"]
         return ops
 
     head_before = _head(api, repo_id, retry)
@@ -178,6 +190,37 @@ def _create_tag(api, repo_id: str, version: str, commit: str) -> None:
 def _head(api, repo_id: str, retry: RetryPolicy) -> str | None:
     refs = with_retries("list refs", lambda: api.list_repo_refs(repo_id, repo_type="dataset"), retry)
     return next((b.target_commit for b in refs.branches if b.name == "main"), None)
+
+
+def push_versions(out: str, repo: str, version: str | None = None, *, private: bool = False,
+                  token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> list[PushResult]:
+    """Publish finished local versions without rebuilding (`cotforge push`): `version`, or else every version of
+    `out` newer than the Hub's latest, oldest first. Each must pass `check_version` against its manifest first."""
+    from cotforge.tasks.publish.manifest import CorruptVersionError, check_version
+    from cotforge.tasks.publish.versions import local_build_version, local_versions, published_versions, version_folder
+
+    fs, root = fsspec.core.url_to_fs(out)
+    single = local_build_version(out) if fs.exists(f"{root}/manifest.json") else None  # OUT/<version> itself
+    folders = {single: out} if single else {v: version_folder(out, v) for v in local_versions(out)}
+    if not folders:
+        raise FileNotFoundError(f"{out} has no finished version (no X.Y.Z/manifest.json)")
+    if version is not None:
+        version = version.removeprefix("v")
+        if version not in folders:
+            raise FileNotFoundError(f"{out} has no version {version}; it has {', '.join(folders)}")
+        wanted = [version]
+    else:
+        on_hub = published_versions(repo, token, retry)  # a repo not created yet has none
+        latest = on_hub[-1] if on_hub else None
+        wanted = [v for v in sorted(folders, key=parse_semver)
+                  if latest is None or parse_semver(v) > parse_semver(latest)]
+    results = []
+    for v in wanted:
+        problems = check_version(folders[v], v)
+        if problems:
+            raise CorruptVersionError(f"{folders[v]} does not match its manifest, not pushed: " + "; ".join(problems))
+        results.append(push_folder(folders[v], repo, v, private=private, token=token, retry=retry))
+    return results
 
 
 @task(name="push-to-hub", cache_policy=NO_CACHE)

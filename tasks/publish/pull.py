@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import fsspec
 import polars as pl
 
 from cotforge.tasks.publish.retry import RetryPolicy, hub_api
@@ -20,9 +19,11 @@ from cotforge.tasks.publish.versions import (
     hub_repo_id,
     hub_tags,
     is_hub_target,
+    latest_local_version,
     local_build_version,
     local_versions,
     parse_semver,
+    version_folder,
 )
 from cotforge.tasks.publish.write import read_view
 
@@ -68,19 +69,24 @@ def pull_hub_view(repo: str, config: str, version: str | None = None, token: str
 
 
 def cotforge_pull(source: str, config: str, version: str | None = None, token: str | None = None) -> pl.DataFrame:
-    """A published view as a Polars frame, from a Hub repo (`org/name`, latest version unless `version`) or a local
-    build folder; the schema is checked and older schema versions migrated."""
+    """A published view as a Polars frame, from a Hub repo (`org/name`, latest version unless `version`), a local
+    output folder (`OUT/<version>/`, the `latest` one unless `version`) or one version folder (`OUT/0.1.0`,
+    `OUT/latest`); the schema is checked and older schema versions migrated."""
     if is_hub_target(source):
         return pull_hub_view(source, config, version, token)
     if version is not None:
         parse_semver(version)
-        fs, root = fsspec.core.url_to_fs(source)
-        if fs.exists(f"{root}/{version}/README.md"):
-            return read_view(f"{source.rstrip('/')}/{version}", config)
-        built = local_build_version(source)
-        if built != version:
-            raise FileNotFoundError(f"{source} has no version {version} (versions there: "
-                                    f"{local_versions(source) or built or 'none'})")
-    elif local_versions(source) and not local_build_version(source):
-        return read_view(f"{source.rstrip('/')}/{local_versions(source)[-1]}", config)  # latest version folder
-    return read_view(source, config)
+    built = local_build_version(source)
+    if built is not None:  # a version folder itself
+        if version is not None and built != version.removeprefix("v"):
+            raise FileNotFoundError(f"{source} holds version {built}, not {version}")
+        return read_view(source, config)
+    versions = local_versions(source)
+    if not versions:
+        raise FileNotFoundError(f"{source} has no published version (no X.Y.Z/manifest.json): is it a cotforge "
+                                "output folder whose build finished?")
+    if version is None:
+        version = latest_local_version(source)
+    elif version.removeprefix("v") not in versions:
+        raise FileNotFoundError(f"{source} has no version {version}; it has {', '.join(versions)}")
+    return read_view(version_folder(source, version.removeprefix("v")), config)

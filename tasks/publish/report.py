@@ -127,8 +127,15 @@ def mix_markdown(mix: list[dict]) -> list[str]:
 
 
 def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float],
-                    generation: dict | None = None, mix: list[dict] | None = None) -> str:
-    lines = ["# Build report", "", "## Counts per stage", "", "| stage | count |", "|---|---|"]
+                    generation: dict | None = None, mix: list[dict] | None = None,
+                    views: list[dict] | None = None) -> str:
+    lines = ["# Build report", ""]
+    if views:  # the version is a snapshot: each view's rows new in this version, and those carried from the previous
+        lines += ["## Rows per view", "", "| view | schema version | rows | new in this version | carried |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {v['name']} | {v['schema_version']} | {v['rows']} | {v['new_rows']} | {v['carried_rows']} |"
+                  for v in views] + [""]
+    lines += ["## Counts per stage", "", "| stage | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     if mix:
         lines += [""] + mix_markdown(mix)

@@ -1,10 +1,12 @@
-"""The publish stage: build every enabled view from the stage shards, write them with the card and the report."""
+"""The publish stage: build every enabled view from the stage shards and publish them as a complete version (the
+previous version's rows carried, then the new rows), with the card, the report, the indexes and the manifest."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
+import pyarrow as pa
 import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +18,7 @@ from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
 from cotforge.tasks.generate.accounting import generation_accounting
 from cotforge.tasks.publish.card import card_text
+from cotforge.tasks.publish.manifest import write_manifest
 from cotforge.tasks.publish.report import (
     REPORT_PLOTS,
     funnel_png,
@@ -26,6 +29,8 @@ from cotforge.tasks.publish.report import (
     verdict_breakdown,
     verdicts_png,
 )
+from cotforge.tasks.publish.snapshot import carried_views, copy_indexes, finalize_version, open_version, staging_folder
+from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_builders, view_metadata
@@ -33,14 +38,24 @@ from cotforge.tasks.views.builders import view_builders, view_metadata
 
 @dataclass
 class BuildResult:
-    out: str
+    out: str  # the output folder (OUT); the version is in OUT/<version>/
     version: str
     build_id: str
     recipe_hash: str
     counts: dict[str, int]
-    views: dict[str, int]
+    views: dict[str, int]  # rows per view in the version (carried + new)
     timings: dict[str, float] = field(default_factory=dict)
     pushed: dict | None = None  # Hub repo, version tag and commit when the build was pushed (tasks/publish/hub.py)
+    new_rows: dict[str, int] = field(default_factory=dict)  # rows per view this version added
+    carried_rows: dict[str, int] = field(default_factory=dict)  # rows per view carried from `previous`
+    previous: str | None = None  # where the carried version was read from
+    # "published"; "unchanged" (the version existed with the same rows: nothing written); "skipped" (no new rows
+    # and the caller asked for new rows: nothing written)
+    status: str = "published"
+
+    @property
+    def folder(self) -> str:
+        return version_folder(self.out, self.version)
 
 
 def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
@@ -48,49 +63,73 @@ def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardRef]],
-                  timings: dict[str, float]) -> BuildResult:
-    """Build every enabled view from the stage shards and write them with the card and the report."""
+def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardRef]], timings: dict[str, float],
+                  previous: str | None = None, require_new_rows: bool = False) -> BuildResult:
+    """Publish `OUT/<version>/`: every view of the `previous` version (carried) followed by this build's new rows,
+    with the card, the report, the indexes and the manifest. With `require_new_rows`, a build without new rows
+    publishes nothing (status "skipped")."""
     store, version, recipe_hash, build_id = ctx.store, ctx.version, ctx.recipe_hash, ctx.build_id
+    previous_folder = open_version(previous) if previous else None
+    carried = carried_views(previous_folder) if previous_folder else {}
     questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
     joined = join_records(questions, samples, verdicts, votes, dedup,
                           sample_dedup=_frame(store, refs["sample_dedup"]) if refs.get("sample_dedup") else None)
     step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
+    builders = view_builders(joined, step_labels, recipe.views, recipe.generation.system_prompt, added_in=version)
+    new_tables = {name: build_table() for name, build_table in builders.items()}
+    if require_new_rows and not any(t.num_rows for t in new_tables.values()):
+        return BuildResult(store.url, version, build_id, recipe_hash, {}, {}, timings, previous=previous,
+                           status="skipped")
+    folder = staging_folder(store.url, version)
     published: list[PublishedView] = []
-    for name, build_table in view_builders(joined, step_labels, recipe.views,
-                                           recipe.generation.system_prompt).items():
-        published.append(write_view(store.url, name, build_table(),
-                                    view_metadata(name, recipe_hash, build_id, version)))
+    # A view the previous version has keeps its rows even when this recipe no longer builds it.
+    for name in [*new_tables, *(v for v in carried if v not in new_tables)]:
+        parts = [t for t in (carried.get(name), new_tables.get(name)) if t is not None]
+        published.append(write_view(folder, name, pa.concat_tables(parts),
+                                    view_metadata(name, recipe_hash, build_id, version),
+                                    carried_rows=carried[name].num_rows if name in carried else 0))
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
-    dedup_summary = publish_dedup(ctx, refs, recipe.dedup)  # writes OUT/index/<version>/
+    counts.update({f"rows new in view {v.name}": v.new_rows for v in published})
+    counts.update({f"rows carried in view {v.name}": v.carried_rows for v in published})
+    dedup_summary = publish_dedup(ctx, refs, recipe.dedup, folder)  # writes <folder>/index/<version>/
+    if previous_folder:
+        copy_indexes(previous_folder, folder, version)  # each version holds the index of all its rows
     counts.update(dedup_summary["counts"])
     rejects = rejects_ref(ctx, recipe.questions)  # seed rows / synth candidates turned down
-    mix = question_mix(questions, _frame(store, [rejects]) if rejects else None)
+    sources = _frame(store, refs.get("source_questions") or refs["questions"])
+    mix = question_mix(sources, _frame(store, [rejects]) if rejects else None)
     counts.update(mix_counts(mix))
     breakdown = verdict_breakdown(verdicts)
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {
         "recipe hash": recipe_hash, "build id": build_id, "dataset version": version,
+        "previous version": previous or "none (first version)",
         "generator": f"{samples['backend'][0]} / {samples['model'][0]} (revision {samples['model_revision'][0]})"
         if samples.height else "none",
         "sampling": samples["sampling_json"][0] if samples.height else "none",
         "verifiers": ", ".join(sorted(set(verdicts["verifier_name"].to_list()))) or "none",
     }
-    write_text(store.url, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
-                                                 recipe.description, recipe.publish.license, recipe_yaml, published,
-                                                 counts, lineage, mix=mix,
-                                                 plots=[f"report/{name}" for name in REPORT_PLOTS]))
-    write_text(store.url, "report/pass_rate.png", pass_rate_histogram_png(votes))
-    write_text(store.url, "report/funnel.png", funnel_png(counts))
-    write_text(store.url, "report/verdicts.png", verdicts_png(breakdown))
+    write_text(folder, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
+                                              recipe.description, recipe.publish.license, recipe_yaml, published,
+                                              counts, lineage, mix=mix,
+                                              plots=[f"report/{name}" for name in REPORT_PLOTS]))
+    write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
+    write_text(folder, "report/funnel.png", funnel_png(counts))
+    write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
-    write_text(store.url, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix))
-    result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings)
-    write_text(store.url, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown,
-                                                            "generation": generation,
-                                                            "dedup": dedup_summary["report"]}))
-    store.write_json("manifest.json", {stage: [asdict(r) for r in rs] for stage, rs in refs.items()}
-                     | {"views": [asdict(v) for v in published], "build_id": build_id, "version": version})
+    view_table = [{k: getattr(v, k) for k in ("name", "schema_version", "rows", "new_rows", "carried_rows")}
+                  for v in published]
+    write_text(folder, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix,
+                                                           views=view_table))
+    result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings,
+                         new_rows={v.name: v.new_rows for v in published},
+                         carried_rows={v.name: v.carried_rows for v in published}, previous=previous)
+    write_text(folder, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown,
+                                                         "generation": generation, "rows_per_view": view_table,
+                                                         "dedup": dedup_summary["report"]}))
+    manifest = write_manifest(folder, version, published, {"build_id": build_id, "recipe_hash": recipe_hash},
+                              previous, {stage: [asdict(r) for r in rs] for stage, rs in refs.items()})
+    result.status = finalize_version(store.url, version, folder, manifest)
     return result

@@ -1,6 +1,9 @@
 """Dataset versions: semver parsing and bumps, Hub targets, and the versions published on the Hub or in a folder.
 
-A version is a tag on the Hub (`X.Y.Z`, or `vX.Y.Z`), or an `X.Y.Z/` subfolder holding a README.md locally.
+A version is a tag on the Hub (`X.Y.Z`, or `vX.Y.Z`), or locally an `OUT/X.Y.Z/` folder holding a `manifest.json`
+(written last: a folder without one is a build that was interrupted, not a version). `OUT/latest` points at the
+latest version: a relative symlink on a local disk (so `load_dataset("OUT/latest", "sft")` works), a small text file
+holding the version on other fsspec filesystems.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import fsspec
 
 from cotforge.tasks.publish.retry import RetryPolicy, hub_api, with_retries
 
+LATEST = "latest"
+MANIFEST = "manifest.json"
 SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -63,20 +68,69 @@ def cached_hub_tags(repo_id: str) -> list[str]:
     return [p.name for p in refs.iterdir() if p.is_file()] if refs.is_dir() else []
 
 
+def version_folder(out: str, version: str) -> str:
+    return f"{out.rstrip('/')}/{version}"
+
+
 def local_versions(folder: str) -> list[str]:
+    """The complete versions of an output folder (`X.Y.Z/` with a manifest.json), oldest first."""
     fs, root = fsspec.core.url_to_fs(folder)
-    if not fs.exists(root):
+    if not fs.isdir(root):
         return []
     names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
-    return [n for n in names if SEMVER.match(n) and fs.exists(f"{root}/{n}/README.md")]
+    return sorted((n for n in names if SEMVER.match(n) and fs.exists(f"{root}/{n}/{MANIFEST}")), key=parse_semver)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def read_latest(folder: str) -> str | None:
+    """The version `OUT/latest` points at (None without a pointer)."""
+    fs, root = fsspec.core.url_to_fs(folder)
+    pointer = f"{root}/{LATEST}"
+    if _is_local(fs) and os.path.islink(pointer):
+        return os.path.basename(os.readlink(pointer).rstrip("/"))
+    if fs.isfile(pointer):
+        with fs.open(pointer, "r") as f:
+            return f.read().strip() or None
+    return None
+
+
+def latest_local_version(folder: str) -> str | None:
+    """The version `latest` points at when it is complete, else the highest complete version (None: no version)."""
+    versions = local_versions(folder)
+    pointer = read_latest(folder)
+    return pointer if pointer in versions else (versions[-1] if versions else None)
+
+
+def set_latest(folder: str, version: str) -> None:
+    """Point `OUT/latest` at `version`, atomically (a symlink or text file renamed over the old one)."""
+    import uuid
+
+    fs, root = fsspec.core.url_to_fs(folder)
+    tmp = f"{root}/.{LATEST}.tmp-{uuid.uuid4().hex}"
+    if _is_local(fs):
+        os.symlink(version, tmp, target_is_directory=True)
+        os.replace(tmp, f"{root}/{LATEST}")
+        return
+    with fs.open(tmp, "w") as f:
+        f.write(version + "\n")
+    fs.mv(tmp, f"{root}/{LATEST}")
+
+
+def previous_version(versions: list[str], version: str) -> str | None:
+    """The highest of `versions` below `version` (the one a new `version` carries), or None."""
+    older = [v for v in versions if parse_semver(v) < parse_semver(version)]
+    return max(older, key=parse_semver) if older else None
 
 
 def local_build_version(folder: str) -> str | None:
-    """The version a single build folder was built as (from its report or manifest); None for other folders."""
+    """The version a single version folder holds (from its manifest or report); None for other folders."""
     import json
 
     fs, root = fsspec.core.url_to_fs(folder)
-    for name in ("report/report.json", "manifest.json"):
+    for name in (MANIFEST, "report/report.json"):
         if fs.exists(f"{root}/{name}"):
             with fs.open(f"{root}/{name}", "r") as f:
                 return json.load(f).get("version")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -22,10 +23,14 @@ class PublishedView:
     schema_version: str
     rows: int
     files: tuple[str, ...]  # paths relative to the output folder
+    new_rows: int = 0  # rows this version added (`added_in` = this version)
+    carried_rows: int = 0  # rows carried unchanged from the previous version
+    rows_sha256: str = ""  # `rows_digest` of the view's rows: same rows, same digest
 
 
-def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str]) -> PublishedView:
-    """Write one view as `OUT/<view>/train-0000N.parquet`, replacing files of an earlier publish of it."""
+def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str], carried_rows: int = 0) -> PublishedView:
+    """Write one view as `<out>/<view>/train-0000N.parquet` (a version folder), replacing files of an earlier publish
+    of it; the first `carried_rows` rows are the previous version's."""
     fs, root = fsspec.core.url_to_fs(out)
     folder = f"{root}/{view}"
     if fs.exists(folder):
@@ -36,7 +41,8 @@ def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str]) -
         relative = f"{view}/train-{index:05d}.parquet"
         write_parquet_atomic(fs, f"{root}/{relative}", table.slice(start, ROWS_PER_FILE), metadata)
         files.append(relative)
-    return PublishedView(view, VIEWS[view].version, table.num_rows, tuple(files))
+    return PublishedView(view, VIEWS[view].version, table.num_rows, tuple(files), table.num_rows - carried_rows,
+                         carried_rows, rows_digest(table))
 
 
 def write_text(out: str, relative: str, text: str | bytes) -> None:
@@ -61,8 +67,32 @@ def read_view(source: str, view: str) -> pl.DataFrame:
         name, version = meta.get("cotforge.schema_name"), meta.get("cotforge.schema_version")
         if name != view or version is None:
             raise ValueError(f"{path}: not a cotforge {view!r} file (schema name {name!r}, version {version!r})")
-        frames.append(check_and_migrate(pl.from_arrow(table), view, version))
+        frame = check_and_migrate(pl.from_arrow(table), view, version, meta.get("cotforge.version"))
+        if meta.get("cotforge.dataset_version"):  # a file from before `added_in`: its rows are that version's own
+            frame = frame.with_columns(pl.col("added_in").fill_null(meta["cotforge.dataset_version"]))
+        frames.append(frame)
     return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+
+def rows_digest(table: pa.Table) -> str:
+    """SHA-256 of the rows as canonical JSON lines, in order: equal for equal rows whatever the Parquet bytes (row
+    groups, pages, writer version) are, so "the same content" compares what a reader gets."""
+    digest = hashlib.sha256()
+    for batch in table.to_batches(max_chunksize=4096):
+        for row in batch.to_pylist():
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def file_sha256(fs, path: str) -> tuple[str, int]:
+    """(SHA-256, size in bytes) of a file, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with fs.open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def dumps_json(payload: dict) -> str:

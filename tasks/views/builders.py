@@ -66,7 +66,8 @@ def _assistant(row: dict, reasoning_format: str) -> list[dict]:
     return [{"role": "assistant", "content": render_assistant(reasoning, final, reasoning_format)}]
 
 
-def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | None = None) -> pa.Table:
+def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | None = None,
+              added_in: str | None = None) -> pa.Table:
     """Verified rationales (strict) or those agreeing with the majority (lenient) as chats."""
     picked = joined.filter(pl.col("usable"))
     picked = picked.filter(pl.col("verdict").fill_null(False)) if config.keep == "verified" else picked.filter(
@@ -81,6 +82,7 @@ def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | 
             final_answer=final, reasoning_format=config.reasoning_format, answer=r["extracted_answer"],
             verified=r["verdict"], agrees_with_majority=r["agrees_with_majority"], keep_rule=config.keep,
             question_id=r["question_id"], sample_id=r["sample_id"], source=r["source"], difficulty=r["difficulty"],
+            added_in=added_in,
         ))
     return to_table(rows, SftRow)
 
@@ -107,7 +109,7 @@ def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str,
     return pairs
 
 
-def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig) -> pa.Table:
+def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig, added_in: str | None = None) -> pa.Table:
     """Pairs of samples of the same question (never across questions), each with the method that made it."""
     rows = []
     usable = joined.filter(pl.col("usable"))
@@ -119,12 +121,12 @@ def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig) -> pa.T
                 chosen_verified=chosen["verdict"], rejected_verified=rejected["verdict"],
                 chosen_tokens=chosen["completion_tokens"], rejected_tokens=rejected["completion_tokens"],
                 question_id=question_id, chosen_sample_id=chosen["sample_id"],
-                rejected_sample_id=rejected["sample_id"], source=chosen["source"],
+                rejected_sample_id=rejected["sample_id"], source=chosen["source"], added_in=added_in,
             ))
     return to_table(rows, PreferenceRow)
 
 
-def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig) -> pa.Table:
+def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig, added_in: str | None = None) -> pa.Table:
     """Each judged sample with its verdict as a desirable / undesirable label (undecided verdicts are left out)."""
     judged = (joined.filter(pl.col("usable") & pl.col("verdict").is_not_null())
               .with_columns(rank=pl.int_range(pl.len()).over("question_id"))
@@ -132,13 +134,13 @@ def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig) -> pa.Table
     rows = [UnpairedRow(
         prompt=_prompt(r["question"], None), completion=_assistant(r, config.reasoning_format), label=r["verdict"],
         verdict_reason=r["verdict_reason"], question_id=r["question_id"], sample_id=r["sample_id"],
-        source=r["source"],
+        source=r["source"], added_in=added_in,
     ) for r in judged.iter_rows(named=True)]
     return to_table(rows, UnpairedRow)
 
 
 def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
-              config: PrmViewConfig | None = None) -> pa.Table:
+              config: PrmViewConfig | None = None, added_in: str | None = None) -> pa.Table:
     """Stepwise supervision from the `step_labels` stage (Monte-Carlo rollouts or known ground truth).
 
     Without step labels (the stage did not run), the simulated solver's known first errors label its samples.
@@ -164,7 +166,7 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
             rollouts_per_step=r["rollouts_per_step"], rollout_model=r["rollout_model"], verified=r["verdict"],
             reference_first_error_step=reference, question_id=r["question_id"], sample_id=r["sample_id"],
             judge_step_labels=r["judge_step_labels"], judge_agreement=r["judge_agreement"],
-            judge_model=r["judge_model"] or None,
+            judge_model=r["judge_model"] or None, added_in=added_in,
         ))
     return to_table(rows, PrmRow)
 
@@ -178,7 +180,8 @@ def in_pass_band(pass_rate: float | None, config: RlvrViewConfig) -> bool:
     return config.min_pass_rate <= pass_rate <= config.max_pass_rate
 
 
-def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str | None = None) -> pa.Table:
+def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str | None = None,
+               added_in: str | None = None) -> pa.Table:
     """One RL prompt per usable question whose pass rate is in the band, with its answer and verifier."""
     questions = joined.filter(pl.col("usable")).unique("question_id", keep="first", maintain_order=True)
     rows = []
@@ -192,12 +195,12 @@ def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str 
             solution_kind=kind, tests=r["tests"], answer_type=r["answer_type"], verifier=r["verifier"],
             pass_rate=r["pass_rate"], n_samples=r["n_samples"], n_correct=r["n_correct"],
             difficulty_bin=r["difficulty_bin"], reference_model=r["reference_model"], question_id=r["question_id"],
-            source=r["source"],
+            source=r["source"], added_in=added_in,
         ))
     return to_table(rows, RlvrRow)
 
 
-def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig) -> pa.Table:
+def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, added_in: str | None = None) -> pa.Table:
     """Every usable sample with its question's empirical accuracy as the confidence target."""
     rows = [CalibrationRow(
         prompt=_prompt(r["question"], None), completion=[{"role": "assistant", "content": r["text"]}],
@@ -205,22 +208,23 @@ def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig) -> pa
         confidence_target=(r["n_correct"] / r["n_samples"]) if r["gold_answer"] is not None and r["n_samples"]
         else None,
         answer_agreement=r["answer_agreement"], n_samples=r["n_samples"] or 0, question_id=r["question_id"],
-        sample_id=r["sample_id"],
+        sample_id=r["sample_id"], added_in=added_in,
     ) for r in joined.filter(pl.col("usable")).iter_rows(named=True)]
     return to_table(rows, CalibrationRow)
 
 
 def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
-                  system_prompt: str) -> dict[str, Callable[[], pa.Table]]:
-    """Each enabled view's name and a thunk that builds its table."""
+                  system_prompt: str, added_in: str | None = None) -> dict[str, Callable[[], pa.Table]]:
+    """Each enabled view's name and a thunk that builds its table; every row names `added_in`, the dataset version
+    these rows are new in."""
     builders = {
-        "sft": lambda: build_sft(joined, views.sft, system_prompt),
-        "sft_lenient": lambda: build_sft(joined, views.sft_lenient, system_prompt),
-        "preference": lambda: build_preference(joined, views.preference),
-        "unpaired": lambda: build_unpaired(joined, views.unpaired),
-        "prm": lambda: build_prm(joined, step_labels, views.prm),
-        "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt),
-        "calibration": lambda: build_calibration(joined, views.calibration),
+        "sft": lambda: build_sft(joined, views.sft, system_prompt, added_in),
+        "sft_lenient": lambda: build_sft(joined, views.sft_lenient, system_prompt, added_in),
+        "preference": lambda: build_preference(joined, views.preference, added_in),
+        "unpaired": lambda: build_unpaired(joined, views.unpaired, added_in),
+        "prm": lambda: build_prm(joined, step_labels, views.prm, added_in),
+        "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt, added_in),
+        "calibration": lambda: build_calibration(joined, views.calibration, added_in),
     }
     return {name: build for name, build in builders.items() if getattr(views, name).enabled}
 
