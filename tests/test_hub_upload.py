@@ -58,16 +58,24 @@ def test_push_uploads_through_lfs_even_with_hf_xet_installed(hub_server, xet_as_
 def test_without_the_switch_hf_xet_takes_the_upload_and_this_server_cannot(hub_server, xet_as_in_production,
                                                                           tmp_path):
     """The control: with Xet left on, the library asks for a Xet token, a protocol the LFS-only test Hub (like any
-    server built from the published spec) does not speak; so the test above really exercised the switch."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    server built from the published spec) does not speak; so the test above really exercised the switch. Run in a
+    fresh interpreter: huggingface_hub keeps process-wide state (cached Xet availability, sessions) that earlier
+    tests of the suite have set."""
+    import subprocess
+    import sys
 
     out = Path(tiny_build(tmp_path / "build"))
-    api = HfApi()
-    api.create_repo("org/xet", repo_type="dataset")
-    with pytest.raises(Exception):  # noqa: B017 - hf_xet reports the refused token request with its own types
-        api.create_commit("org/xet", [CommitOperationAdd("sft/a.parquet", str(out / "sft" / "train-00000.parquet"))],
-                          repo_type="dataset", commit_message="x")
-    assert hub_server.calls("/xet-write-token/", "GET")
+    script = (
+        "from huggingface_hub import CommitOperationAdd, HfApi\n"
+        "api = HfApi()\n"
+        "api.create_repo('org/xet', repo_type='dataset')\n"
+        f"parquet = {str(out / 'sft' / 'train-00000.parquet')!r}\n"
+        "api.create_commit('org/xet', [CommitOperationAdd('sft/a.parquet', parquet)], repo_type='dataset',"
+        " commit_message='x')\n")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_XET"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0  # hf_xet reports the refused token request with its own error types
+    assert hub_server.calls("/xet-write-token/", "GET"), run.stderr[-2000:]
     assert not hub_server.calls("/lfs-objects/", "PUT")
 
 
