@@ -64,7 +64,10 @@ class Grader:
         return drop
 
     def environment(self) -> dict[str, str]:
-        paths = [str(ROOT), *site.getsitepackages()]
+        # The repository and this interpreter's installed packages (not its standard library: the grader's Python
+        # brings its own).
+        packages = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+        paths = [str(ROOT), *dict.fromkeys(packages + site.getsitepackages())]
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(paths),
                 "HOME": pwd.getpwuid(self.uid).pw_dir if self.uid is not None else os.environ.get("HOME", "/"),
                 "HF_TOKEN": SECRET, "OPENAI_API_KEY": SECRET, "LANG": "C.UTF-8"}
