@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from cotforge.schemas.config_base import StrictConfig
 from cotforge.schemas.config_generation import GenerationConfig
@@ -16,16 +16,28 @@ DEFAULT_RUBRIC = (
 
 
 class SandboxConfig(StrictConfig):
-    """Limits for running candidate programs (the `code` verifier)."""
+    """Limits and isolation for running candidate programs (the `code` verifier)."""
 
     cpu_s: int = Field(default=2, gt=0)  # RLIMIT_CPU of every process in the sandbox
-    wall_s: float = Field(default=6.0, gt=0)  # whole program + tests, then the process group is killed
+    wall_s: float = Field(default=6.0, gt=0)  # one run (all value tests, or one assert block), then it is killed
     memory_mb: int = Field(default=512, ge=64)  # RLIMIT_AS (address space) per process
-    max_processes: int = Field(default=8, ge=1)  # RLIMIT_NPROC for the sandbox's own user id
-    max_output_bytes: int = Field(default=65536, gt=0)  # per stream; also RLIMIT_FSIZE for files it writes
-    # "auto": a fresh network namespace (`unshare -n`) when the machine allows it, always with the audit hook;
-    # "audit": only the in-process audit hook that refuses sockets; "unshare": fail the item if unshare is missing.
-    network: Literal["auto", "unshare", "audit"] = "auto"
+    max_processes: int = Field(default=8, ge=1)  # RLIMIT_NPROC inside the sandbox's user namespace
+    max_output_bytes: int = Field(default=65536, gt=0)  # per stream (stdout, stderr, results); more kills the run
+    disk_mb: int = Field(default=16, ge=1)  # size of the tmpfs that is the sandbox's only writable place
+    # "bubblewrap": user, pid, network, ipc and mount namespaces (bwrap); where they are unavailable, candidates are
+    # not run (verdict null, reason `no_isolation`). "none": an explicit opt-out, stated in the dataset card: a
+    # plain subprocess with the rlimits, a scrubbed environment and (as root) a throw-away uid, nothing more.
+    isolation: Literal["bubblewrap", "none"] = "bubblewrap"
+
+
+def _enforce_from_bool(value: object) -> object:
+    return ("always" if value else "never") if isinstance(value, bool) else value
+
+
+# What a failed structure check does: "always" turns a true verdict false; "training_views" leaves the verdict as
+# it is but keeps the sample out of the training views (sft, preference chosen, prm, rlvr pseudo-labels); "never"
+# only records it. `true` / `false` mean "always" / "never".
+Enforce = Annotated[Literal["always", "training_views", "never"], BeforeValidator(_enforce_from_bool)]
 
 
 class LanguageConfig(StrictConfig):
@@ -34,14 +46,14 @@ class LanguageConfig(StrictConfig):
     policy: Literal["allowed", "mixed_allowed", "target_only"] = "allowed"
     target: str = "latin"  # Unicode script name, lower case: latin, cyrillic, greek, cjk, arabic, hangul, ...
     min_target_share: float = Field(default=0.5, ge=0.0, le=1.0)  # mixed_allowed: share of letters in the target
-    enforce: bool = False  # True: a violation turns a correct final verdict into false
+    enforce: Enforce = "never"
 
 
 class FormatConfig(StrictConfig):
-    """Structure of a rationale: tags and a single final answer."""
+    """Structure of a rationale: tags and a single stated final answer (the line the system prompt asks for)."""
 
     require: Literal["none", "answer_tag", "think_answer_tags"] = "none"
-    enforce: bool = False  # True: a format failure turns a correct final verdict into false
+    enforce: Enforce = "training_views"  # a sample without its final line is no training example by default
 
 
 class LengthConfig(StrictConfig):
@@ -49,7 +61,7 @@ class LengthConfig(StrictConfig):
 
     max_words: int | None = Field(default=None, gt=0)
     min_steps: int = Field(default=0, ge=0)
-    enforce: bool = False
+    enforce: Enforce = "training_views"  # a sample cut off at the token limit is no training example by default
 
 
 class JudgeConfig(StrictConfig):

@@ -1,6 +1,7 @@
 """Recipe section `views`: which training tables to publish and what each keeps.
 
-Each key is one published view (one config in the dataset card); `enabled: false` leaves it out.
+Each key is one published view (one config in the dataset card); `enabled: false` leaves it out. Every chat view's
+prompt is the conversation the samples were generated from (the recipe's system prompt, then the question).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class SftViewConfig(StrictConfig):
     # answer (the convention of reasoning chat templates); "plain" writes the reasoning then the answer. The
     # rationale is always also in its own `reasoning` column.
     reasoning_format: Literal["think_tags", "plain"] = "think_tags"
-    include_system_prompt: bool = False  # put the recipe's system prompt first in `messages` / `prompt`
 
 
 class PreferenceViewConfig(StrictConfig):
@@ -84,7 +84,6 @@ class RlvrViewConfig(StrictConfig):
     min_pass_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     max_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     exclusive: bool = True
-    include_system_prompt: bool = True  # the verifier reads the answer format the system prompt asks for
 
     @model_validator(mode="after")
     def _ordered_band(self) -> "RlvrViewConfig":

@@ -110,6 +110,13 @@ class Verdict(Record):
     n_words: int = 0
     n_steps: int = 0  # non-empty lines
     scripts: str = ""  # letter scripts found in the text, most frequent first ("latin", "latin,cjk")
+    tests_passed: int | None = None  # code questions: tests the candidate passed, of `tests_total`
+    tests_total: int | None = None
+    test_mode: str | None = None  # "values" (compared outside the sandbox), "asserts" (run inside), or both
+    # Whether the sample may be a training example (sft, preference chosen, prm, rlvr pseudo-labels): finished (not
+    # cut off at the token limit), one stated final answer, not answered by a fallback extraction alone.
+    trainable: bool = False
+    untrainable_reason: str | None = None  # "length:truncated", "format:no_final_answer_statement", "fallback:..."
     recipe_hash: str
     build_id: str
 

@@ -74,13 +74,15 @@ def test_views_agree_with_stage_records(built):
     sample_dedup = pl.read_parquet(out.parent / "_work" / "sample_dedup" / "*.parquet")
     kept = set(dedup.filter(pl.col("keep"))["question_id"])
     kept_samples = set(sample_dedup.filter(pl.col("keep"))["sample_id"])
-    correct = verdicts.filter(pl.col("verdict") == True)  # noqa: E712
+    correct = verdicts.filter((pl.col("verdict") == True) & pl.col("trainable"))  # noqa: E712
     expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"]) & kept_samples
     assert set(sft["sample_id"]) == expected
-    assert sft["messages"][0][1]["role"] == "assistant"
+    assert [m["role"] for m in sft["messages"][0]] == ["system", "user", "assistant"]
     pref = read_view(str(out), "preference")
     ok = dict(zip(verdicts["sample_id"], verdicts["verdict"]))
+    trainable = dict(zip(verdicts["sample_id"], verdicts["trainable"]))
     assert all(ok[c] is True and ok[r] is False for c, r in zip(pref["chosen_sample_id"], pref["rejected_sample_id"]))
+    assert all(trainable[c] for c in pref["chosen_sample_id"])
     by_sample = dict(zip(samples["sample_id"], samples["question_id"]))
     assert all(by_sample[c] == by_sample[r] == q for c, r, q in
                zip(pref["chosen_sample_id"], pref["rejected_sample_id"], pref["question_id"]))

@@ -1,61 +1,95 @@
-"""The code sandbox against hostile programs: each is contained and reported, and this machine survives.
+"""The code sandbox against hostile programs, with the grader running as root and as an unprivileged user.
 
-Every test runs one hostile program through `run_program` with tight limits. The fork bomb is safe to run: the
-process limit (RLIMIT_NPROC on a throw-away uid when root, on the user's count otherwise) is set in the child before
-the program starts, and CPU limits bound each forked process.
+Each attack runs through a grader process (tests/sandbox_runner.py) started as root or as the unprivileged account,
+and asserts three things: the attack was contained (what it tried did not happen, checked from outside), nothing of
+the run is left running (no live process carries the run's id, or the marker the program put in its own argv: the
+positive control `test_sandbox_marker_scan_sees_a_running_sandbox` shows the scan finds such processes), and the
+grader process is unharmed (it exits 0 with its answer; a sentinel process of the same user survives).
 """
 
 import os
 import socket
+import tempfile
 import threading
+import uuid
+from pathlib import Path
 
 import pytest
 
-from cotforge.schemas.config_verify import SandboxConfig
-from cotforge.tasks.verify.sandbox import (
-    _sandbox_uid,
-    _user_process_count,
-    check_program,
-    network_namespace_available,
-    run_program,
+from tests.sandbox_support import (
+    IS_ROOT,
+    SECRET,
+    assert_nothing_left,
+    make_grader,
+    marker_free,
+    require_bwrap,
+    stop,
+    wait_until,
 )
 
-LIMITS = SandboxConfig(cpu_s=1, wall_s=4.0, memory_mb=256, max_processes=8, max_output_bytes=10_000)
-IS_ROOT = os.geteuid() == 0
+LIMITS = {"cpu_s": 1, "wall_s": 4.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
 
 
-def _no_sandbox_processes_left():
-    uid = _sandbox_uid()
-    return uid is None or _user_process_count(uid) == 0
+@pytest.fixture(scope="module", params=["root", "unprivileged"])
+def grader(request):
+    return make_grader(request.param)
 
 
-def test_sandbox_runs_a_correct_program_and_its_tests():
-    assert check_program("def add(a, b):\n    return a + b\n", "assert add(2, 3) == 5\n",
-                         LIMITS.model_dump_json()) == (True, "tests_passed")
-    assert check_program("def add(a, b):\n    return a - b\n", "assert add(2, 3) == 5\n",
-                         LIMITS.model_dump_json()) == (False, "tests_failed")
-    assert check_program("def add(a, b) return", "", LIMITS.model_dump_json()) == (False, "syntax_error")
+@pytest.fixture
+def shared_dir():
+    """A host directory every user can write to (like /tmp): escapes would land here."""
+    path = Path(tempfile.mkdtemp(prefix="cotforge-sandbox-test-"))
+    path.chmod(0o777)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
+
+
+def test_sandbox_runs_a_program_and_reports_isolation(grader):
+    result = grader.run("print('hello from the sandbox')\n", **LIMITS)
+    assert result["status"] == "ok" and result["stdout"] == "hello from the sandbox\n"
+    assert result["isolation"] == "bubblewrap"
+    assert result["user"] == ("uid:%d" % (200_000 + result["grader_pid"]) if grader.uid is None and IS_ROOT
+                              else "same_user")
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_marker_scan_sees_a_running_sandbox(grader):
+    """The positive control of every "nothing left running" check: while a run is alive, the scan finds it."""
+    marker = "cotforge-marker-" + uuid.uuid4().hex
+    program = ("import os, sys, time\n"
+               "if os.fork() == 0:\n"
+               f"    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+               "time.sleep(3)\n")
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(grader.run(program, **dict(LIMITS, cpu_s=5, wall_s=8))))
+    thread.start()
+    seen = wait_until(lambda: not marker_free(marker), timeout_s=15)
+    thread.join(60)
+    assert seen, "the scan never saw the running sandbox process"
+    assert done["status"] == "ok"
+    assert_nothing_left(marker, done["run_id"])  # the child outlived its parent: pid 1's end took it down
 
 
 @pytest.mark.slow
-def test_sandbox_infinite_loop_hits_the_cpu_limit():
-    result = run_program("while True:\n    pass\n", LIMITS)
+def test_sandbox_infinite_loop_hits_the_cpu_limit(grader):
+    result = grader.run("while True:\n    pass\n", **LIMITS)
     # Under CPU contention from other processes the wall clock may run out before the CPU seconds do.
-    assert result.status in ("cpu_limit", "timeout")
-    assert result.wall_s < LIMITS.wall_s + 3
-    assert _no_sandbox_processes_left()
+    assert result["status"] in ("cpu_limit", "timeout")
+    assert result["wall_s"] < LIMITS["wall_s"] + 3
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_sleeping_loop_hits_the_wall_clock_limit(grader):
+    result = grader.run("import time\nwhile True:\n    time.sleep(0.5)\n", **dict(LIMITS, cpu_s=5, wall_s=1.5))
+    assert result["status"] == "timeout" and 1.5 <= result["wall_s"] < 5
+    assert_nothing_left(result["run_id"])
 
 
 @pytest.mark.slow
-def test_sandbox_sleeping_loop_hits_the_wall_clock_limit():
-    result = run_program("import time\nwhile True:\n    time.sleep(0.5)\n", SandboxConfig(cpu_s=5, wall_s=1.5))
-    assert result.status == "timeout"
-    assert 1.5 <= result.wall_s < 5
-    assert _no_sandbox_processes_left()
-
-
-@pytest.mark.slow
-def test_sandbox_fork_bomb_is_stopped_by_the_process_limit():
+def test_sandbox_fork_bomb_is_stopped_by_the_process_limit(grader):
+    sentinel = grader.sentinel()
     bomb = ("import os, time\n"
             "children = 0\n"
             "while True:\n"
@@ -67,37 +101,41 @@ def test_sandbox_fork_bomb_is_stopped_by_the_process_limit():
             "    except BlockingIOError:\n"
             "        print('fork refused after', children, flush=True)\n"
             "        time.sleep(30)\n")
-    result = run_program(bomb, LIMITS)
-    assert result.status in ("timeout", "process_limit", "cpu_limit")
-    assert "fork refused" in result.stdout  # the limit, not luck, stopped it
-    assert _no_sandbox_processes_left()  # escaped children (setsid) were killed too
+    try:
+        result = grader.run(bomb, **LIMITS)
+        assert result["status"] in ("timeout", "process_limit", "cpu_limit")
+        assert "fork refused" in result["stdout"]  # the limit, not luck, stopped it
+        assert_nothing_left(result["run_id"])  # the setsid children died with the namespace
+        assert sentinel.poll() is None  # the grader's user could still start processes: its other ones live
+    finally:
+        stop(sentinel)
 
 
-def test_sandbox_huge_output_is_capped():
-    result = run_program("while True:\n    print('x' * 1000)\n", LIMITS)
-    assert result.status == "output_limit"
-    assert len(result.stdout) <= LIMITS.max_output_bytes
+def test_sandbox_memory_hog_is_refused(grader):
+    result = grader.run("chunks = []\nwhile True:\n    chunks.append(bytearray(32 * 2**20))\n", **LIMITS)
+    assert result["status"] == "memory_limit" and "MemoryError" in result["stderr"]
+    assert_nothing_left(result["run_id"])
 
 
-def test_sandbox_memory_hog_is_refused():
-    hog = "chunks = []\nwhile True:\n    chunks.append(bytearray(32 * 2**20))\n"
-    result = run_program(hog, LIMITS)
-    assert result.status == "memory_limit"
-    assert "MemoryError" in result.stderr
+def test_sandbox_huge_output_is_capped(grader):
+    result = grader.run("while True:\n    print('x' * 1000)\n", **LIMITS)
+    assert result["status"] == "output_limit"
+    assert len(result["stdout"]) <= LIMITS["max_output_bytes"]
+    assert_nothing_left(result["run_id"])
 
 
 @pytest.fixture
 def listener():
-    """A real TCP server on 127.0.0.1 that records whether anything connected."""
+    """A real TCP server on 127.0.0.1 that records whatever reaches it."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen(1)
+    server.listen(4)
     server.settimeout(0.2)
     got: list[bytes] = []
-    stop = threading.Event()
+    stop_event = threading.Event()
 
     def accept():
-        while not stop.is_set():
+        while not stop_event.is_set():
             try:
                 conn, _ = server.accept()
             except OSError:
@@ -108,137 +146,241 @@ def listener():
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     yield server.getsockname()[1], got
-    stop.set()
+    stop_event.set()
     thread.join(2)
     server.close()
 
 
-NETWORK_PROGRAM = ("import socket\n"
-                   "s = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                   "s.sendall(b'leaked')\n"
-                   "print('connected')\n")
-
-
-@pytest.mark.parametrize("network", ["auto", "audit"])
-def test_sandbox_network_access_is_blocked(listener, network):
+def test_sandbox_network_is_unreachable(grader, listener):
     port, got = listener
-    result = run_program(NETWORK_PROGRAM.format(port=port), LIMITS.model_copy(update={"network": network}))
-    if network == "audit" or not network_namespace_available():
-        assert result.network == "audit_hook"
-    else:
-        assert result.network == "namespace+audit_hook"
-    assert result.status == "blocked"
-    assert "socket" in result.stderr and "connected" not in result.stdout
-    assert got == []
-    # The same program outside the sandbox does reach the server: the test can see a leak.
+    program = ("import socket\n"
+               "for label, kind in (('tcp', socket.SOCK_STREAM), ('udp', socket.SOCK_DGRAM)):\n"
+               "    try:\n"
+               "        s = socket.socket(socket.AF_INET, kind)\n"
+               "        s.settimeout(2)\n"
+               f"        s.connect(('127.0.0.1', {port}))\n"
+               "        s.sendall(b'leaked')\n"
+               "        print('sent', label)\n"
+               "    except OSError as e:\n"
+               "        print('refused', label, type(e).__name__)\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok" and "refused tcp" in result["stdout"]
+    assert got == []  # (a UDP datagram may leave, into the sandbox's own unconnected loopback)
+    assert_nothing_left(result["run_id"])
+    # The control: from outside the sandbox the listener is reachable, so the test would have seen a leak.
     with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
         s.sendall(b"control")
-    for _ in range(50):
-        if got:
-            break
-        threading.Event().wait(0.05)
-    assert got == [b"control"]
+    assert wait_until(lambda: got == [b"control"], timeout_s=3)
 
 
-@pytest.mark.skipif(not network_namespace_available(), reason="network namespaces need root/CAP_SYS_ADMIN")
-def test_sandbox_network_namespace_holds_without_the_audit_hook(listener):
-    port, got = listener
-    result = run_program(NETWORK_PROGRAM.format(port=port), LIMITS, audit_hook=False)
-    assert result.network == "namespace+audit_hook"
-    assert result.status == "error" and "connected" not in result.stdout
-    assert "Network is unreachable" in result.stderr or "Connection refused" in result.stderr
-    assert got == []
-
-
-def test_sandbox_writing_outside_its_directory_is_blocked(tmp_path):
-    world_writable = tmp_path / "shared"
-    world_writable.mkdir()
-    world_writable.chmod(0o777)
-    tmp_path.chmod(0o755)
-    targets = [tmp_path / "escape.txt", world_writable / "escape.txt"]
-    keep = world_writable / "keep.txt"
-    keep.write_text("precious")
-    keep.chmod(0o666)
+def test_sandbox_cannot_write_outside(grader, shared_dir):
+    name = "escape-" + uuid.uuid4().hex
+    targets = [shared_dir / f"{name}-plain", Path("/tmp") / f"{name}-tmp", shared_dir / f"{name}-dirfd",
+               shared_dir / f"{name}-symlink"]
+    assert all(grader.can_write(t) for t in targets)  # the control: outside a sandbox this user could
     program = ("import os\n"
-               "open('inside.txt', 'w').write('fine')\n"  # its own directory is writable
-               "assert open('inside.txt').read() == 'fine'\n"
-               "errors = 0\n"
-               f"for path in {[str(t) for t in targets]!r}:\n"
+               "open('inside.txt', 'w').write('fine')\n"
+               "print('inside', open('inside.txt').read())\n"
+               "def attempt(label, action):\n"
                "    try:\n"
-               "        open(path, 'w').write('escaped')\n"
-               "    except PermissionError as e:\n"
-               "        errors += 1\n"
-               "        print('refused', e)\n"
-               f"for op in (lambda: os.remove({str(keep)!r}), lambda: os.rename({str(keep)!r}, 'stolen.txt')):\n"
-               "    try:\n"
-               "        op()\n"
-               "    except PermissionError:\n"
-               "        errors += 1\n"
-               "print('refused', errors)\n")
-    result = run_program(program, LIMITS)
-    assert result.status == "ok", result.stderr
-    assert "refused 4" in result.stdout
-    assert not any(t.exists() for t in targets)
-    assert keep.read_text() == "precious"
-
-
-@pytest.mark.skipif(not IS_ROOT, reason="the throw-away uid layer exists only when the verifier runs as root")
-def test_sandbox_uid_keeps_files_out_without_the_audit_hook(tmp_path):
-    target = tmp_path / "private" / "escape.txt"
-    target.parent.mkdir()
-    target.parent.chmod(0o700)  # owned by root, like the verifier's own files
-    result = run_program(f"open({str(target)!r}, 'w').write('escaped')\n", LIMITS, audit_hook=False)
-    assert result.status == "error" and "PermissionError" in result.stderr
-    assert not target.exists()
-
-
-def test_sandbox_cannot_read_environment_secrets(monkeypatch):
-    secret = "hf_" + "S3cr3tT0kenValue" * 2
-    monkeypatch.setenv("HF_TOKEN", secret)
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
-    program = ("import os\n"
-               "print(dict(os.environ))\n"
-               "for pid in (os.getppid(), 1):\n"
-               "    try:\n"
-               "        print(open(f'/proc/{pid}/environ', 'rb').read())\n"
+               "        action()\n"
+               "        print('WROTE', label)\n"
                "    except OSError as e:\n"
-               "        print('refused', type(e).__name__)\n")
-    for audit_hook in (True, False) if IS_ROOT else (True,):
-        result = run_program(program, LIMITS, audit_hook=audit_hook)
-        assert result.status == "ok", result.stderr
-        assert secret not in result.stdout and secret not in result.stderr
-        assert "HF_TOKEN" not in result.stdout
-        assert result.stdout.count("refused") == 2
+               "        print('refused', label, type(e).__name__)\n"
+               f"attempt('plain', lambda: open({str(targets[0])!r}, 'w').write('x'))\n"
+               f"attempt('tmp', lambda: open({str(targets[1])!r}, 'w').write('x'))\n"
+               "def dirfd():\n"
+               "    root = os.open('/', os.O_RDONLY | os.O_DIRECTORY)\n"
+               f"    os.close(os.open({str(targets[2])[1:]!r}, os.O_CREAT | os.O_WRONLY, dir_fd=root))\n"
+               "attempt('dir_fd', dirfd)\n"
+               "def dirfd_up():\n"
+               "    here = os.open('.', os.O_RDONLY | os.O_DIRECTORY)\n"
+               f"    os.close(os.open('../../..' + {str(targets[2])!r}, os.O_CREAT | os.O_WRONLY, dir_fd=here))\n"
+               "attempt('dir_fd_up', dirfd_up)\n"
+               "def link():\n"
+               f"    os.symlink({str(targets[3])!r}, 'link')\n"
+               "    open('link', 'w').write('x')\n"
+               "attempt('symlink', link)\n"
+               "attempt('root', lambda: open('/escape', 'w').write('x'))\n"
+               "attempt('usr', lambda: open('/usr/escape', 'w').write('x'))\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    assert "inside fine" in result["stdout"]  # its own directory is writable
+    assert "WROTE" not in result["stdout"] and result["stdout"].count("refused") == 7
+    assert not any(t.exists() for t in targets)
+    assert not Path("/usr/escape").exists() and not Path("/escape").exists()
+    assert_nothing_left(result["run_id"])
 
 
-def test_sandbox_leaves_no_working_directory_behind():
-    program = "import os\nprint(os.getcwd())\nopen('scratch.bin', 'wb').write(b'x' * 100)\n"
-    result = run_program(program, LIMITS)
-    workdir = result.stdout.strip()
-    assert result.status == "ok" and workdir.startswith(("/tmp", os.environ.get("TMPDIR", "/tmp")))
-    assert not os.path.exists(workdir)
+def test_sandbox_cannot_read_secrets(grader, shared_dir):
+    token_file = shared_dir / "token"
+    token_file.write_text(SECRET)
+    token_file.chmod(0o644)  # readable by the grader's user outside the sandbox: the control
+    program = ("import os\n"
+               "found = [repr(dict(os.environ))]\n"
+               f"paths = [{str(token_file)!r}, os.path.expanduser('~/.cache/huggingface/token'),\n"
+               "         '/root/.cache/huggingface/token', '/proc/self/environ']\n"
+               "paths += [f'/proc/{p}/environ' for p in os.listdir('/proc') if p.isdigit()]\n"
+               f"paths += ['/proc/{os.getpid()}/environ', '/proc/%d/environ' % os.getppid()]\n"
+               "for path in paths:\n"
+               "    try:\n"
+               "        found.append(open(path, 'rb').read().decode('latin-1'))\n"
+               "    except OSError as e:\n"
+               "        found.append('refused ' + path)\n"
+               "print('\\n'.join(found))\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    assert "refused" in result["stdout"]
+    for text in (result["stdout"], result["stderr"]):
+        assert SECRET not in text and "HF_TOKEN" not in text and "OPENAI_API_KEY" not in text
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_cannot_kill_other_processes(grader):
+    sentinel = grader.sentinel()
+    try:
+        program = ("import os, signal\n"
+                   "def attempt(label, action):\n"
+                   "    try:\n"
+                   "        action()\n"
+                   "        print('sent', label)\n"
+                   "    except OSError as e:\n"
+                   "        print('refused', label, type(e).__name__)\n"
+                   f"attempt('sentinel', lambda: os.kill({sentinel.pid}, 9))\n"
+                   f"attempt('sentinel group', lambda: os.killpg({sentinel.pid}, 9))\n"
+                   f"attempt('test process', lambda: os.kill({os.getpid()}, 9))\n"
+                   "attempt('parent', lambda: os.kill(os.getppid(), 9))\n"
+                   "attempt('everyone', lambda: os.kill(-1, 9))\n"
+                   "print('still here', flush=True)\n"
+                   "os.killpg(0, 9)\n")
+        result = grader.run(program, **LIMITS)
+        assert "still here" in result["stdout"]  # kill(-1, 9) spares the caller; the namespace held no one else
+        assert "sent sentinel" not in result["stdout"] and "sent test process" not in result["stdout"]
+        assert sentinel.poll() is None  # the host process of the same user survived kill(-1, 9)
+        assert_nothing_left(result["run_id"])
+    finally:
+        stop(sentinel)
+
+
+def test_sandbox_setsid_orphans_die_with_the_run(grader, shared_dir):
+    """The old escape: a setsid child outlives the run and rewrites things later. Here it dies with the run."""
+    marker = "cotforge-orphan-" + uuid.uuid4().hex
+    late = shared_dir / "late-write"
+    child = f"import time\ntime.sleep(2)\nopen({str(late)!r}, 'w').write('late')\ntime.sleep(60)\n"
+    program = ("import os, sys\n"
+               "if os.fork() == 0:\n"
+               "    os.setsid()\n"
+               "    if os.fork() == 0:\n"
+               f"        os.execv(sys.executable, [sys.executable, '-c', {child!r}, {marker!r}])\n"
+               "    os._exit(0)\n"
+               "print('parent leaves')\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok"
+    assert_nothing_left(marker, result["run_id"])
+    honest = grader.check("def f(x):\n    return x + 1\n", "assert f(1) == 3\n", **LIMITS)
+    assert (honest["verdict"], honest["reason"]) == (False, "wrong_answer")  # the next run is judged on its own
+    threading.Event().wait(2.5)
+    assert not late.exists()
+
+
+def test_sandbox_disk_is_capped(grader):
+    program = ("written = 0\n"
+               "try:\n"
+               "    with open('fill.bin', 'wb') as f:\n"
+               "        for _ in range(64):\n"
+               "            f.write(b'x' * 2**20)\n"
+               "            f.flush()\n"
+               "            written += 2**20\n"
+               "except OSError as e:\n"
+               "    print('stopped', type(e).__name__)\n"
+               "for path in ('/dev/shm/fill', '/dev/fill', '/fill'):\n"
+               "    try:\n"
+               "        open(path, 'wb').write(b'x')\n"
+               "        print('WROTE', path)\n"
+               "    except OSError as e:\n"
+               "        print('refused', path)\n"
+               "print('written', written)\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    assert "stopped" in result["stdout"] and "WROTE" not in result["stdout"]
+    written = int(result["stdout"].split("written ")[1])
+    assert written <= LIMITS["disk_mb"] << 20  # the tmpfs is full; the rest of the machine saw none of it
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_refuses_to_run_without_isolation(monkeypatch, tmp_path, shared_dir):
+    """No bwrap, or a bwrap that cannot create namespaces: nothing runs, and the verdict says why."""
+    from cotforge.schemas.config_verify import SandboxConfig
+    from cotforge.tasks.verify import sandbox
+    from cotforge.tasks.verify.program_tests import check_program
+
+    flag = tmp_path / "ran"
+    program = f"open({str(flag)!r}, 'w').write('ran')\ndef f(x):\n    return x\n"
+    limits = SandboxConfig(**LIMITS).model_dump_json()
+    fake = shared_dir  # a bwrap the throw-away uid (as root) can run, that cannot create namespaces
+    (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    (fake / "bwrap").chmod(0o755)
+    for path, problem in (("/nonexistent", "bwrap not installed"), (str(fake), "No permissions")):
+        monkeypatch.setenv("PATH", path)
+        sandbox.isolation_problem.cache_clear()
+        try:
+            assert check_program(program, "assert f(1) == 1\n", limits)[:2] == (None, "no_isolation")
+            run = sandbox.run_program(program, SandboxConfig(**LIMITS))
+            assert run.status == "no_isolation" and problem in run.stderr
+        finally:
+            sandbox.isolation_problem.cache_clear()
+    assert not flag.exists()
+
+
+def test_sandbox_opt_out_runs_without_isolation_and_says_so(monkeypatch):
+    from cotforge.schemas.config_verify import SandboxConfig
+    from cotforge.tasks.verify import sandbox
+    from cotforge.tasks.verify.program_tests import check_program
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # whether or not bwrap is there
+    limits = SandboxConfig(**LIMITS, isolation="none")
+    run = sandbox.run_program("print('plain subprocess')\n", limits)
+    assert (run.status, run.isolation, run.stdout) == ("ok", "none", "plain subprocess\n")
+    assert check_program("def f(x):\n    return x\n", "assert f(2) == 2\n", limits.model_dump_json())[:2] == (
+        True, "tests_passed")
+    assert_nothing_left(run.run_id)
 
 
 @pytest.mark.slow
 def test_sandbox_program_outliving_a_killed_pool_worker_is_cleaned_up():
-    """The pool's hard deadline kills a worker mid-run; the sandboxed program it started is killed too."""
-    import glob
-    import tempfile
-
+    """The pool's hard deadline kills a worker mid-run; the sandboxed program it started dies with it."""
+    from cotforge.schemas.config_verify import SandboxConfig
     from cotforge.tasks.verify.pool import VerifierPool
 
+    require_bwrap()
+    marker = "cotforge-pool-" + uuid.uuid4().hex
     patient = SandboxConfig(cpu_s=5, wall_s=60.0)  # the sandbox itself would wait a minute
+    program = ("import os, sys\n"
+               f"os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(120)', {marker!r}])\n")
     with VerifierPool(1, preload=()) as pool:
-        # Start the worker first, so its pid (and its sandbox uid) is known before the item runs.
-        pool.run([("tests.test_sandbox:worker_pid", ())], 60.0)
-        pid = pool._workers[0].process.pid
-        results = pool.run([("cotforge.tasks.verify.sandbox:check_program", ("import time\ntime.sleep(120)\n", "",
-                                                             patient.model_dump_json()))], 3.0)
+        results = pool.run([("cotforge.tasks.verify.program_tests:check_program",
+                             (program, "assert f(1) == 1\n", patient.model_dump_json()))], 3.0)
     assert results == [(None, "timeout")]
-    uid = _sandbox_uid(pid)
-    assert uid is None or _user_process_count(uid) == 0
-    assert glob.glob(f"{tempfile.gettempdir()}/cotforge-sandbox-{pid}-*") == []
+    assert wait_until(lambda: marker_free(marker), timeout_s=10)
 
 
-def worker_pid():
-    return True, str(os.getpid())
+@pytest.mark.skipif(not IS_ROOT, reason="the fallback exists only for a verifier running as root")
+def test_sandbox_as_root_without_a_python_for_the_throwaway_uid_drops_every_capability(monkeypatch):
+    """Root, and no interpreter the throw-away uid can run: bwrap then runs as root, so it must drop the
+    capabilities it would otherwise keep inside the namespace (checked from inside: CapEff and a mount attempt)."""
+    from cotforge.schemas.config_verify import SandboxConfig
+    from cotforge.tasks.verify import sandbox
+
+    require_bwrap()
+    real = sandbox._interpreter_for
+    monkeypatch.setattr(sandbox, "_interpreter_for", lambda uid: None if uid is not None else real(None))
+    program = ("import ctypes, os\n"
+               "caps = [l for l in open('/proc/self/status') if l.startswith('CapEff')][0].split()[1]\n"
+               "libc = ctypes.CDLL(None, use_errno=True)\n"
+               "remount = libc.mount(b'none', b'/usr', None, 0x20 | 0x1000, None)  # MS_REMOUNT | MS_BIND, rw\n"
+               "print('caps', caps, 'remount', remount, ctypes.get_errno())\n")
+    run = sandbox.run_program(program, SandboxConfig(**LIMITS))
+    assert run.status == "ok" and run.user == "userns_root", run.stderr
+    caps, remount = run.stdout.split()[1], run.stdout.split()[3]
+    assert int(caps, 16) == 0 and remount == "-1"
+    assert_nothing_left(run.run_id)

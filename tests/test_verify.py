@@ -86,10 +86,14 @@ def test_code_verifier_runs_candidates_in_the_sandbox(pool):
     rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", config, pool))
     got = {k: (v["verdict"], v["reason"]) for k, v in rows.items()}
     assert got["k-0"] == (True, "tests_passed")
-    assert got["k-1"] == (False, "tests_failed")
+    assert got["k-1"] == (False, "wrong_answer")  # square(-2): 4 == -4 fails; square(3) 6 != 9
     assert got["k-2"][0] is False and got["k-2"][1] in ("cpu_limit", "timeout")
     assert got["k-3"] == (False, "no_code_block")
     assert got["n-0"] == (None, "no_tests")
+    counts = {k: (v["tests_passed"], v["tests_total"], v["test_mode"]) for k, v in rows.items()}
+    assert counts["k-0"] == (2, 2, "values") and counts["k-1"] == (0, 2, "values")
+    assert counts["k-2"] == (0, 2, "values") and counts["k-3"] == (None, None, None)
+    assert rows["k-0"]["checks"][0]["version"] == VERIFIERS["code"][0] == "2"
 
 
 def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
@@ -129,6 +133,29 @@ def test_structure_gates_veto_only_when_enforced(pool):
     assert (rows["q-2"]["verdict"], rows["q-2"]["reason"]) == (False, "length:truncated")
     # The answer check itself still says the answer was right: nothing is lost.
     assert all(v["checks"][0]["verdict"] is True for v in rows.values())
+
+
+def test_weak_rows_are_kept_out_of_training_by_default(pool):
+    """Cut off at the token limit, no stated final answer, a fallback extraction: not trainable by default (the
+    verdict is left as the answer check said); a recipe may let the first two in, never the fallback."""
+    qs = [question("q", "4"), question("a", "ABSTAIN", "abstain", "none")]
+    ss = [sample("q", 0, "Step 1: 2+2=4\nThe answer is 4."),
+          sample("q", 1, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length"),
+          sample("q", 2, "Step 1: 2+2=4\nbut it's still 4", finish_reason="length"),
+          sample("q", 3, "Step 1: 2+2=4\nSo we get 4"),
+          sample("q", 4, "", error="backend down", finish_reason="error"),
+          sample("a", 0, "The question does not say, so it cannot be determined.")]
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
+    got = {k: (v["trainable"], v["untrainable_reason"]) for k, v in rows.items()}
+    assert got == {"q-0": (True, None), "q-1": (False, "length:truncated"), "q-2": (False, "length:truncated"),
+                   "q-3": (False, "format:no_final_answer_statement"), "q-4": (False, "generation_error"),
+                   "a-0": (True, None)}
+    assert rows["q-1"]["verdict"] is True  # the answer is right; it is only no training example
+    opted_out = VerifyConfig(format=FormatConfig(enforce=False), length=LengthConfig(enforce="never"))
+    rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", opted_out, pool))
+    got = {k: (v["trainable"], v["untrainable_reason"]) for k, v in rows.items()}
+    assert got["q-1"] == (True, None)  # the recipe said so
+    assert got["q-2"] == got["q-3"] == (False, "fallback:last_number")  # the fallback alone never makes one
 
 
 def test_language_policies(pool):
@@ -171,7 +198,9 @@ def test_verify_recipe_section_errors_name_the_field():
     for bad, field in (({"sandbox": {"cpu_s": 0}}, "verify.sandbox.cpu_s"),
                        ({"judge": {"rubrik": "x"}}, "verify.judge.rubrik"),
                        ({"language": {"policy": "english"}}, "verify.language.policy"),
-                       ({"sandbox": {"network": "off"}}, "verify.sandbox.network")):
+                       ({"sandbox": {"network": "off"}}, "verify.sandbox.network"),
+                       ({"sandbox": {"isolation": "audit_hook"}}, "verify.sandbox.isolation"),
+                       ({"format": {"enforce": "sometimes"}}, "verify.format.enforce")):
         with pytest.raises(RecipeError, match=field.replace(".", r"\.")):
             parse_recipe({**base, "verify": bad})
 
@@ -182,3 +211,30 @@ def test_empty_shards_and_orphan_samples_still_get_rows(pool):
     orphan = verify_samples(*tables([question("q", "1")], [sample("missing", 0, "The answer is 1.")]), "r", "b",
                             VerifyConfig(), pool).to_pylist()
     assert [(r["verdict"], r["reason"]) for r in orphan] == [(None, "question_missing")]
+
+
+def test_code_without_isolation_is_not_run_and_the_card_says_so(monkeypatch):
+    """No bwrap for the pool's workers: code verdicts are null (`no_isolation`), counted, and stated in the card;
+    the recipe's explicit opt-out (`isolation: none`) runs them, and the card says that instead."""
+    from cotforge.tasks.publish.card import verification_rules
+    from cotforge.tasks.publish.report import stage_counts
+    from cotforge.tasks.verify.vote import vote_answers
+
+    monkeypatch.setenv("PATH", "/nonexistent-bin")  # the workers started below find no bwrap
+    qs = [question("k", None, "code", "code", tests="assert square(3) == 9\n")]
+    ss = [sample("k", 0, "```python\ndef square(x):\n    return x * x\n```")]
+    samples, questions = tables(qs, ss)
+    opt_out = VerifyConfig(sandbox=SandboxConfig(isolation="none"))
+    with VerifierPool(1, preload=()) as own:
+        refused = verify_samples(samples, questions, "r", "b", VerifyConfig(), own)
+        plain = verify_samples(samples, questions, "r", "b", opt_out, own)
+    assert [(r["verdict"], r["reason"]) for r in refused.to_pylist()] == [(None, "no_isolation")]
+    assert [(r["verdict"], r["reason"]) for r in plain.to_pylist()] == [(True, "tests_passed")]
+    q = pl.from_arrow(questions)
+    dedup = q.select("question_id", pl.lit(True).alias("keep"), pl.lit(None, pl.String).alias("drop_reason"))
+    for verdicts, config, says in ((refused, VerifyConfig(), "1 code samples were not run"),
+                                   (plain, opt_out, "Candidate programs ran without isolation")):
+        votes = vote_answers(verdicts, questions, config, "m", "r", "b")
+        counts = stage_counts(q, pl.from_arrow(samples), pl.from_arrow(verdicts), pl.from_arrow(votes), dedup, {})
+        assert counts["code samples not run: no isolation"] == (1 if verdicts is refused else 0)
+        assert says in " ".join(verification_rules(config, counts, code_questions=1))

@@ -33,35 +33,77 @@ def joined():
 
 def test_split_reasoning_keeps_the_answer_line_apart():
     text = "Step 1: 2 + 3 = 5\nStep 2: 5 * 2 = 10\nThe answer is 10."
-    assert split_reasoning(text, "10") == ("Step 1: 2 + 3 = 5\nStep 2: 5 * 2 = 10", "The answer is 10.")
-    # No line states the answer: all text is reasoning, the final line is written from the extracted answer.
-    assert split_reasoning("2 + 3 = 5\n5 * 2 = 10", "10") == ("2 + 3 = 5\n5 * 2 = 10", "The answer is 10.")
-    assert split_reasoning("x = \\boxed{7}", "7") == ("", "x = \\boxed{7}")
+    assert split_reasoning(text) == ("Step 1: 2 + 3 = 5\nStep 2: 5 * 2 = 10", "The answer is 10.")
+    assert split_reasoning("x = \\boxed{7}") == ("", "x = \\boxed{7}")
     rendered = render_assistant("r1\nr2", "The answer is 3.", "think_tags")
     assert rendered == "<think>\nr1\nr2\n</think>\n\nThe answer is 3."
     assert render_assistant("r1", "The answer is 3.", "plain") == "r1\nThe answer is 3."
 
 
+def _words(text: str) -> list[str]:
+    return text.replace("<think>", " ").replace("</think>", " ").split()
+
+
+@pytest.mark.parametrize("text", [
+    "2 + 3 = 5\n5 * 2 = 10",  # no answer line: nothing is made up
+    "Step 1: 4 + 4 = 8\nbut it's still",  # cut off at the token limit
+    "The answer is 8.\nActually, let me double-check: 4 + 4 = 8.",  # the answer line is not the last line
+    "Plan: loop.\n```python\ndef f(x):\n    return x\n```\nThat is all.",  # code: the final part is the block
+    "<think>\nhmm, 2 + 2\n</think>\nThe answer is 4.",  # the model's own think tags are not doubled
+])
+def test_views_render_the_models_own_words(text):
+    """Rendering only splits the text: the words of the assistant turn are the sample's, none added or lost."""
+    for fmt in ("think_tags", "plain"):
+        reasoning, final = split_reasoning(text)
+        assert _words(render_assistant(reasoning, final, fmt)) == _words(text)
+    assert "The answer is" not in split_reasoning("2 + 3 = 5\n5 * 2 = 10")[1]
+    code_final = split_reasoning("Plan: loop.\n```python\ndef f(x):\n    return x\n```\nThat is all.")[1]
+    assert code_final.startswith("```python")
+
+
 def test_sft_strict_and_lenient(joined):
     frame, generation = joined
-    strict = pl.from_arrow(build_sft(frame, SftViewConfig(keep="verified")))
-    lenient = pl.from_arrow(build_sft(frame, SftViewConfig(keep="majority", reasoning_format="plain",
-                                                           include_system_prompt=True), generation.system_prompt))
-    usable = frame.filter(pl.col("usable"))
+    strict = pl.from_arrow(build_sft(frame, SftViewConfig(keep="verified"), generation.system_prompt))
+    lenient = pl.from_arrow(build_sft(frame, SftViewConfig(keep="majority", reasoning_format="plain"),
+                                      generation.system_prompt))
+    usable = frame.filter(pl.col("usable") & pl.col("trainable"))
     assert set(strict["sample_id"]) == set(usable.filter(pl.col("verdict") == True)["sample_id"])  # noqa: E712
-    assert set(lenient["sample_id"]) == set(usable.filter(pl.col("agrees_with_majority"))["sample_id"])
+    assert set(lenient["sample_id"]) == set(usable.filter(
+        pl.col("agrees_with_majority") & (pl.col("verdict") != False))["sample_id"])  # noqa: E712
     assert strict.height > 0 and lenient.height > 0 and set(strict["keep_rule"]) == {"verified"}
     texts = dict(zip(frame["sample_id"], frame["text"]))
     for row in strict.iter_rows(named=True):
         assistant = row["messages"][-1]
-        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+        assert row["messages"][0] == {"role": "system", "content": generation.system_prompt}
         assert row["prompt"] == row["messages"][:-1] and row["completion"] == [assistant]
         assert assistant["content"] == f"<think>\n{row['reasoning']}\n</think>\n\n{row['final_answer']}"
         assert "answer is" not in row["reasoning"].lower() and row["answer"] in row["final_answer"]
-        assert texts[row["sample_id"]].startswith(row["reasoning"])
+        assert _words(assistant["content"]) == _words(texts[row["sample_id"]])
     first = lenient.row(0, named=True)
     assert first["messages"][0] == {"role": "system", "content": generation.system_prompt}
     assert "<think>" not in first["messages"][-1]["content"]
+
+
+def test_sft_never_takes_a_weak_row(joined):
+    """Cut off at the token limit, no answer line, a fallback answer, or (lenient) judged wrong by a gold verifier:
+    none of these rows is in either sft view, even when it agrees with the majority or is verified correct."""
+    frame, generation = joined
+    weak = frame.filter(~pl.col("trainable"))
+    assert weak.height > 0  # the simulated solver drops some answer lines (format_error_rate)
+    assert set(weak["untrainable_reason"]) >= {"format:no_final_answer_statement"}
+    sft_ids = set()
+    for keep in ("verified", "majority"):
+        sft_ids |= set(build_sft(frame, SftViewConfig(keep=keep), generation.system_prompt)["sample_id"].to_pylist())
+    assert not sft_ids & set(weak["sample_id"])
+    judged_wrong = frame.filter((pl.col("verdict") == False) & pl.col("agrees_with_majority"))  # noqa: E712
+    assert not sft_ids & set(judged_wrong["sample_id"])
+    # A truncated copy of a verified sample, agreeing with the majority: kept out as well.
+    row = frame.filter(pl.col("verdict") == True).row(0, named=True)  # noqa: E712
+    cut = frame.filter(pl.col("sample_id") == row["sample_id"]).with_columns(
+        sample_id=pl.lit("cut"), trainable=pl.lit(False), untrainable_reason=pl.lit("length:truncated"))
+    assert build_sft(pl.concat([frame, cut]), SftViewConfig(keep="majority"))["sample_id"].to_pylist().count(
+        "cut") == 0
 
 
 def test_preference_pairs_stay_within_a_question_and_record_their_method(joined):
@@ -73,7 +115,7 @@ def test_preference_pairs_stay_within_a_question_and_record_their_method(joined)
         text=pl.when(verbose).then(pl.lit("We restate the problem and track the count.\nWe work one operation per "
                                           "line and keep the running total.\n") + pl.col("text")).otherwise("text"),
         completion_tokens=pl.when(verbose).then(pl.col("completion_tokens") + 14).otherwise("completion_tokens"))
-    pref = pl.from_arrow(build_preference(frame, PreferenceViewConfig(max_pairs_per_question=2)))
+    pref = pl.from_arrow(build_preference(frame, PreferenceViewConfig(max_pairs_per_question=2), "SYSTEM"))
     by_id = {r["sample_id"]: r for r in frame.iter_rows(named=True)}
     methods = pref["pair_method"].value_counts()
     assert set(methods["pair_method"]) == {"correct_vs_incorrect", "concise_vs_verbose"}
@@ -81,7 +123,9 @@ def test_preference_pairs_stay_within_a_question_and_record_their_method(joined)
         chosen, rejected = by_id[row["chosen_sample_id"]], by_id[row["rejected_sample_id"]]
         assert chosen["question_id"] == rejected["question_id"] == row["question_id"]
         assert chosen["sample_id"] != rejected["sample_id"]
-        assert row["prompt"] == [{"role": "user", "content": chosen["question"]}]
+        assert row["prompt"] == [{"role": "system", "content": "SYSTEM"},
+                                 {"role": "user", "content": chosen["question"]}]
+        assert chosen["trainable"]
         if row["pair_method"] == "correct_vs_incorrect":
             assert chosen["verdict"] is True and rejected["verdict"] is False
         else:
@@ -97,8 +141,10 @@ def test_unpaired_labels_are_the_verdicts(joined):
     frame, _ = joined
     rows = pl.from_arrow(build_unpaired(frame, UnpairedViewConfig(max_per_question=3)))
     verdict = dict(zip(frame["sample_id"], frame["verdict"]))
+    trainable = dict(zip(frame["sample_id"], frame["trainable"]))
     assert rows.height > 0 and set(rows["label"]) == {True, False}
     assert all(verdict[s] is label for s, label in zip(rows["sample_id"], rows["label"]))
+    assert all(trainable[s] for s, label in zip(rows["sample_id"], rows["label"]) if label)  # desirable: trainable
     assert rows.group_by("question_id").len()["len"].max() <= 3
 
 

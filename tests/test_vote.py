@@ -12,9 +12,13 @@ from cotforge.tasks.verify.vote import difficulty_bin, majority, vote_answers, v
 from tests.verify_helpers import question
 
 
-def _verdicts(rows: list[tuple[str, str, str | None, bool | None]]) -> pa.Table:
-    return to_table([Verdict(sample_id=s, question_id=q, extracted_answer=a, extraction_method="answer_is" if a else None,
-                             verdict=v, reason="x", verifier_name="math", verifier_version="2", recipe_hash="r",
+def _verdicts(rows: list[tuple], untrainable: tuple[str, ...] = ()) -> pa.Table:
+    """Rows (sample, question, answer, verdict); the samples named in `untrainable` answered by a fallback only."""
+    return to_table([Verdict(sample_id=s, question_id=q, extracted_answer=a,
+                             extraction_method=("last_number" if s in untrainable else "answer_is") if a else None,
+                             verdict=v, reason="x", verifier_name="math", verifier_version="2",
+                             trainable=a is not None and s not in untrainable,
+                             untrainable_reason="fallback:last_number" if s in untrainable else None, recipe_hash="r",
                              build_id="b") for s, q, a, v in rows], Verdict)
 
 
@@ -42,6 +46,20 @@ def test_votes_with_gold_pseudo_labels_and_missing_samples():
     assert w["majority_answer"] == "1"  # ties break on the answer text: deterministic
     e = votes["empty"]
     assert (e["n_samples"], e["majority_answer"], e["pass_rate"], e["vote_share"]) == (0, None, None, 0.0)
+
+
+def test_a_pseudo_label_comes_only_from_stated_final_answers():
+    """Three of four samples give 7, but two of them only by the last-number fallback: no pseudo-label (an rlvr
+    solution is never made from answers the model did not state)."""
+    rows = [("p0", "p", "7", None), ("p1", "p", "7", None), ("p2", "p", "7", None), ("p3", "p", "8", None)]
+    votes = vote_answers(_verdicts(rows, untrainable=("p1", "p2")), QUESTIONS, VerifyConfig(pseudo_label_min_share=0.6),
+                         "simulated", "r", "b").to_pylist()
+    p = next(v for v in votes if v["question_id"] == "p")
+    assert p["majority_answer"] == "7" and p["vote_share"] == 0.75  # the vote itself still sees every answer
+    assert (p["pseudo_label"], p["pass_rate"]) == (None, None)
+    stated = vote_answers(_verdicts(rows), QUESTIONS, VerifyConfig(pseudo_label_min_share=0.6), "simulated", "r",
+                          "b").to_pylist()
+    assert next(v for v in stated if v["question_id"] == "p")["pseudo_label"] == "7"
 
 
 def test_difficulty_bins_and_edges():

@@ -80,11 +80,12 @@ SEGMENTERS = {"lines": segment_lines}
 
 
 def pick_samples(joined: pl.DataFrame, config: PrmViewConfig) -> pl.DataFrame:
-    """The usable samples to label: per question up to `max_samples_per_question`, correct and wrong alternating.
+    """The usable, trainable samples to label (the prm view takes no other): per question up to
+    `max_samples_per_question`, correct and wrong alternating.
 
     Alternating by verdict gives the labels both outcomes even when a question's samples are mostly one kind.
     """
-    usable = joined.filter(pl.col("usable"))
+    usable = joined.filter(pl.col("usable") & pl.col("trainable"))
     if usable.is_empty():
         return usable
     ranked = usable.sort("question_id", "sample_index").with_columns(

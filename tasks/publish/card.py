@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import yaml
 
+from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.views import VIEWS
 from cotforge.tasks.publish.write import PublishedView
+from cotforge.tasks.views.builders import OWN_WORDS_RULE, PROMPT_RULE
 
 REPO_PLACEHOLDER = "REPO_OR_PATH"  # replaced by the Hub repo id when the card is pushed (tasks/publish/hub.py)
 FUNNEL = (  # (stage, count key in the report's counts) of the card's funnel
@@ -18,7 +20,8 @@ FUNNEL = (  # (stage, count key in the report's counts) of the card's funnel
 
 def card_text(name: str, version: str, description: str, license_: str, recipe_yaml: str,
               views: list[PublishedView], counts: dict[str, int], lineage: dict[str, str],
-              plots: list[str] | None = None, repo: str | None = None, mix: list[dict] | None = None) -> str:
+              plots: list[str] | None = None, repo: str | None = None, mix: list[dict] | None = None,
+              rules: list[str] | None = None) -> str:
     """A dataset card: YAML header with one config per view (so `load_dataset(path, "sft")` works), then the schema
     versions, how to load each view, the funnel, decontamination, lineage, plots, the recipe and the license.
 
@@ -56,6 +59,7 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
                        for v in views)
     pulls = "\n".join(f"cotforge pull {repo} --config {v.name} --version {version}" for v in views)
     plot_lines = "\n".join(f"![{p.rsplit('/', 1)[-1]}]({p})" for p in plots) or "No plots."
+    rule_lines = "\n".join(f"- {rule}" for rule in rules or [PROMPT_RULE, OWN_WORDS_RULE])
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
 ---
@@ -115,6 +119,10 @@ All counts of this build:
 Rows rejected by a verifier or deduplication are kept in the build's stage shards with their reasons; only the views
 select rows. See `report/` for per-stage counts and the verdict breakdown.
 
+## Verification and training rules
+
+{rule_lines}
+
 ## Decontamination
 
 {decontam}
@@ -153,3 +161,29 @@ def _funnel_note(stage: str, counts: dict[str, int], views: list[PublishedView])
     if stage == "deduplicated":
         return f"questions kept ({counts.get('questions dropped as duplicates', 0)} dropped as duplicates)"
     return "rows over all views: " + ", ".join(f"{v.name} {v.rows}" for v in views)
+
+
+def verification_rules(verify: VerifyConfig, counts: dict[str, int], code_questions: int) -> list[str]:
+    """What the card states about prompts, rendering, the training gate and the code sandbox of this build."""
+    gates = ", ".join(f"`verify.{gate}.enforce: {getattr(verify, gate).enforce}`" for gate in ("length", "format"))
+    rules = [PROMPT_RULE, OWN_WORDS_RULE,
+             f"Training views (sft, sft_lenient, preference chosen, unpaired desirable, prm, rlvr pseudo-labels) take "
+             f"only trainable samples: not cut off at the token limit and with one stated final answer unless the "
+             f"recipe says otherwise ({gates}), and never an answer found only by the last-number or last-line "
+             f"fallback; sft_lenient never takes a sample a verifier judged wrong. "
+             f"{counts.get('samples kept out of training views', 0)} samples were kept out."]
+    if code_questions:
+        if verify.sandbox.isolation == "none":
+            rules.append("**Candidate programs ran without isolation**: the recipe opted out "
+                         "(`verify.sandbox.isolation: none`): a plain subprocess with resource limits and a scrubbed "
+                         "environment, no namespaces.")
+        else:
+            rules.append("Candidate programs ran under bubblewrap (user, pid, network, ipc and mount namespaces, the "
+                         "interpreter read-only, a size-capped tmpfs as the only writable place, no network, no host "
+                         "files, no secrets); expected values never entered the sandbox: it returned what the "
+                         "program computed and the comparison was made outside, type-strict.")
+        refused = counts.get("code samples not run: no isolation", 0)
+        if refused:
+            rules.append(f"{refused} code samples were not run because this machine offered no isolation (bwrap "
+                         "missing or namespaces refused): their verdict is null with reason `no_isolation`.")
+    return rules

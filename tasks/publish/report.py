@@ -23,6 +23,9 @@ def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.Da
         "questions kept after dedup": dedup.filter(pl.col("keep")).height,
         "questions dropped as duplicates": dedup.filter(~pl.col("keep")).height,
     }
+    if "trainable" in verdicts.columns:
+        counts["samples kept out of training views"] = verdicts.filter(~pl.col("trainable")).height
+    counts["code samples not run: no isolation"] = verdicts.filter(pl.col("reason") == "no_isolation").height
     counts.update({f"rows in view {name}": rows for name, rows in views.items()})
     return counts
 

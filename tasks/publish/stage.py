@@ -17,7 +17,7 @@ from cotforge.tasks.core.join import join_records
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
 from cotforge.tasks.generate.accounting import generation_accounting
-from cotforge.tasks.publish.card import card_text
+from cotforge.tasks.publish.card import card_text, verification_rules
 from cotforge.tasks.publish.manifest import write_manifest
 from cotforge.tasks.publish.report import (
     REPORT_PLOTS,
@@ -102,6 +102,7 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     mix = question_mix(sources, _frame(store, [rejects]) if rejects else None)
     counts.update(mix_counts(mix))
     breakdown = verdict_breakdown(verdicts)
+    code_questions = questions.filter(pl.col("verifier") == "code").height
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {
         "recipe hash": recipe_hash, "build id": build_id, "dataset version": version,
@@ -114,7 +115,8 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     write_text(folder, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
                                               recipe.description, recipe.publish.license, recipe_yaml, published,
                                               counts, lineage, mix=mix,
-                                              plots=[f"report/{name}" for name in REPORT_PLOTS]))
+                                              plots=[f"report/{name}" for name in REPORT_PLOTS],
+                                              rules=verification_rules(recipe.verify, counts, code_questions)))
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))

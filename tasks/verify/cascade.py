@@ -6,8 +6,11 @@ None (could not decide). The cascade per sample:
 1. extraction (by the question's answer type); a failure is a reason, not an exception;
 2. the question's verifier (`math`, `exact`, `choice`, `regex`, `code`, `abstain`, `judge`); checks that can hang
    or crash (math-verify, regexes, candidate programs) run in the `VerifierPool` with a hard timeout per item;
-3. structure checks on every row: `format`, `language`, `length` (they veto a correct verdict only when the recipe
-   says `enforce`);
+3. structure checks on every row: `format`, `language`, `length`. Each one's `enforce` says what a failure does:
+   `always` vetoes a correct verdict; `training_views` (the default for format and length) keeps the verdict but
+   marks the row not `trainable`, so a sample cut off at the token limit or without its final answer line never
+   becomes a training example (sft, preference chosen, prm, rlvr pseudo-labels); `never` only records it. An answer
+   found only by a fallback extraction (the last number or line) is never trainable;
 4. the LLM judge where the rule verdict is None (or on every row when the recipe says `everywhere`).
 
 One Verdict row per sample: the final verdict and who decided it, plus `checks`, every verifier's judgement.
@@ -38,8 +41,26 @@ def _answer_type(verifier: str, answer_type: str) -> str:
     return {"code": "code", "choice": "choice", "exact": "text", "regex": "text"}.get(verifier, answer_type)
 
 
+_FALLBACK_EXTRACTIONS = ("last_number", "last_line")  # answers found by position, not stated by the model
+
+
 def _check(name: str, result: Result) -> Check:
     return Check(name=name, version=VERIFIERS[name][0], verdict=result[0], reason=result[1])
+
+
+def _untrainable(checks: list[Check], method: str | None, error: bool, config: VerifyConfig,
+                 verifier: str) -> str | None:
+    """Why a sample may not be a training example (None: it may). An abstain question's answer is the decline, not
+    an extracted answer, so no extraction counts as a fallback there."""
+    if error:
+        return "generation_error"
+    by_name = {c.name: c for c in checks}
+    for gate in ("length", "format", "language"):
+        if getattr(config, gate).enforce != "never" and by_name[gate].verdict is False:
+            return f"{gate}:{by_name[gate].reason}"
+    if method in _FALLBACK_EXTRACTIONS and verifier != "abstain":
+        return f"fallback:{method}"
+    return None
 
 
 def _final(checks: list[Check], primary: str, config: VerifyConfig) -> Check:
@@ -54,7 +75,7 @@ def _final(checks: list[Check], primary: str, config: VerifyConfig) -> Check:
         final = Check(name="judge", version=judge.version, verdict=False, reason="judge_rejected:" + judge.reason)
     if final.verdict is True:
         for gate in STRUCTURE_CHECKS:
-            if getattr(config, gate).enforce and by_name[gate].verdict is False:
+            if getattr(config, gate).enforce == "always" and by_name[gate].verdict is False:
                 return Check(name=gate, version=by_name[gate].version, verdict=False,
                              reason=f"{gate}:{by_name[gate].reason}")
     return final
@@ -79,9 +100,10 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     ctx = VerifyContext(config, pool)
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
                                   [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
-    items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "")
-             for r, e in zip(rows, extractions)]
+    items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "",
+                        r["verifier"]) for r, e in zip(rows, extractions)]
     checks: list[list[Check]] = [[] for _ in rows]
+    details: list[dict] = [{} for _ in rows]  # what the question's verifier adds (the code verifier's test counts)
 
     for name in sorted({r["verifier"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["verifier"] == name]
@@ -92,6 +114,7 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
             continue
         for i, result in zip(idx, VERIFIERS[name][1]([items[i] for i in idx], ctx)):
             checks[i].append(_check(name, result))
+            details[i] = dict(result[2]) if len(result) > 2 else {}
     for name in STRUCTURE_CHECKS:
         for i, result in enumerate(VERIFIERS[name][1](items, ctx)):
             checks[i].append(_check(name, result))
@@ -116,14 +139,18 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
         final = _final(checks[i], checks[i][0].name, config)
         judgement = judged.get(i)
         text = item.text
+        untrainable = _untrainable(checks[i], e.method if e.answer is not None else None, r["error"] is not None,
+                                   config, r["verifier"])
         verdicts.append(Verdict(
             sample_id=r["sample_id"], question_id=r["question_id"], extracted_answer=e.answer,
             extraction_method=e.method if e.answer is not None else None, verdict=final.verdict, reason=final.reason,
             verifier_name=final.name, verifier_version=final.version, checks=checks[i], raw_answer=e.raw,
             judge_score=getattr(judgement, "score", None), judge_rationale=getattr(judgement, "rationale", None),
             n_chars=len(text), n_words=len(text.split()), n_steps=sum(1 for line in text.splitlines() if line.strip()),
-            scripts=",".join(s for s, _ in letter_scripts(text).most_common()), recipe_hash=recipe_hash,
-            build_id=build_id,
+            scripts=",".join(s for s, _ in letter_scripts(text).most_common()),
+            tests_passed=details[i].get("tests_passed"), tests_total=details[i].get("tests_total"),
+            test_mode=details[i].get("test_mode"), trainable=untrainable is None, untrainable_reason=untrainable,
+            recipe_hash=recipe_hash, build_id=build_id,
         ))
     return to_table(verdicts, Verdict)
 

@@ -30,10 +30,11 @@ def resolve(function: str) -> Callable[..., Result]:
 
 
 def run_item(function: str, args: tuple) -> Result:
-    """One item in the calling process, exceptions turned into verdicts (the pool's body, and the 1-process path)."""
+    """One item in the calling process, exceptions turned into verdicts (the pool's body, and the 1-process path).
+    A function may add a third item, a dict of details (the code verifier's test counts); it is passed on."""
     try:
-        verdict, reason = resolve(function)(*args)
-        return verdict, reason
+        verdict, reason, *details = resolve(function)(*args)
+        return (verdict, reason, *details[:1])  # type: ignore[return-value]
     except Exception as error:  # a verifier bug or bad input costs one verdict, never the build
         return None, f"error:{type(error).__name__}"
 

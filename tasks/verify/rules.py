@@ -15,7 +15,8 @@ from cotforge.tasks.verify.extract import final_answer_markers, normalize_answer
 from cotforge.tasks.verify.judge import JUDGE_VERSION
 from cotforge.tasks.verify.pool import VerifierPool
 
-Result = tuple[bool | None, str]
+# (verdict, reason), or (verdict, reason, details) where a verifier has more to say (the code verifier's test counts)
+Result = tuple[bool | None, str] | tuple[bool | None, str, dict]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class VerifyItem:
     text: str
     tests: str | None
     finish_reason: str
+    verifier: str = ""  # the question's verifier
 
 
 @dataclass
@@ -113,15 +115,31 @@ def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return _local(items, decide)
 
 
-@register_verifier("code", "1")
+@register_verifier("code", "2")
 def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The candidate program (last ```python block) passes the question's tests in the sandbox."""
-    limits = ctx.config.sandbox.model_dump_json()
-    patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason) for i in items]
-    results = _pooled(patched, ctx, "cotforge.tasks.verify.sandbox:check_program",
-                      lambda i: (i.answer, i.tests, limits),
-                      ctx.config.sandbox.wall_s + 15.0)  # the sandbox kills at wall_s; the pool is the backstop
-    return [(None, "no_tests") if r == (None, "no_gold_answer") else r for r in results]
+    """The candidate program (last ```python block) against the question's tests in the sandbox: the expected values
+    stay here, the sandbox returns what the program computed (tasks/verify/program_tests.py)."""
+    from cotforge.tasks.verify.program_tests import plan_tests
+
+    limits = ctx.config.sandbox
+    patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason, i.verifier) for i in items]
+
+    def runs(tests: str) -> int:
+        try:
+            return max(1, plan_tests(tests).runs)
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return 1
+
+    out: list[Result | None] = [None] * len(items)
+    for runs_per_item in sorted({runs(i.tests) for i in patched if i.tests is not None} | {1}):
+        idx = [k for k, i in enumerate(patched) if (runs(i.tests) if i.tests is not None else 1) == runs_per_item]
+        # The sandbox kills each run at wall_s; the pool's deadline is the backstop.
+        results = _pooled([patched[k] for k in idx], ctx, "cotforge.tasks.verify.program_tests:check_program",
+                          lambda i: (i.answer, i.tests, limits.model_dump_json()),
+                          runs_per_item * (limits.wall_s + 2.0) + 15.0)
+        for k, result in zip(idx, results):
+            out[k] = (None, "no_tests") if tuple(result) == (None, "no_gold_answer") else result
+    return out  # type: ignore[return-value]
 
 
 _DECLINE = re.compile(
@@ -155,11 +173,12 @@ _ANSWER_TAG = re.compile(r"<answer>.*?</answer>", re.S | re.I)
 _FENCE = re.compile(r"```")
 
 
-@register_verifier("format", "1")
+@register_verifier("format", "2")
 def check_format(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Required tags present and exactly one final answer (several conflicting ones fail)."""
+    """Required tags present and exactly one stated final answer (none, or several conflicting ones, fail); a code
+    answer needs its code block. An abstain question's answer is the decline itself: not checked here."""
     require = ctx.config.format.require
-    out = []
+    out: list[Result] = []
     for item in items:
         text = item.text
         if item.method == "generation_error":
@@ -169,8 +188,9 @@ def check_format(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
         elif require in ("answer_tag", "think_answer_tags") and not _ANSWER_TAG.search(text):
             out.append((False, "missing_answer_tag"))
         elif item.method in ("code_block", "no_code_block"):
-            out.append((item.method == "code_block", "code_block" if item.method == "code_block" else
-                        "no_code_block"))
+            out.append((item.method == "code_block", item.method))
+        elif item.verifier == "abstain":
+            out.append((None, "abstain_question"))
         else:
             markers = set(final_answer_markers(text))
             out.append((True, "one_final_answer") if len(markers) == 1 else

@@ -1,8 +1,10 @@
 """Self-consistency and difficulty: majority vote over each question's extracted answers, and its pass rate.
 
 The vote counts normalised answers (the verify stage normalises them), so "1,000" and "1000.0" vote together. For
-a question without a gold answer the majority becomes a pseudo-label once its share clears the recipe's bar, and
-the pass rate is then the agreement with it (`pass_rate_basis` says which). Difficulty bins read the pass rate.
+a question without a gold answer the majority of the *trainable* samples' answers (finished, with a stated final
+answer, not a fallback extraction: see the verify cascade) becomes a pseudo-label once its share clears the recipe's
+bar, and the pass rate is then the agreement with it (`pass_rate_basis` says which). Difficulty bins read the pass
+rate.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ def majority(answers: list[str]) -> tuple[str | None, int]:
 def vote_answers(verdicts: pa.Table, questions: pa.Table, config: VerifyConfig, reference_model: str,
                  recipe_hash: str, build_id: str, k: int = 0) -> pa.Table:
     """One Vote per question (questions without samples get n_samples=0); `k` is the recipe's samples per question."""
-    v = pl.from_arrow(verdicts).select("question_id", "extracted_answer", "verdict")
+    frame = pl.from_arrow(verdicts)
+    if "trainable" not in frame.columns:  # verdicts written before the column existed: none is trainable
+        frame = frame.with_columns(trainable=pl.lit(False))
+    v = frame.select("question_id", "extracted_answer", "verdict", "trainable")
     by_question: dict[str, list[dict]] = {}
     for row in v.iter_rows(named=True):
         by_question.setdefault(row["question_id"], []).append(row)
@@ -55,11 +60,15 @@ def vote_answers(verdicts: pa.Table, questions: pa.Table, config: VerifyConfig, 
         share = top / len(answers) if answers else 0.0
         n_correct = sum(1 for r in rows if r["verdict"] is True)
         has_gold = q["gold_answer"] is not None
-        pseudo = top_answer if not has_gold and answers and share >= config.pseudo_label_min_share else None
+        # A pseudo-label becomes an rlvr solution: only answers a sample stated as its final answer may make one.
+        stated = [r["extracted_answer"] for r in rows if r["extracted_answer"] is not None and r["trainable"]]
+        label, label_count = majority(stated)
+        pseudo = label if not has_gold and stated and label_count / len(stated) >= config.pseudo_label_min_share \
+            else None
         if has_gold and rows:
             pass_rate, basis = n_correct / len(rows), "gold"
         elif pseudo is not None:
-            pass_rate, basis = top / len(rows), "pseudo_label"  # agreement with the pseudo-label
+            pass_rate, basis = label_count / len(rows), "pseudo_label"  # agreement with the pseudo-label
         else:
             pass_rate, basis = None, None
         votes.append(Vote(
@@ -75,7 +84,7 @@ def vote_answers(verdicts: pa.Table, questions: pa.Table, config: VerifyConfig, 
 def vote_shard(ctx: BuildContext, verdicts: ShardRef, questions: ShardRef, config: VerifyConfig,
                reference_model: str, k: int = 0) -> ShardRef:
     key = shard_key("votes", stable_id(config.model_dump_json(), reference_model, str(k)), verdicts.key,
-                    questions.key, stage_version="2")
+                    questions.key, stage_version="3")
     done = ctx.store.done("votes", key)
     if done is not None:
         return done

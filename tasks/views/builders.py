@@ -37,16 +37,33 @@ from cotforge.tasks.label.steps import ground_truth_labels, label_steps
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
 _FINAL_LINE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)|\\boxed\{|<answer>", re.I)
+_THINK_END = re.compile(r"</think>", re.I)
+_THINK_START = re.compile(r"^\s*<think>", re.I)
+
+PROMPT_RULE = ("Every chat view's prompt is the conversation the sample was generated from: the recipe's system "
+               "prompt (generation.system_prompt), then the question.")
+OWN_WORDS_RULE = ("Assistant turns are the model's own words: the text is only split into reasoning and final part "
+                  "(at its last line stating the answer, its last code block, or its own </think>), never completed.")
 
 
-def split_reasoning(text: str, answer: str | None) -> tuple[str, str]:
-    """(reasoning, final-answer line). Without a line stating the answer, all of the text is reasoning and the final
-    line is written from the extracted answer."""
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    last = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip()), None)
-    if last is not None and _FINAL_LINE.search(lines[last]):
-        return "\n".join(lines[:last]).strip(), lines[last].strip()
-    return text.strip(), (f"The answer is {answer}." if answer is not None else "")
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, final part), both the model's own words. The final part starts at the model's own `</think>`, else
+    at the last line stating the answer, else at the last code block; without any, all of the text is reasoning and
+    the final part is empty. Nothing is added (a sample without its final line fails the format check instead)."""
+    text = text.strip()
+    end = list(_THINK_END.finditer(text))
+    if end:
+        return _THINK_START.sub("", text[:end[-1].start()]).strip(), text[end[-1].end():].strip()
+    lines = text.splitlines()
+    final = next((i for i in range(len(lines) - 1, -1, -1) if _FINAL_LINE.search(lines[i])), None)
+    if final is None:
+        final = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].lstrip().startswith("```")
+                      and sum(line.lstrip().startswith("```") for line in lines[:i]) % 2 == 1), None)
+        if final is not None:  # the line that closes the last block: the block starts at the fence before it
+            final = max(i for i in range(final) if lines[i].lstrip().startswith("```"))
+    if final is None:
+        return text, ""
+    return "\n".join(lines[:final]).strip(), "\n".join(lines[final:]).strip()
 
 
 def render_assistant(reasoning: str, final: str, reasoning_format: str) -> str:
@@ -62,20 +79,21 @@ def _prompt(question: str, system_prompt: str | None) -> list[dict]:
 
 
 def _assistant(row: dict, reasoning_format: str) -> list[dict]:
-    reasoning, final = split_reasoning(row["text"], row["extracted_answer"])
+    reasoning, final = split_reasoning(row["text"])
     return [{"role": "assistant", "content": render_assistant(reasoning, final, reasoning_format)}]
 
 
 def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | None = None,
               added_in: str | None = None) -> pa.Table:
-    """Verified rationales (strict) or those agreeing with the majority (lenient) as chats."""
-    picked = joined.filter(pl.col("usable"))
+    """Trainable rationales (finished, with a stated final answer) that a verifier judged correct (strict), or that
+    agree with the majority and no verifier judged wrong (lenient), as chats."""
+    picked = joined.filter(pl.col("usable") & pl.col("trainable"))
     picked = picked.filter(pl.col("verdict").fill_null(False)) if config.keep == "verified" else picked.filter(
-        pl.col("agrees_with_majority"))
+        pl.col("agrees_with_majority") & pl.col("verdict").fill_null(True))
     rows = []
     for r in picked.iter_rows(named=True):
-        reasoning, final = split_reasoning(r["text"], r["extracted_answer"])
-        prompt = _prompt(r["question"], system_prompt if config.include_system_prompt else None)
+        reasoning, final = split_reasoning(r["text"])
+        prompt = _prompt(r["question"], system_prompt)
         completion = [{"role": "assistant", "content": render_assistant(reasoning, final, config.reasoning_format)}]
         rows.append(SftRow(
             messages=prompt + completion, prompt=prompt, completion=completion, reasoning=reasoning,
@@ -88,8 +106,8 @@ def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | 
 
 
 def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str, dict, dict]]:
-    """(method, chosen, rejected) pairs within one question's samples."""
-    correct = group.filter(pl.col("verdict") == True).to_dicts()  # noqa: E712
+    """(method, chosen, rejected) pairs within one question's samples; a chosen sample is always trainable."""
+    correct = group.filter((pl.col("verdict") == True) & pl.col("trainable")).to_dicts()  # noqa: E712
     wrong = group.filter(pl.col("verdict") == False).to_dicts()  # noqa: E712
     pairs = []
     if "correct_vs_incorrect" in config.methods:
@@ -101,7 +119,7 @@ def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str,
         for short, long in zip(by_length, reversed(by_length)):
             if made >= config.max_pairs_per_question or short["sample_id"] == long["sample_id"]:
                 break
-            # Rendering rewrites a missing answer line, so two rationales can differ only before rendering.
+            # Two samples can be the same text (ties in sampling): such a pair teaches nothing.
             same = _assistant(short, config.reasoning_format) == _assistant(long, config.reasoning_format)
             if not same and long["completion_tokens"] >= config.min_length_ratio * max(short["completion_tokens"], 1):
                 pairs.append(("concise_vs_verbose", short, long))
@@ -109,14 +127,15 @@ def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str,
     return pairs
 
 
-def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig, added_in: str | None = None) -> pa.Table:
+def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig, system_prompt: str | None = None,
+                     added_in: str | None = None) -> pa.Table:
     """Pairs of samples of the same question (never across questions), each with the method that made it."""
     rows = []
     usable = joined.filter(pl.col("usable"))
     for (question_id,), group in usable.group_by("question_id", maintain_order=True):
         for method, chosen, rejected in _pairs(group, config):
             rows.append(PreferenceRow(
-                prompt=_prompt(chosen["question"], None), chosen=_assistant(chosen, config.reasoning_format),
+                prompt=_prompt(chosen["question"], system_prompt), chosen=_assistant(chosen, config.reasoning_format),
                 rejected=_assistant(rejected, config.reasoning_format), pair_method=method,
                 chosen_verified=chosen["verdict"], rejected_verified=rejected["verdict"],
                 chosen_tokens=chosen["completion_tokens"], rejected_tokens=rejected["completion_tokens"],
@@ -126,13 +145,17 @@ def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig, added_i
     return to_table(rows, PreferenceRow)
 
 
-def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig, added_in: str | None = None) -> pa.Table:
-    """Each judged sample with its verdict as a desirable / undesirable label (undecided verdicts are left out)."""
-    judged = (joined.filter(pl.col("usable") & pl.col("verdict").is_not_null())
+def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig, system_prompt: str | None = None,
+                   added_in: str | None = None) -> pa.Table:
+    """Each judged sample with its verdict as a desirable / undesirable label (undecided verdicts are left out, and a
+    correct sample is desirable only when trainable)."""
+    judged = (joined.filter(pl.col("usable") & pl.col("verdict").is_not_null()
+                            & (pl.col("trainable") | (pl.col("verdict") == False)))  # noqa: E712
               .with_columns(rank=pl.int_range(pl.len()).over("question_id"))
               .filter(pl.col("rank") < config.max_per_question))
     rows = [UnpairedRow(
-        prompt=_prompt(r["question"], None), completion=_assistant(r, config.reasoning_format), label=r["verdict"],
+        prompt=_prompt(r["question"], system_prompt), completion=_assistant(r, config.reasoning_format),
+        label=r["verdict"],
         verdict_reason=r["verdict_reason"], question_id=r["question_id"], sample_id=r["sample_id"],
         source=r["source"], added_in=added_in,
     ) for r in judged.iter_rows(named=True)]
@@ -155,7 +178,8 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
         "label_method", "segmentation", "rollouts_per_step", "rollout_model", "judge_step_labels", "judge_agreement",
         "judge_model")
     rows = []
-    for r in joined.filter(pl.col("usable")).join(labelled, on="sample_id", how="inner").iter_rows(named=True):
+    trainable = joined.filter(pl.col("usable") & pl.col("trainable"))
+    for r in trainable.join(labelled, on="sample_id", how="inner").iter_rows(named=True):
         reference = None
         if r["backend"] == "simulated":
             truth = ground_truth_labels(len(r["steps"]), r["first_error_step"], r["verdict"])
@@ -191,7 +215,7 @@ def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str 
         solution, kind = (r["gold_answer"], "gold") if r["gold_answer"] is not None else (r["pseudo_label"],
                                                                                           "pseudo_label")
         rows.append(RlvrRow(
-            prompt=_prompt(r["question"], system_prompt if config.include_system_prompt else None), solution=solution,
+            prompt=_prompt(r["question"], system_prompt), solution=solution,
             solution_kind=kind, tests=r["tests"], answer_type=r["answer_type"], verifier=r["verifier"],
             pass_rate=r["pass_rate"], n_samples=r["n_samples"], n_correct=r["n_correct"],
             difficulty_bin=r["difficulty_bin"], reference_model=r["reference_model"], question_id=r["question_id"],
@@ -200,10 +224,11 @@ def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str 
     return to_table(rows, RlvrRow)
 
 
-def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, added_in: str | None = None) -> pa.Table:
+def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, system_prompt: str | None = None,
+                      added_in: str | None = None) -> pa.Table:
     """Every usable sample with its question's empirical accuracy as the confidence target."""
     rows = [CalibrationRow(
-        prompt=_prompt(r["question"], None), completion=[{"role": "assistant", "content": r["text"]}],
+        prompt=_prompt(r["question"], system_prompt), completion=[{"role": "assistant", "content": r["text"]}],
         answer=r["extracted_answer"], correct=r["verdict"],
         confidence_target=(r["n_correct"] / r["n_samples"]) if r["gold_answer"] is not None and r["n_samples"]
         else None,
@@ -215,16 +240,17 @@ def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, added
 
 def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
                   system_prompt: str, added_in: str | None = None) -> dict[str, Callable[[], pa.Table]]:
-    """Each enabled view's name and a thunk that builds its table; every row names `added_in`, the dataset version
-    these rows are new in."""
+    """Each enabled view's name and a thunk that builds its table. `system_prompt` is the one the samples were
+    generated with: every chat view's prompt starts with it (PROMPT_RULE); every row names `added_in`, the dataset
+    version these rows are new in."""
     builders = {
         "sft": lambda: build_sft(joined, views.sft, system_prompt, added_in),
         "sft_lenient": lambda: build_sft(joined, views.sft_lenient, system_prompt, added_in),
-        "preference": lambda: build_preference(joined, views.preference, added_in),
-        "unpaired": lambda: build_unpaired(joined, views.unpaired, added_in),
+        "preference": lambda: build_preference(joined, views.preference, system_prompt, added_in),
+        "unpaired": lambda: build_unpaired(joined, views.unpaired, system_prompt, added_in),
         "prm": lambda: build_prm(joined, step_labels, views.prm, added_in),
         "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt, added_in),
-        "calibration": lambda: build_calibration(joined, views.calibration, added_in),
+        "calibration": lambda: build_calibration(joined, views.calibration, system_prompt, added_in),
     }
     return {name: build for name, build in builders.items() if getattr(views, name).enabled}
 

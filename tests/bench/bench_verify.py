@@ -1,6 +1,7 @@
-"""Benchmark: math verifications per second with the worker pool vs one worker process, same run, same items.
+"""Benchmark: math verifications per second with the worker pool vs one worker process, same run, same items; and
+the code sandbox's cost per program with bubblewrap vs without (`isolation: none`).
 
-    python -m tests.bench.bench_verify [--items 2000] [--workers 2] [--repeats 3]
+    python -m tests.bench.bench_verify [--items 2000] [--workers 2] [--repeats 3] [--sandbox-programs 40]
 
 Both pools are started and warmed (math-verify imported) before timing, so the figures are steady-state throughput.
 The items are cut into slices and each slice runs on the single worker, then on the pool: other processes share the
@@ -10,6 +11,10 @@ mean the pool adds no work, so its speed-up is bounded only by idle cores. The l
 figures, and so is the machine's ceiling measured in the same run: plain CPU-bound processes, N over one, no pool
 (on an idle 2-core machine about 2; on a shared one much less). The pooled verdicts must equal the single-process
 ones (the benchmark fails otherwise).
+
+The sandbox part grades coding-family reference programs (each against its 6 tests: one sandbox run) through
+`check_program`, alternating bubblewrap and a plain subprocess per program, and prints the median milliseconds per
+program of each and their ratio. Every verdict must be "correct" on both sides.
 """
 
 from __future__ import annotations
@@ -93,6 +98,40 @@ def machine_ceiling(workers: int, seconds: float = 0.5) -> float:
     return workers * one / many
 
 
+def sandbox_cost(programs: int, seed: int = 0) -> dict:
+    """Median wall milliseconds per graded program with bubblewrap and without, measured alternately."""
+    import statistics
+
+    from cotforge.schemas.config_verify import SandboxConfig
+    from cotforge.tasks.questions.families.coding import CodingFamily
+    from cotforge.tasks.verify.program_tests import check_program
+    from cotforge.tasks.verify.sandbox import _sandbox_uid, isolation_problem
+
+    problem = isolation_problem(_sandbox_uid())
+    if problem is not None:
+        print(f"sandbox: bubblewrap unavailable here ({problem}); no figures")
+        return {"sandbox_unavailable": problem}
+    items = CodingFamily().generate(programs, 3, seed=seed)
+    limits = {name: SandboxConfig(isolation=name).model_dump_json() for name in ("bubblewrap", "none")}
+    for name in limits:  # warm: the first run probes bwrap and finds the interpreter
+        check_program(items[0].gold_answer, items[0].tests, limits[name])
+    times: dict[str, list[float]] = {name: [] for name in limits}
+    for item in items:
+        for name, config in limits.items():
+            start = time.perf_counter()
+            verdict = check_program(item.gold_answer, item.tests, config)
+            times[name].append(1000 * (time.perf_counter() - start))
+            if verdict[0] is not True:
+                raise AssertionError(f"the reference failed its own tests under {name}: {verdict}")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"sandbox: {programs} reference programs graded (one run each, {items[0].tests.count('assert')} value "
+          f"tests), alternating")
+    print(f"median ms per program: bubblewrap {median['bubblewrap']:.1f}, plain subprocess (isolation: none) "
+          f"{median['none']:.1f}; ratio bubblewrap / plain: {median['bubblewrap'] / median['none']:.2f}")
+    return {"sandbox_programs": programs, "sandbox_bwrap_ms": median["bubblewrap"], "sandbox_plain_ms": median["none"],
+            "sandbox_ratio": median["bubblewrap"] / median["none"]}
+
+
 def _measure(pool: VerifierPool, items, timeout_s: float) -> tuple[float, float, list]:
     """(wall seconds, worker CPU seconds, results) of one run."""
     cpu = _cpu_seconds(pool)
@@ -108,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=100, help="items per alternating slice")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--sandbox-programs", type=int, default=40, help="programs graded per side; 0: skip")
     args = parser.parse_args(argv)
 
     items = make_items(args.items)
@@ -161,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pool ratio / machine ceiling: {result['ratio'] / ceiling:.2f} (1.0: the pool gets all the cores give)")
     print(f"verdicts: {result['equal']} equal, {args.items - result['equal']} not, {timeouts} timeouts, "
           f"{restarts} worker restarts (identical in every run)")
+    if args.sandbox_programs:
+        result |= sandbox_cost(args.sandbox_programs)
     return result
 
 
