@@ -13,6 +13,7 @@ Names are imported on first use, so `import cotforge` stays cheap (Prefect loads
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,24 @@ if TYPE_CHECKING:
     from cotforge.flows.api import build, pull
     from cotforge.schemas.recipe import Recipe, RecipeError, load_recipe
     from cotforge.tasks.publish.write import read_view
+
+
+def _checkout_root() -> str | None:
+    """The repository this module sits in when it runs from a source checkout that no installer mapped (another
+    user's interpreter, a plain PYTHONPATH): there the stage folders are siblings of this folder."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
+            ours = 'name = "cotforge"' in f.read()
+    except OSError:
+        return None
+    folders = all(os.path.isfile(os.path.join(root, d, "__init__.py")) for d in ("flows", "tasks", "schemas"))
+    return root if ours and folders else None
+
+
+# Installed, setuptools maps flows/, tasks/ and schemas/ beneath this package; in a bare checkout they are found here.
+if (_root := _checkout_root()) is not None and _root not in __path__:
+    __path__.append(_root)
 
 _LAZY = {
     "build": "cotforge.flows.api",
