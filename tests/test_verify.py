@@ -112,11 +112,15 @@ def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
 
 def test_structure_gates_veto_only_when_enforced(pool):
     qs = [question("q", "4")]
-    ss = [sample("q", 0, "The answer is 5. No wait, \\boxed{4}"),  # two different final answers
+    ss = [sample("q", 0, "The answer is 2^2. So \\boxed{4}"),  # two final answers, equal but written differently
           sample("q", 1, "答案是 4。The answer is 4."),  # mixed scripts
           sample("q", 2, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length")]
     lenient = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
     assert all(v["verdict"] is True for v in lenient.values())
+    # Two different final answers are a hedge, whatever the gates: the math verifier itself says no.
+    hedge = verify_samples(*tables(qs, [sample("q", 3, "The answer is 5. No wait, \\boxed{4}")]), "r", "b",
+                           VerifyConfig(), pool).to_pylist()[0]
+    assert (hedge["verdict"], hedge["reason"]) == (False, "hedged_answer")
     formats = {k: next(c for c in v["checks"] if c["name"] == "format")["reason"] for k, v in lenient.items()}
     assert formats["q-0"] == "conflicting_final_answers"
     strict = VerifyConfig(format=FormatConfig(enforce=True),

@@ -79,8 +79,8 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     ctx = VerifyContext(config, pool)
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
                                   [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
-    items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "")
-             for r, e in zip(rows, extractions)]
+    items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "",
+                        e.others) for r, e in zip(rows, extractions)]
     checks: list[list[Check]] = [[] for _ in rows]
 
     for name in sorted({r["verifier"] for r in rows}):

@@ -6,7 +6,6 @@ returns an Arrow table with the view's exact schema (schemas/views.py).
 
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 import polars as pl
@@ -34,9 +33,10 @@ from cotforge.schemas.views import (
     UnpairedRow,
 )
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
+from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
-_FINAL_LINE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)|\\boxed\{|<answer>", re.I)
+_FINAL_LINE = FINAL_ANSWER_LINE
 
 
 def split_reasoning(text: str, answer: str | None) -> tuple[str, str]:
