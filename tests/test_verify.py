@@ -186,3 +186,23 @@ def test_empty_shards_and_orphan_samples_still_get_rows(pool):
     orphan = verify_samples(*tables([question("q", "1")], [sample("missing", 0, "The answer is 1.")]), "r", "b",
                             VerifyConfig(), pool).to_pylist()
     assert [(r["verdict"], r["reason"]) for r in orphan] == [(None, "question_missing")]
+
+
+def test_math_verifier_sends_each_distinct_check_once():
+    """Samples of a question that give the same answer cost one math-verify call; integers none at all."""
+    from cotforge.tasks.verify.pool import run_item
+
+    class CountingPool:
+        items: list = []
+
+        def run(self, items, timeouts):
+            self.items = self.items + items
+            return [run_item(function, args) for function, args in items]
+
+    counting = CountingPool()
+    qs = [question("f", "0.5"), question("i", "12")]
+    ss = [sample("f", i, "So \\boxed{\\frac{1}{2}}.") for i in range(4)] + [sample("f", 4, "So \\boxed{\\frac{1}{3}}.")]
+    ss += [sample("i", i, f"The answer is {11 + i % 2}.") for i in range(4)]
+    rows = verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), counting).to_pylist()
+    assert [r["verdict"] for r in rows] == [True] * 4 + [False] + [False, True, False, True]
+    assert len(counting.items) == 2  # 1/2 and 1/3 against the gold 0.5; the integers never went to the pool

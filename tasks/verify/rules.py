@@ -94,7 +94,8 @@ def _local(items: list[VerifyItem], decide: Callable[[VerifyItem], Result]) -> l
 def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """Mathematical equivalence (math-verify) in the worker pool, after screens that need no parsing: a last-number
     guess is no stated answer (None, `fallback_only`), an answer with non-ASCII digits, LaTeX that hides or
-    overlays, or a size sympy cannot handle is not judged (None), and two integers compare as strings."""
+    overlays, or a size sympy cannot handle is not judged (None), two integers compare as strings, and each distinct
+    (answer, gold) pair goes to the pool once."""
     options = ctx.config.math
     out: list[Result | None] = []
     todo: list[tuple[int, tuple]] = []
@@ -117,9 +118,12 @@ def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
             out.append(None)
             todo.append((len(out) - 1, (item.answer, gold, item.others, options.precision, options.strict,
                                         options.allow_set_relation_comp)))
-    results = ctx.pool.run([(f"{_POOL}:check_math", args) for _, args in todo], ctx.config.timeout_s)
-    for (i, _), result in zip(todo, results):
-        out[i] = result
+    # Samples of one question often give the same answer: each distinct check runs once (check_math is pure).
+    distinct = list(dict.fromkeys(args for _, args in todo))
+    results = dict(zip(distinct, ctx.pool.run([(f"{_POOL}:check_math", args) for args in distinct],
+                                              ctx.config.timeout_s)))
+    for i, args in todo:
+        out[i] = results[args]
     return out  # type: ignore[return-value]
 
 

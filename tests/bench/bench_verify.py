@@ -49,14 +49,19 @@ def make_items(n: int, seed: int = 0) -> list[tuple[str, tuple]]:
     return items
 
 
-def make_math_samples(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(model output, gold) pairs like a math build's; about 60% right, one in ten a hedge or a last-number guess."""
+PER_QUESTION = 4  # samples per question in the math verifier part (a build samples several: answers repeat)
+
+
+def make_math_samples(n: int, seed: int = 0, per_question: int = PER_QUESTION) -> list[tuple[str, str]]:
+    """(model output, gold) pairs like a math build's, `per_question` samples per question (a right answer repeats);
+    about 60% right, one in ten a hedge or a last-number guess."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        a, b = rng.randint(1, 999), rng.randint(2, 60)
+        question = random.Random(f"{seed}:{i // per_question}")
+        a, b = question.randint(1, 999), question.randint(2, 60)
         right = rng.random() < 0.6
-        kind = i % 10
+        kind = (i // per_question) % 10
         if kind < 6:
             gold, text = str(a), f"Step 1: {a - b} + {b} = {a}\nThe answer is {a if right else a + 1}."
         elif kind == 6:
@@ -65,10 +70,10 @@ def make_math_samples(n: int, seed: int = 0) -> list[tuple[str, str]]:
             gold = f"\\frac{{{a}\\sqrt{{2}}}}{{{b}}}"
             text = f"So $x = \\boxed{{\\frac{{{a}\\sqrt{{2}}}}{{{b if right else b + 1}}}}}$."
         elif kind == 8:
-            gold = f"[{b}, {a + b})" if i % 20 == 8 else f"({b}, {a + b})"
+            gold = f"[{b}, {a + b})" if (i // per_question) % 20 == 8 else f"({b}, {a + b})"
             text = f"Hence the answer is ${gold if right else f'({b}, {a})'}$."
         else:
-            gold, text = str(a), f"The answer is {a} or {a + 1}." if i % 20 == 9 else f"I am not sure. Maybe {a}"
+            gold, text = str(a), f"The answer is {a} or {a + 1}." if rng.random() < 0.5 else f"I am not sure. Maybe {a}"
         out.append((text, gold))
     return out
 
@@ -81,8 +86,10 @@ def bench_math_verifier(n: int, workers: int, repeats: int, timeout_s: float) ->
     from tests.verify_helpers import question, sample, tables
 
     pairs = make_math_samples(n)
-    samples, questions = tables([question(f"q{i}", gold) for i, (_, gold) in enumerate(pairs)],
-                                [sample(f"q{i}", 0, text) for i, (text, _) in enumerate(pairs)])
+    golds = {f"q{i // PER_QUESTION}": gold for i, (_, gold) in enumerate(pairs)}
+    samples, questions = tables([question(qid, gold) for qid, gold in golds.items()],
+                                [sample(f"q{i // PER_QUESTION}", i % PER_QUESTION, text) for i, (text, _) in
+                                 enumerate(pairs)])
     extracted = extract_answers([text for text, _ in pairs], ["number"] * n)
     everything = [("cotforge.tasks.verify.pool:check_math", (e.answer, gold))
                   for e, (_, gold) in zip(extracted, pairs) if e.answer is not None]
@@ -101,9 +108,10 @@ def bench_math_verifier(n: int, workers: int, repeats: int, timeout_s: float) ->
     result = {"math_samples": n, "stage_per_s": stage_rate, "baseline_per_s": baseline_rate,
               "stage_ratio": stage_rate / baseline_rate, "stage_true": verdicts.count(True),
               "stage_false": verdicts.count(False), "stage_null": verdicts.count(None)}
-    print(f"math verifier, {n} model outputs x {repeats} (integers, decimals, boxed fractions and radicals, "
-          f"intervals and tuples, hedges): through verify_samples {stage_rate:.1f} samples/s; baseline, math-verify "
-          f"on each of the {len(everything)} extracted answers in the same pool, {baseline_rate:.1f}/s")
+    print(f"math verifier, {n} model outputs ({PER_QUESTION} per question) x {repeats} (integers, decimals, boxed "
+          f"fractions and radicals, intervals and tuples, hedges): through verify_samples {stage_rate:.1f} samples/s; "
+          f"baseline, math-verify on each of the {len(everything)} extracted answers in the same pool, "
+          f"{baseline_rate:.1f}/s")
     print(f"ratio verify stage / math-verify on every item: {result['stage_ratio']:.2f}; verdicts "
           f"{result['stage_true']} true, {result['stage_false']} false, {result['stage_null']} null")
     return result
