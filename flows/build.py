@@ -22,8 +22,13 @@ from cotforge.tasks.core.lock import output_lock
 from cotforge.tasks.core.progress import stage_bar
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.decontam import decontam_shard
-from cotforge.tasks.dedup.stage import (dedup_shard, new_questions_shards, publish_shared_index,
-                                          release_shared_claims, sample_dedup_shard)
+from cotforge.tasks.dedup.stage import (
+    dedup_shard,
+    new_questions_shards,
+    publish_shared_index,
+    release_shared_claims,
+    sample_dedup_shard,
+)
 from cotforge.tasks.generate import reference_model
 from cotforge.tasks.generate.accounting import check_samples
 from cotforge.tasks.generate.lazy import LazyGenerator

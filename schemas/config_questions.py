@@ -72,8 +72,9 @@ class SeedSourceConfig(_Counted):
     hub: HubDatasetConfig | None = None
     format: Literal["auto", "jsonl", "parquet", "csv"] = "auto"  # auto: by file extension
     fields: SeedFieldsConfig = SeedFieldsConfig()
-    # gsm8k: "... #### 42"; boxed: the last \boxed{...} (MATH); choice: an option letter (or index, or the option
-    # text); number: a plain number; text: any non-empty string; auto: tried in that order.
+    # gsm8k: "... #### 42"; boxed: the final \boxed{...} answer, adjacent boxes together (MATH); choice: an option
+    # letter (or index, or the option text); number: a plain number; text: any non-empty string; auto: tried in that
+    # order.
     answer_format: Literal["auto", "gsm8k", "boxed", "choice", "number", "text"] = "auto"
     verifier: str | None = None  # override the verifier the answer format implies
     shuffle: bool = False  # take a seeded random subset when n is smaller than the file

@@ -40,6 +40,14 @@ def _enforce_from_bool(value: object) -> object:
 Enforce = Annotated[Literal["always", "training_views", "never"], BeforeValidator(_enforce_from_bool)]
 
 
+class MathConfig(StrictConfig):
+    """How the `math` verifier compares (math-verify's options; the defaults are math-verify's own)."""
+
+    precision: int = Field(default=6, ge=0, le=15)  # decimal places two numbers must agree to
+    strict: bool = True  # False: variables and functions compare loosely (f(x) matches f(y))
+    allow_set_relation_comp: bool = False  # True: "x \in [-2,7]" matches "-2 \le x \le 7"
+
+
 class LanguageConfig(StrictConfig):
     """Which scripts a rationale may be written in (script-based: Latin, Cyrillic, CJK, Arabic, ...)."""
 
@@ -88,6 +96,7 @@ class VerifyConfig(StrictConfig):
     format: FormatConfig = FormatConfig()
     length: LengthConfig = LengthConfig()
     judge: JudgeConfig | None = None
+    math: MathConfig = MathConfig()
 
     @model_validator(mode="after")
     def _edges_sorted(self) -> "VerifyConfig":

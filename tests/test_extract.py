@@ -32,9 +32,11 @@ def test_failures_are_reasons():
                                                         (None, "empty_output")]
 
 
-def test_numbers_normalise_to_exact_rationals():
+def test_numbers_normalise_to_one_spelling_decimals_stay_decimals():
     assert normalize_answer("1,000") == normalize_answer("1000.0") == normalize_answer("$1000$") == "1000"
-    assert normalize_answer("-2.50") == "-5/2"
+    # A decimal stays a decimal (math-verify compares it at its precision: 0.0833333333333333 is 1/12).
+    assert normalize_answer("-2.50") == "-2.5" and normalize_answer("0.0833333333333333") == "0.0833333333333333"
+    assert normalize_answer("\\dfrac{6}{8}") == normalize_answer("3/4") == "3/4"
     assert as_rational("\\dfrac{3}{4}") == as_rational("0.75")
     assert as_rational("x+1") is None
     assert normalize_answer("\\text{Paris}", "text") == "paris"
@@ -57,3 +59,60 @@ def test_code_block_prefers_python_fence():
 def test_final_answer_markers_count_every_statement():
     assert final_answer_markers("The answer is 4. Actually \\boxed{5}") == ["5", "4"]
     assert final_answer_markers("Step 1: 2+2=4") == []
+
+
+def test_math_statement_keeps_its_whole_expression_and_stops_at_prose():
+    def answer(text):
+        return extract_answers([text], ["number"])[0]
+
+    assert answer(r"The answer is 4\sqrt{2} cm.").answer == r"4\sqrt{2}"
+    assert answer("The answer is (2, 5).").answer == "(2, 5)"
+    assert answer("The answer is 10^{6}.").answer == "10^{6}"
+    assert answer("The answer is 18 apples, since 3 boxes hold 6 each.").answer == "18"
+    assert answer("Final Answer: The final answer is 15 gallons * 8 pints / gallon = 120 pints").answer == "120"
+    assert answer("Final Answer: The largest $n$ is 34.").answer == "34"
+    assert answer("The answer is $1,000.").answer == "1000"  # a currency sign, not math
+    assert (answer("Answer: $x \\in [-2,7]$").answer, answer("Answer: $x \\in [-2,7]$").method) == (
+        "x \\in [-2,7]", "answer_is")
+    tagged = answer("<answer>28 percent</answer>")
+    assert (tagged.answer, tagged.method) == ("28\\%", "answer_tag")
+
+
+def test_math_boxes_group_as_one_answer_and_other_answers_travel_along():
+    grouped = extract_answers([r"\boxed{-2} \quad \text{and} \quad \boxed{1}"], ["number"])[0]
+    assert (grouped.answer, grouped.method, grouped.others) == ("-2, 1", "boxed", ())
+    far = extract_answers([r"We first get \boxed{7}." + " More work follows here." * 4 + r" So \boxed{3}."],
+                          ["number"])[0]
+    assert (far.answer, far.others) == ("3", ("7",))
+    restated = extract_answers(["The answer is 18.\nIt's 20."], ["number"])[0]
+    assert (restated.answer, restated.others) == ("18", ("20",))
+
+
+def test_math_fallback_hedges_and_thinking():
+    def found(text):
+        e = extract_answers([text], ["number"])[0]
+        return e.answer, e.method
+
+    assert found("I am not sure. Maybe 18") == ("18", "last_number")  # the verifier refuses it: FALLBACK_METHODS
+    assert found("The answer is 18.\nActually I think it's 20.") == (None, "hedged_answer")
+    assert found("The answer is 18... no wait, 20.") == (None, "hedged_answer")
+    assert found("$\\frac13 $") == ("\\frac13", "bare_answer")  # a text that is nothing but an answer
+    assert found("<think>maybe 17? wait</think>The answer is 18.") == ("18", "answer_is")
+    assert found("<think>The answer is 18.") == (None, "no_answer_found")  # it never finished thinking
+
+
+def test_one_normalisation_for_gold_and_prediction():
+    from cotforge.tasks.verify.extract import math_gold
+    from cotforge.tasks.verify.math_answer import normalize_math, screen_math_answer
+
+    assert normalize_math("$-2,1$") == "-2, 1" == normalize_math("-2, 1")  # a list in LaTeX, stable when re-read
+    assert normalize_math("1,22") == "1.22" and normalize_math("7,425,000") == "7425000"  # decimal comma, thousands
+    assert normalize_math(r"11,\! 111,\! 100") == "11111100" and normalize_math("14{,}916") == "14916"
+    assert normalize_math("204_5") == "204_5"  # an underscore is a subscript (a base), never a digit separator
+    assert normalize_math(r"15\mbox{ cm}^2") == r"15\mbox{ cm}^2"  # units stay for math-verify to read
+    assert normalize_math("$28$ %") == normalize_math("28 percent") == "28\\%"
+    assert math_gold(r"So $\boxed{1}$ and $\boxed{2}$.") == extract_answers([r"\boxed{1}, \boxed{2}"],
+                                                                            ["number"])[0].answer == "1, 2"
+    assert math_gold("Solving gives $x = 3$, so the answer is $\\frac{6}{2}$.") == "3"
+    assert [screen_math_answer(a) for a in ("18", "١٨", r"\phantom{1}8", "2 % 3", "1" * 2000, "10^{10^{10}}")] == [
+        None, "non_ascii_digits", "latex_trick:phantom", "latex_comment", "answer_too_long", "huge_power"]

@@ -42,7 +42,11 @@ def test_parse_gsm8k_malformed(text, reason):
 
 
 def test_parse_boxed_nested_and_malformed():
-    assert parse_boxed(r"So $x = \boxed{\frac{1}{2}}$. Also \boxed{3}").gold == "3"
+    # Boxes close together are one multi-part answer (as math-verify groups them); a box far before is not part of it.
+    assert parse_boxed(r"So $x = \boxed{\frac{1}{2}}$. Also \boxed{3}").gold == r"\frac{1}{2}, 3"
+    assert parse_boxed(r"\boxed{1}\boxed{2}").gold == "1, 2"
+    assert parse_boxed(r"A first try gave \boxed{7}. That used the wrong formula for the area of the triangle, so we "
+                       r"redo the computation with the right one: \boxed{3}").gold == "3"
     assert parse_boxed(r"The answer is $\boxed{\frac{\sqrt{3}}{2}}$.").gold == r"\frac{\sqrt{3}}{2}"
     for text, reason in [("no box", "no_boxed_answer"), (r"\boxed{\frac{1}{2}", "unbalanced_boxed_answer"),
                          (r"\boxed{ }", "empty_boxed_answer")]:
@@ -93,7 +97,7 @@ def test_parquet_math_boxed_from_solution_field(tmp_path):
     }), path)
     source = _source(path, answer_format="boxed", fields={"question": "problem", "answer": "solution"})
     questions, rejected = seed_questions(source, None, 0, "r", "b")
-    assert [q.gold_answer for q in questions] == [r"\frac{3}{4}", "3"]
+    assert [q.gold_answer for q in questions] == ["3/4", "3"]  # normalised as predictions are
     assert [(r.row, r.reason) for r in rejected] == [(2, "no_boxed_answer")]
 
 

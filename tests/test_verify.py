@@ -116,11 +116,15 @@ def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
 
 def test_structure_gates_veto_only_when_enforced(pool):
     qs = [question("q", "4")]
-    ss = [sample("q", 0, "The answer is 5. No wait, \\boxed{4}"),  # two different final answers
+    ss = [sample("q", 0, "The answer is 2^2. So \\boxed{4}"),  # two final answers, equal but written differently
           sample("q", 1, "答案是 4。The answer is 4."),  # mixed scripts
           sample("q", 2, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length")]
     lenient = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
     assert all(v["verdict"] is True for v in lenient.values())
+    # Two different final answers are a hedge, whatever the gates: the math verifier itself says no.
+    hedge = verify_samples(*tables(qs, [sample("q", 3, "The answer is 5. No wait, \\boxed{4}")]), "r", "b",
+                           VerifyConfig(), pool).to_pylist()[0]
+    assert (hedge["verdict"], hedge["reason"]) == (False, "hedged_answer")
     formats = {k: next(c for c in v["checks"] if c["name"] == "format")["reason"] for k, v in lenient.items()}
     assert formats["q-0"] == "conflicting_final_answers"
     strict = VerifyConfig(format=FormatConfig(enforce=True),
@@ -238,3 +242,23 @@ def test_code_without_isolation_is_not_run_and_the_card_says_so(monkeypatch):
         counts = stage_counts(q, pl.from_arrow(samples), pl.from_arrow(verdicts), pl.from_arrow(votes), dedup, {})
         assert counts["code samples not run: no isolation"] == (1 if verdicts is refused else 0)
         assert says in " ".join(verification_rules(config, counts, code_questions=1))
+
+
+def test_math_verifier_sends_each_distinct_check_once():
+    """Samples of a question that give the same answer cost one math-verify call; integers none at all."""
+    from cotforge.tasks.verify.pool import run_item
+
+    class CountingPool:
+        items: list = []
+
+        def run(self, items, timeouts):
+            self.items = self.items + items
+            return [run_item(function, args) for function, args in items]
+
+    counting = CountingPool()
+    qs = [question("f", "0.5"), question("i", "12")]
+    ss = [sample("f", i, "So \\boxed{\\frac{1}{2}}.") for i in range(4)] + [sample("f", 4, "So \\boxed{\\frac{1}{3}}.")]
+    ss += [sample("i", i, f"The answer is {11 + i % 2}.") for i in range(4)]
+    rows = verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), counting).to_pylist()
+    assert [r["verdict"] for r in rows] == [True] * 4 + [False] + [False, True, False, True]
+    assert len(counting.items) == 2  # 1/2 and 1/3 against the gold 0.5; the integers never went to the pool

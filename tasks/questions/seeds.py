@@ -1,10 +1,10 @@
 """Seed datasets: questions from seed rows, with answer parsing (the rows are read by `seed_files.py`).
 
 Answer conventions: GSM8K's `... #### 42` (the worked lines become reference steps, calculator annotations removed),
-MATH's last `\\boxed{...}` (nested braces balanced), multiple-choice letters (a letter, an option index or the option's
-text), plain numbers, plain text. A row that cannot be parsed becomes a `RejectedQuestion` with the reason; nothing is
-dropped silently. A recipe field that names a column the data does not have is a clear error instead: that is a
-recipe mistake, not a bad row.
+MATH's `\\boxed{...}` (nested braces balanced, adjacent boxes kept together), multiple-choice letters (a letter, an
+option index or the option's text), plain numbers, plain text. A row that cannot be parsed becomes a
+`RejectedQuestion` with the reason; nothing is dropped silently. A recipe field that names a column the data does not
+have is a clear error instead: that is a recipe mistake, not a bad row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from cotforge.schemas.config_questions import SeedSourceConfig
 from cotforge.schemas.records import Question, Record, question_id_for
 from cotforge.tasks.questions.seed_files import MAX_ROW_CHARS, SeedRows, read_seed_source
-from cotforge.tasks.verify.extract import as_rational, balanced_group, normalize_answer
+from cotforge.tasks.verify.extract import as_rational, normalize_answer
+from cotforge.tasks.verify.math_answer import balanced_group, last_box_group, normalize_math
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -75,17 +76,19 @@ def parse_gsm8k(text: str) -> ParsedAnswer:
 
 
 def parse_boxed(text: str) -> ParsedAnswer:
-    """The last `\\boxed{...}` (MATH); the whole text up to it becomes the steps."""
-    starts = [m.end() for m in _BOXED_START.finditer(text)]
+    """The final answer in `\\boxed{...}` (MATH): every box of its final group (adjacent boxes are one multi-part
+    answer, "\\boxed{1}\\boxed{2}" is "1, 2"), normalised as predictions are; the whole text becomes the steps."""
+    starts = list(_BOXED_START.finditer(text))
     if not starts:
         raise RowError("no_boxed_answer")
-    inner = balanced_group(text, starts[-1])
-    if inner is None:
+    inner = last_box_group(text)
+    if inner is None or balanced_group(text, starts[-1].end()) is None:
         raise RowError("unbalanced_boxed_answer")
-    if not inner.strip():
+    gold = normalize_math(inner, latex=True)
+    if not gold:
         raise RowError("empty_boxed_answer")
     steps = tuple(line.strip() for line in text.splitlines() if line.strip())
-    return ParsedAnswer(inner.strip(), "number", "math", steps)
+    return ParsedAnswer(gold, "number", "math", steps)
 
 
 def parse_choice(value, options: list[str] | None) -> ParsedAnswer:

@@ -101,7 +101,7 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
                                   [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
     items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "",
-                        r["verifier"]) for r, e in zip(rows, extractions)]
+                        r["verifier"], e.others) for r, e in zip(rows, extractions)]
     checks: list[list[Check]] = [[] for _ in rows]
     details: list[dict] = [{} for _ in rows]  # what the question's verifier adds (the code verifier's test counts)
 

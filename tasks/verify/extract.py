@@ -1,21 +1,32 @@
-"""Final-answer extraction and normalisation. A failure is a result with a reason, never an exception.
+"""Final-answer extraction. A failure is a result with a reason, never an exception.
 
-Conventions, strongest first: `\\boxed{...}`, `<answer>...</answer>`, "The (final) answer is ...", an option letter
-(multiple choice), the last number. Code answers come from the last fenced block. The normalised answer is what the
-vote counts and the verifiers compare, so "1,000", "1000.0" and "\\$1000" all become "1000".
+Math answers (answer type `number`) follow `math_extract`: boxes, answer tags, answer statements, hedges, conflicts,
+the last-number fallback, and one normalisation (`math_answer`) for the vote and the verifier. Other answer types: an
+option letter (multiple choice), the last fenced code block, or for text the last box, answer tag, "the answer is"
+line, or last line.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
-from fractions import Fraction
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\{")
-_ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
+from cotforge.tasks.verify.math_answer import as_rational, balanced_group, box_groups, normalize_math
+from cotforge.tasks.verify.math_extract import (
+    FALLBACK_METHODS,
+    FINAL_ANSWER_LINE,
+    Extraction,
+    answer_tags,
+    extract_math,
+    final_answer_markers,
+    math_gold,
+)
+
+__all__ = ["FALLBACK_METHODS", "FINAL_ANSWER_LINE", "Extraction", "as_rational", "balanced_group", "extract_answer",
+           "extract_answers", "extract_choice", "extract_code", "extract_math", "final_answer_markers", "math_gold",
+           "normalize_answer", "normalize_text_answer"]
+
 _ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*\$?\s*([^\n]+)", re.I)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _LETTER = re.compile(r"^\(?\s*([A-J])\s*\)?(?:[.:)\s]|$)")
 _CHOICE_STATED = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?\s*([A-J])\s*\)?(?![A-Za-z])", re.I)
 _CHOICE_LAST = re.compile(r"\(([A-J])\)")
@@ -23,31 +34,9 @@ _FENCE = re.compile(r"```[ \t]*(python|py|python3)?[^\n]*\n(.*?)```", re.S | re.
 _TEXT_WRAPPER = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """What was found: `answer` normalised, `raw` as written, and `method` (or, when nothing was found, why)."""
-
-    answer: str | None
-    raw: str | None
-    method: str
-
-
 def _boxed_contents(text: str) -> str | None:
-    """Contents of the last \\boxed{...}, with nested braces balanced."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    return balanced_group(text, starts[-1])
-
-
-def balanced_group(text: str, start: int) -> str | None:
-    """Text from `start` up to the brace that closes an already opened one."""
-    depth = 1
-    for i in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[start:i]
-    return None
+    groups = box_groups(text)
+    return groups[-1][2] if groups else None
 
 
 def _clean(answer: str) -> str:
@@ -56,34 +45,17 @@ def _clean(answer: str) -> str:
     return answer
 
 
-def as_rational(text: str) -> Fraction | None:
-    """The exact rational a plain number or fraction denotes ("1,000", "-2.50", "3/4"), else None."""
-    cleaned = text.replace(",", "").replace("\\!", "").strip().strip("$").strip()
-    frac = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(-?\d+)\}", cleaned)
-    if frac:
-        cleaned = f"{frac.group(1)}/{frac.group(2)}"
-    try:
-        return Fraction(cleaned)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _canonical_number(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-
-
 def normalize_answer(answer: str, answer_type: str = "number") -> str:
-    """The canonical form two equal answers share: numbers as exact rationals, letters upper case, text folded."""
+    """The canonical form two equal answers share: math answers by `normalize_math`, letters upper case, text
+    folded."""
     if answer_type == "code":
         return answer.strip("\n")
+    if answer_type == "number":
+        return normalize_math(answer)
     text = _TEXT_WRAPPER.sub(r"\1", answer).strip()
     if answer_type == "choice":
         m = _LETTER.match(text.strip().upper())
         return m.group(1) if m else normalize_text_answer(text)
-    if answer_type == "number":
-        number = as_rational(text)
-        if number is not None:
-            return _canonical_number(number)
     return normalize_text_answer(text)
 
 
@@ -105,7 +77,8 @@ def extract_code(text: str) -> str | None:
 
 def extract_choice(text: str) -> tuple[str | None, str]:
     """An option letter A-J from a boxed answer, an answer tag, "the answer is (B)", or the last "(B)"."""
-    for candidate, method in ((_boxed_contents(text), "boxed"), (_last(_ANSWER_TAG.findall(text)), "answer_tag")):
+    tag = _last([inner for _, _, inner in answer_tags(text)])
+    for candidate, method in ((_boxed_contents(text), "boxed"), (tag, "answer_tag")):
         if candidate:
             m = _LETTER.match(_clean(_TEXT_WRAPPER.sub(r"\1", candidate)))
             if m:
@@ -126,6 +99,20 @@ def _last(items: list[str]) -> str | None:
     return items[-1] if items and items[-1].strip() else None
 
 
+def _extract_text(text: str) -> tuple[str | None, str]:
+    boxed = _boxed_contents(text)
+    if boxed is not None and boxed.strip():
+        return _clean(boxed), "boxed"
+    tag = _last([inner for _, _, inner in answer_tags(text)])
+    if tag:
+        return _clean(tag), "answer_tag"
+    stated = _ANSWER_IS.findall(text)
+    if stated:
+        return _clean(stated[-1]), "answer_is"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (_clean(lines[-1]), "last_line") if lines else (None, "no_answer_found")
+
+
 def extract_answer(text: str, answer_type: str = "number") -> tuple[str | None, str]:
     """(answer as written, method) where method says which convention matched, or (None, why nothing did)."""
     if not text or not text.strip():
@@ -135,27 +122,10 @@ def extract_answer(text: str, answer_type: str = "number") -> tuple[str | None, 
         return (code, "code_block") if code is not None else (None, "no_code_block")
     if answer_type == "choice":
         return extract_choice(text)
-    boxed = _boxed_contents(text)
-    if boxed is not None and boxed.strip():
-        return _clean(boxed), "boxed"
-    tag = _last(_ANSWER_TAG.findall(text))
-    if tag:
-        return _clean(tag), "answer_tag"
-    stated = _ANSWER_IS.findall(text)
-    if stated:
-        value = _clean(stated[-1])
-        number = _NUMBER.search(value) if answer_type == "number" else None
-        # "The answer is 42 apples" -> 42; a non-numeric statement is kept whole for non-math verifiers.
-        return (number.group(0) if number else value), "answer_is"
     if answer_type == "number":
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return numbers[-1], "last_number"
-    else:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines:
-            return _clean(lines[-1]), "last_line"
-    return None, "no_answer_found"
+        found = extract_math(text)
+        return (found.raw if found.answer is not None else None), found.method
+    return _extract_text(text)
 
 
 def extract_answers(texts: list[str | None], answer_types: list[str]) -> list[Extraction]:
@@ -164,23 +134,11 @@ def extract_answers(texts: list[str | None], answer_types: list[str]) -> list[Ex
     for text, answer_type in zip(texts, answer_types):
         if text is None:
             out.append(Extraction(None, None, "generation_error"))
-            continue
-        raw, method = extract_answer(text, answer_type)
-        answer = normalize_answer(raw, answer_type) if raw is not None else None
-        out.append(Extraction(answer if answer else None, raw, method if answer else
-                              (method if raw is None else "empty_answer")))
+        elif answer_type == "number" and text.strip():
+            out.append(extract_math(text))
+        else:
+            raw, method = extract_answer(text, answer_type)
+            answer = normalize_answer(raw, answer_type) if raw is not None else None
+            out.append(Extraction(answer if answer else None, raw, method if answer else
+                                  (method if raw is None else "empty_answer")))
     return out
-
-
-def final_answer_markers(text: str) -> list[str]:
-    """Every explicit final-answer statement (boxed, answer tags, "the answer is"), normalised, in order."""
-    found = []
-    for start in (m.end() for m in _BOXED.finditer(text)):
-        inner = balanced_group(text, start)
-        if inner is not None:
-            found.append(normalize_answer(_clean(inner)))
-    found += [normalize_answer(_clean(t)) for t in _ANSWER_TAG.findall(text)]
-    for stated in _ANSWER_IS.findall(text):
-        number = _NUMBER.search(_clean(stated))
-        found.append(normalize_answer(number.group(0) if number else _clean(stated)))
-    return found

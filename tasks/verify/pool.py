@@ -13,12 +13,13 @@ An item is `(function, args)` where `function` is "module:name" of a module-leve
 from __future__ import annotations
 
 import importlib
-import logging
 import multiprocessing as mp
 import os
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
+
+from cotforge.tasks.verify.math_check import check_math  # noqa: F401  (re-exported: "pool:check_math")
 
 Result = tuple[bool | None, str]
 Item = tuple[str, tuple]
@@ -189,39 +190,8 @@ class VerifierPool:
         self._workers = []
 
 
-# Item checks: module-level functions the workers run, (prediction, gold) -> (verdict, reason).
-
-def check_math(prediction: str, gold: str) -> Result:
-    """Mathematical equivalence with math-verify; exact rationals when it cannot parse either side."""
-    from cotforge.tasks.verify.extract import as_rational
-
-    p, g = as_rational(prediction), as_rational(gold)
-    try:
-        from math_verify import parse, verify
-
-        # It warns once per process that its own timeouts are off: they are, on purpose (the pool's deadline rules).
-        logging.getLogger("math_verify").setLevel(logging.ERROR)
-
-        # The pool's hard deadline replaces math-verify's signal-based timeouts (None: switched off).
-        gold_parsed = parse(_as_latex(gold), parsing_timeout=None)
-        pred_parsed = parse(_as_latex(prediction), parsing_timeout=None)
-        if gold_parsed and pred_parsed:
-            same = verify(gold_parsed, pred_parsed, timeout_seconds=None)
-            return same, "math_equivalent" if same else "math_mismatch"
-    except ImportError:
-        pass
-    if p is not None and g is not None:
-        return p == g, "numeric_equal" if p == g else "numeric_mismatch"
-    if g is None and p is None:
-        same = prediction.strip() == gold.strip()
-        return (True, "string_equal") if same else (None, "unparseable_expressions")
-    return False, "numeric_mismatch" if g is not None else "gold_unparseable"
-
-
-def _as_latex(text: str) -> str:
-    """math-verify finds expressions inside math delimiters; bare answers get them."""
-    return text if "$" in text or "\\(" in text or "\\boxed" in text else f"${text}$"
-
+# Item checks: module-level functions the workers run, (prediction, gold, ...) -> (verdict, reason). The math check
+# (`check_math`, imported above) lives in its own module; its address here keeps working.
 
 def check_regex(prediction: str, pattern: str) -> Result:
     """The whole answer matches the gold pattern (case-insensitive). Runs in the pool: patterns can backtrack."""

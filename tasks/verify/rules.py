@@ -11,8 +11,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cotforge.schemas.config_verify import VerifyConfig
-from cotforge.tasks.verify.extract import final_answer_markers, normalize_answer, normalize_text_answer
+from cotforge.tasks.verify.extract import (
+    FALLBACK_METHODS,
+    final_answer_markers,
+    math_gold,
+    normalize_answer,
+    normalize_text_answer,
+)
 from cotforge.tasks.verify.judge import JUDGE_VERSION
+from cotforge.tasks.verify.math_answer import is_integer, screen_math_answer
 from cotforge.tasks.verify.pool import VerifierPool
 
 # (verdict, reason), or (verdict, reason, details) where a verifier has more to say (the code verifier's test counts)
@@ -30,6 +37,7 @@ class VerifyItem:
     tests: str | None
     finish_reason: str
     verifier: str = ""  # the question's verifier
+    others: tuple[str, ...] = ()  # other final answers the text states (normalised): a conflict if any is wrong
 
 
 @dataclass
@@ -82,12 +90,47 @@ def _local(items: list[VerifyItem], decide: Callable[[VerifyItem], Result]) -> l
     return out
 
 
-@register_verifier("math", "2")
+@register_verifier("math", "3")
 def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Mathematical equivalence (math-verify, else exact rationals) in the worker pool."""
-    # (pooled checks travel to the worker processes as "module:function" names)
-    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_math", lambda i: (i.answer, i.gold),
-                   ctx.config.timeout_s)
+    """Mathematical equivalence (math-verify) in the worker pool, after screens that need no parsing: a last-number
+    guess is no stated answer (None, `fallback_only`), an answer with non-ASCII digits, LaTeX that hides or
+    overlays, or a size sympy cannot handle is not judged (None), two integers compare as strings, and each distinct
+    (answer, gold) pair goes to the pool once."""
+    options = ctx.config.math
+    out: list[Result | None] = []
+    todo: list[tuple[int, tuple]] = []
+    golds: dict[str, str] = {}
+    for item in items:
+        if item.gold is None or item.answer is None:
+            out.append(_undecidable(item))
+            continue
+        if item.gold not in golds:
+            golds[item.gold] = math_gold(item.gold)  # the answer's own normalisation
+        gold = golds[item.gold]
+        refused = "fallback_only" if item.method in FALLBACK_METHODS else screen_math_answer(item.answer)
+        if refused:
+            out.append((None, refused))
+        elif len(item.others) > 20 or any(screen_math_answer(other) for other in item.others):
+            out.append((False, "conflicting_final_answers"))  # other answers no reader could check
+        elif is_integer(item.answer) and is_integer(gold) and not item.others:
+            out.append((True, "math_equivalent") if item.answer == gold else (False, "math_mismatch"))
+        else:
+            out.append(None)
+            todo.append((len(out) - 1, (item.answer, gold, item.others, options.precision, options.strict,
+                                        options.allow_set_relation_comp)))
+    # Samples of one question often give the same answer: each distinct check runs once (check_math is pure).
+    distinct = list(dict.fromkeys(args for _, args in todo))
+    results = dict(zip(distinct, ctx.pool.run([("cotforge.tasks.verify.pool:check_math", args) for args in distinct],
+                                              ctx.config.timeout_s)))
+    for i, args in todo:
+        out[i] = results[args]
+    return out  # type: ignore[return-value]
+
+
+def _undecidable(item: VerifyItem) -> Result:
+    if item.gold is None:
+        return None, "no_gold_answer"
+    return (None, "generation_error") if item.method == "generation_error" else (False, item.method)
 
 
 @register_verifier("regex", "1")

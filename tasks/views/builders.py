@@ -34,9 +34,10 @@ from cotforge.schemas.views import (
     UnpairedRow,
 )
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
+from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
-_FINAL_LINE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)|\\boxed\{|<answer>", re.I)
+_FINAL_LINE = FINAL_ANSWER_LINE
 _THINK_END = re.compile(r"</think>", re.I)
 _THINK_START = re.compile(r"^\s*<think>", re.I)
 

@@ -1,7 +1,9 @@
 """Benchmark: math verifications per second with the worker pool vs one worker process, same run, same items; and
-the code sandbox's cost per program with bubblewrap vs without (`isolation: none`).
+the `math` verifier's checks per second through the verify stage vs math-verify on every item; and the code
+sandbox's cost per program with bubblewrap vs without (`isolation: none`).
 
-    python -m tests.bench.bench_verify [--items 2000] [--workers 2] [--repeats 3] [--sandbox-programs 40]
+    python -m tests.bench.bench_verify [--items 2000] [--workers 2] [--repeats 3] [--math-samples 2000]
+        [--sandbox-programs 40]
 
 Both pools are started and warmed (math-verify imported) before timing, so the figures are steady-state throughput.
 The items are cut into slices and each slice runs on the single worker, then on the pool: other processes share the
@@ -11,6 +13,11 @@ mean the pool adds no work, so its speed-up is bounded only by idle cores. The l
 figures, and so is the machine's ceiling measured in the same run: plain CPU-bound processes, N over one, no pool
 (on an idle 2-core machine about 2; on a shared one much less). The pooled verdicts must equal the single-process
 ones (the benchmark fails otherwise).
+
+The second part runs model outputs of a math build (`make_math_samples`: integer answers stated as the system prompt
+asks, decimals, boxed fractions and radicals, intervals and tuples, hedges and fallbacks) through `verify_samples`
+with the same pool, and as its baseline in the same run sends every extracted answer with its gold to math-verify in
+the pool (what the verifier did for every item before it screened answers and compared integers itself).
 
 The sandbox part grades coding-family reference programs (each against its 6 tests: one sandbox run) through
 `check_program`, alternating bubblewrap and a plain subprocess per program, and prints the median milliseconds per
@@ -46,6 +53,74 @@ def make_items(n: int, seed: int = 0) -> list[tuple[str, tuple]]:
             pred, gold = f"\\sqrt{{{b * b}}}", str(b if rng.random() < 0.6 else b + 1)
         items.append(("cotforge.tasks.verify.pool:check_math", (pred, gold)))
     return items
+
+
+PER_QUESTION = 4  # samples per question in the math verifier part (a build samples several: answers repeat)
+
+
+def make_math_samples(n: int, seed: int = 0, per_question: int = PER_QUESTION) -> list[tuple[str, str]]:
+    """(model output, gold) pairs like a math build's, `per_question` samples per question (a right answer repeats);
+    about 60% right, one in ten a hedge or a last-number guess."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        question = random.Random(f"{seed}:{i // per_question}")
+        a, b = question.randint(1, 999), question.randint(2, 60)
+        right = rng.random() < 0.6
+        kind = (i // per_question) % 10
+        if kind < 6:
+            gold, text = str(a), f"Step 1: {a - b} + {b} = {a}\nThe answer is {a if right else a + 1}."
+        elif kind == 6:
+            gold, text = f"\\frac{{{a}}}{{4}}", f"Dividing by 4:\nThe answer is {a / 4 if right else a / 4 + 1}."
+        elif kind == 7:
+            gold = f"\\frac{{{a}\\sqrt{{2}}}}{{{b}}}"
+            text = f"So $x = \\boxed{{\\frac{{{a}\\sqrt{{2}}}}{{{b if right else b + 1}}}}}$."
+        elif kind == 8:
+            gold = f"[{b}, {a + b})" if (i // per_question) % 20 == 8 else f"({b}, {a + b})"
+            text = f"Hence the answer is ${gold if right else f'({b}, {a})'}$."
+        else:
+            gold, text = str(a), f"The answer is {a} or {a + 1}." if rng.random() < 0.5 else f"I am not sure. Maybe {a}"
+        out.append((text, gold))
+    return out
+
+
+def bench_math_verifier(n: int, workers: int, repeats: int, timeout_s: float) -> dict:
+    """Samples per second through `verify_samples` (math questions) vs math-verify on every extracted answer."""
+    from cotforge.schemas.config_verify import VerifyConfig
+    from cotforge.tasks.verify.cascade import verify_samples
+    from cotforge.tasks.verify.extract import extract_answers
+    from tests.verify_helpers import question, sample, tables
+
+    pairs = make_math_samples(n)
+    golds = {f"q{i // PER_QUESTION}": gold for i, (_, gold) in enumerate(pairs)}
+    samples, questions = tables([question(qid, gold) for qid, gold in golds.items()],
+                                [sample(f"q{i // PER_QUESTION}", i % PER_QUESTION, text) for i, (text, _) in
+                                 enumerate(pairs)])
+    extracted = extract_answers([text for text, _ in pairs], ["number"] * n)
+    everything = [("cotforge.tasks.verify.pool:check_math", (e.answer, gold))
+                  for e, (_, gold) in zip(extracted, pairs) if e.answer is not None]
+    wall = {"stage": 0.0, "baseline": 0.0}
+    with VerifierPool(workers) as pool:
+        pool.run(make_items(4 * workers, seed=1), timeout_s)  # start the workers, import math-verify
+        for _ in range(repeats):  # alternating, so both see the same load from other processes
+            start = time.perf_counter()
+            table = verify_samples(samples, questions, "r", "b", VerifyConfig(timeout_s=timeout_s), pool)
+            wall["stage"] += time.perf_counter() - start
+            start = time.perf_counter()
+            pool.run(everything, timeout_s)
+            wall["baseline"] += time.perf_counter() - start
+    verdicts = table.column("verdict").to_pylist()
+    stage_rate, baseline_rate = n * repeats / wall["stage"], len(everything) * repeats / wall["baseline"]
+    result = {"math_samples": n, "stage_per_s": stage_rate, "baseline_per_s": baseline_rate,
+              "stage_ratio": stage_rate / baseline_rate, "stage_true": verdicts.count(True),
+              "stage_false": verdicts.count(False), "stage_null": verdicts.count(None)}
+    print(f"math verifier, {n} model outputs ({PER_QUESTION} per question) x {repeats} (integers, decimals, boxed "
+          f"fractions and radicals, intervals and tuples, hedges): through verify_samples {stage_rate:.1f} samples/s; "
+          f"baseline, math-verify on each of the {len(everything)} extracted answers in the same pool, "
+          f"{baseline_rate:.1f}/s")
+    print(f"ratio verify stage / math-verify on every item: {result['stage_ratio']:.2f}; verdicts "
+          f"{result['stage_true']} true, {result['stage_false']} false, {result['stage_null']} null")
+    return result
 
 
 def _autogroup_enabled() -> bool:
@@ -148,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=100, help="items per alternating slice")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--sandbox-programs", type=int, default=40, help="programs graded per side; 0: skip")
+    parser.add_argument("--math-samples", type=int, default=2000, help="model outputs for the math verifier part")
     args = parser.parse_args(argv)
 
     items = make_items(args.items)
@@ -201,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"pool ratio / machine ceiling: {result['ratio'] / ceiling:.2f} (1.0: the pool gets all the cores give)")
     print(f"verdicts: {result['equal']} equal, {args.items - result['equal']} not, {timeouts} timeouts, "
           f"{restarts} worker restarts (identical in every run)")
+    result.update(bench_math_verifier(args.math_samples, args.workers, args.repeats, args.timeout))
     if args.sandbox_programs:
         result |= sandbox_cost(args.sandbox_programs)
     return result
