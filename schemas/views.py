@@ -1,6 +1,6 @@
 """Published views: the training tables, each with a semver schema version and migrations from older ones.
 
-Column names are the ones TRL's trainers read: SFT `messages` (or conversational `prompt`/`completion`), preference
+Column names are the ones TRL's trainers read: SFT conversational `prompt`/`completion`, preference
 `prompt`/`chosen`/`rejected`, unpaired `prompt`/`completion`/`label`, stepwise supervision
 `prompt`/`completions`/`labels` (bool; the soft Monte-Carlo score has its own column because TRL casts labels to int),
 RL prompts `prompt` with the gold answer in `solution` (the name TRL's accuracy reward reads).
@@ -40,11 +40,14 @@ class ViewRow(BaseModel):
 
 
 class SftRow(ViewRow):
-    """One verified (strict) or majority-agreeing (lenient) rationale as a chat, the reasoning apart from the answer."""
+    """One verified (strict) or majority-agreeing (lenient) rationale as a chat, the reasoning apart from the answer.
 
-    messages: list[Message]  # user turn, then the assistant turn rendered per `reasoning_format`
-    prompt: list[Message]  # conversational prompt/completion variant of the same chat
-    completion: list[Message]
+    One format per row, as TRL's SFTTrainer requires (a row with `messages` and `prompt`/`completion` both is refused):
+    conversational prompt-completion, so the loss falls on the assistant turn only. The whole chat is
+    `prompt + completion`."""
+
+    prompt: list[Message]  # the system prompt the sample was generated with, then the question
+    completion: list[Message]  # the assistant turn rendered per `reasoning_format`
     reasoning: str  # the rationale without the final-answer line
     final_answer: str  # the final-answer line ("The answer is 42.")
     reasoning_format: str  # "think_tags": <think>reasoning</think> then the answer; "plain"
@@ -166,6 +169,15 @@ def add_added_in(frame: pl.DataFrame) -> pl.DataFrame:
 _ADDED_IN = {"1.0.0": ("1.1.0", add_added_in)}
 
 
+def drop_messages(frame: pl.DataFrame) -> pl.DataFrame:
+    """sft / sft_lenient 1.1.0 -> 2.0.0: the `messages` column goes (it repeated `prompt + completion`, and TRL's
+    SFTTrainer refuses a row carrying two formats); nothing else changes."""
+    return frame.drop("messages", strict=False)
+
+
+_SFT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("2.0.0", drop_messages)}
+
+
 @dataclass(frozen=True)
 class ViewSchema:
     """A published view's name, current version, row model and the migrations that bring older files up to it."""
@@ -193,10 +205,10 @@ class ViewSchema:
 
 
 VIEWS: dict[str, ViewSchema] = {
-    "sft": ViewSchema("sft", "1.1.0", SftRow, "supervised fine-tuning on verified rationales (`messages`, or "
-                      "conversational `prompt`/`completion`)", migrations=_ADDED_IN),
-    "sft_lenient": ViewSchema("sft_lenient", "1.1.0", SftRow, "supervised fine-tuning on rationales that agree with "
-                              "the majority answer (no gold answer needed)", migrations=_ADDED_IN),
+    "sft": ViewSchema("sft", "2.0.0", SftRow, "supervised fine-tuning on verified rationales (conversational "
+                      "`prompt`/`completion`: the loss on the assistant turn)", migrations=_SFT_MIGRATIONS),
+    "sft_lenient": ViewSchema("sft_lenient", "2.0.0", SftRow, "supervised fine-tuning on rationales that agree with "
+                              "the majority answer (no gold answer needed)", migrations=_SFT_MIGRATIONS),
     "preference": ViewSchema("preference", "1.1.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)",
                              migrations=_ADDED_IN),
     "unpaired": ViewSchema("unpaired", "1.1.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)",

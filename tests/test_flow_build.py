@@ -77,7 +77,7 @@ def test_views_agree_with_stage_records(built):
     correct = verdicts.filter((pl.col("verdict") == True) & pl.col("trainable"))  # noqa: E712
     expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"]) & kept_samples
     assert set(sft["sample_id"]) == expected
-    assert [m["role"] for m in sft["messages"][0]] == ["system", "user", "assistant"]
+    assert [m["role"] for m in sft["prompt"][0] + sft["completion"][0]] == ["system", "user", "assistant"]
     pref = read_view(str(out), "preference")
     ok = dict(zip(verdicts["sample_id"], verdicts["verdict"]))
     trainable = dict(zip(verdicts["sample_id"], verdicts["trainable"]))

@@ -52,7 +52,8 @@ def test_arrow_schema_types_follow_the_model():
     assert schema.field("step_scores").type == pa.list_(pa.float64())
     assert schema.field("first_error_step").nullable and not schema.field("prompt").nullable
     sft = VIEWS["sft"].arrow
-    assert str(sft.field("messages").type) == "list<item: struct<role: string not null, content: string not null>>"
+    assert str(sft.field("prompt").type) == "list<item: struct<role: string not null, content: string not null>>"
+    assert "messages" not in sft.names  # 2.0.0: one chat format per row (TRL refuses two)
 
 
 def test_reader_refuses_a_newer_major_and_names_the_cotforge_that_reads_it():

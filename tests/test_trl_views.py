@@ -56,10 +56,11 @@ def _tiny_model(tokenizer):
     return LlamaForCausalLM(config)
 
 
-def _dataset(table, columns):
+def _dataset(table):
+    """The published rows as they are, every column: what a user loads with `load_dataset(repo, view)`."""
     from datasets import Dataset
 
-    return Dataset.from_list(pl.from_arrow(table).select(columns).to_dicts())
+    return Dataset.from_list(pl.from_arrow(table).to_dicts())
 
 
 def _common_args(tmp_path):
@@ -73,7 +74,7 @@ def test_trl_sft_completion_mask_covers_the_assistant_turn(tokenizer, joined, tm
     table = build_sft(frame, SftViewConfig())
     rows = pl.from_arrow(table).to_dicts()
     trainer = SFTTrainer(model=_tiny_model(tokenizer), args=SFTConfig(**_common_args(tmp_path)),
-                         train_dataset=_dataset(table, ["prompt", "completion"]), processing_class=tokenizer)
+                         train_dataset=_dataset(table), processing_class=tokenizer)
     prepared = trainer.train_dataset
     assert len(prepared) == len(rows) > 0
     for row, example in zip(rows, prepared):
@@ -85,11 +86,6 @@ def test_trl_sft_completion_mask_covers_the_assistant_turn(tokenizer, joined, tm
         assert tokenizer.decode(masked).endswith("<|im_start|>assistant\n")
         assert row["prompt"][0]["content"] in tokenizer.decode(masked)
         assert "<think>" in tokenizer.decode(trained) and row["final_answer"] in tokenizer.decode(trained)
-    # The `messages` column alone is the conversational language-modelling form: the whole chat is trained on.
-    chat = SFTTrainer(model=_tiny_model(tokenizer), args=SFTConfig(**_common_args(tmp_path / "chat")),
-                      train_dataset=_dataset(table, ["messages"]), processing_class=tokenizer).train_dataset
-    text = tokenizer.decode(chat[0]["input_ids"])
-    assert rows[0]["messages"][-1]["content"] in text and chat[0]["labels"] == chat[0]["input_ids"]
 
 
 def test_trl_dpo_chosen_and_rejected_ids(tokenizer, joined, tmp_path):
@@ -100,7 +96,7 @@ def test_trl_dpo_chosen_and_rejected_ids(tokenizer, joined, tmp_path):
     rows = pl.from_arrow(table).to_dicts()
     trainer = DPOTrainer(model=_tiny_model(tokenizer), ref_model=_tiny_model(tokenizer),
                          args=DPOConfig(**_common_args(tmp_path)),
-                         train_dataset=_dataset(table, ["prompt", "chosen", "rejected"]), processing_class=tokenizer)
+                         train_dataset=_dataset(table), processing_class=tokenizer)
     prepared = trainer.train_dataset
     assert len(prepared) == len(rows) > 0
     for row, example in zip(rows, prepared):
@@ -120,7 +116,7 @@ def test_trl_kto_labels_follow_the_verdicts(tokenizer, joined, tmp_path):
     assert {r["label"] for r in rows} == {True, False}
     trainer = KTOTrainer(model=_tiny_model(tokenizer), ref_model=_tiny_model(tokenizer),
                          args=KTOConfig(**_common_args(tmp_path)),
-                         train_dataset=_dataset(table, ["prompt", "completion", "label"]), processing_class=tokenizer)
+                         train_dataset=_dataset(table), processing_class=tokenizer)
     prepared = trainer.train_dataset
     assert len(prepared) == len(rows)
     assert [bool(x) for x in prepared["label"]] == [r["label"] for r in rows]

@@ -73,16 +73,17 @@ def test_sft_strict_and_lenient(joined):
     assert strict.height > 0 and lenient.height > 0 and set(strict["keep_rule"]) == {"verified"}
     texts = dict(zip(frame["sample_id"], frame["text"]))
     for row in strict.iter_rows(named=True):
-        assistant = row["messages"][-1]
-        assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
-        assert row["messages"][0] == {"role": "system", "content": generation.system_prompt}
-        assert row["prompt"] == row["messages"][:-1] and row["completion"] == [assistant]
+        chat = row["prompt"] + row["completion"]
+        assistant = chat[-1]
+        assert [m["role"] for m in chat] == ["system", "user", "assistant"]
+        assert chat[0] == {"role": "system", "content": generation.system_prompt}
+        assert "messages" not in row  # one format per row: TRL refuses a row with two
         assert assistant["content"] == f"<think>\n{row['reasoning']}\n</think>\n\n{row['final_answer']}"
         assert "answer is" not in row["reasoning"].lower() and row["answer"] in row["final_answer"]
         assert _words(assistant["content"]) == _words(texts[row["sample_id"]])
     first = lenient.row(0, named=True)
-    assert first["messages"][0] == {"role": "system", "content": generation.system_prompt}
-    assert "<think>" not in first["messages"][-1]["content"]
+    assert first["prompt"][0] == {"role": "system", "content": generation.system_prompt}
+    assert "<think>" not in first["completion"][-1]["content"]
 
 
 def test_sft_never_takes_a_weak_row(joined):

@@ -97,7 +97,7 @@ def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | 
         prompt = _prompt(r["question"], system_prompt)
         completion = [{"role": "assistant", "content": render_assistant(reasoning, final, config.reasoning_format)}]
         rows.append(SftRow(
-            messages=prompt + completion, prompt=prompt, completion=completion, reasoning=reasoning,
+            prompt=prompt, completion=completion, reasoning=reasoning,
             final_answer=final, reasoning_format=config.reasoning_format, answer=r["extracted_answer"],
             verified=r["verdict"], agrees_with_majority=r["agrees_with_majority"], keep_rule=config.keep,
             question_id=r["question_id"], sample_id=r["sample_id"], source=r["source"], difficulty=r["difficulty"],
