@@ -81,7 +81,7 @@ def test_failing_backend_stops_the_build_and_a_rerun_completes(tmp_path, capsys)
         assert cli(["build", recipe, "--out", str(out), "--version", "0.1.0"]) == 3
         said = capsys.readouterr().out
         assert "build failed" in said and "HTTP 503" in said and "max_error_rate" in said
-        assert not (out / "README.md").exists() and not (out / "sft").exists()  # nothing published
+        assert not (out / "0.1.0").exists() and not (out / "latest").exists()  # nothing published
         assert list((out / "_work" / "samples").glob("*.parquet"))  # the shards are kept for the rerun
         failed_questions = {q for q in server.asked}  # (asked once plus one retry each)
         first_run = len(server.asked)
@@ -93,10 +93,10 @@ def test_failing_backend_stops_the_build_and_a_rerun_completes(tmp_path, capsys)
         rerun = server.asked[first_run:]
         # only the questions that had failed are asked again, once each
         assert len(rerun) == 20 - good and len(set(rerun)) == len(rerun) and set(rerun) <= failed_questions
-    report = json.loads((out / "report" / "report.json").read_text())
+    report = json.loads((out / "0.1.0" / "report" / "report.json").read_text())
     assert report["generation"]["errors"]["total"] == 0
     assert report["generation"]["errors"]["requests retried this run"] == 20 - good
-    sft = pl.read_parquet(out / "sft")
+    sft = pl.read_parquet(out / "0.1.0" / "sft")
     assert sft.height > 0
 
     # The same rows as a build that never saw an error: same seeds, same texts, same verdicts.
@@ -105,7 +105,7 @@ def test_failing_backend_stops_the_build_and_a_rerun_completes(tmp_path, capsys)
         clean = tmp_path / "clean"
         assert cli(["build", _recipe(tmp_path, healthy.url), "--out", str(clean), "--version", "0.1.0"]) == 0
     for view in ("sft", "preference", "rlvr"):
-        a, b = pl.read_parquet(out / view), pl.read_parquet(clean / view)
+        a, b = pl.read_parquet(out / "0.1.0" / view), pl.read_parquet(clean / "0.1.0" / view)
         assert a.height == b.height and a.equals(b), view
 
 
@@ -136,4 +136,4 @@ def test_a_recipe_whose_sources_give_no_questions_fails(tmp_path):
         from cotforge.schemas.recipe import load_recipe
 
         run_build(load_recipe(path), out=str(tmp_path / "out"))
-    assert not (tmp_path / "out" / "README.md").exists()
+    assert not (tmp_path / "out" / "0.1.0").exists()

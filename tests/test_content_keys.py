@@ -262,7 +262,8 @@ def test_edited_seed_file_through_the_build_flow_recomputes_only_that_shard(tmp_
         "name": "edited", "seed": 4, "shard_size": 4,
         "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 6, "difficulty": 2},
                                   {"kind": "seed", "name": "gsm8k", "path": seed, "answer_format": "gsm8k"}]},
-        "generation": {"backend": "simulated", "samples_per_question": 2},
+        "generation": {"backend": "simulated", "samples_per_question": 2,  # seed questions: permanent errors
+                       "max_error_rate": 1.0},
         "views": {"prm": {"rollouts": 2, "max_steps": 3}},
     })
     out = tmp_path / "out"
