@@ -152,11 +152,11 @@ def test_hack_build_publishes_no_hack_for_training(tmp_path):
     assert honest["verdict"].all()  # the control: the build can verify a program
     is_hack = set(hacks["sample_id"])
     for view in ("sft", "sft_lenient", "unpaired"):
-        rows = read_view(str(out), view)
+        rows = read_view(str(out / "latest"), view)
         kept = rows if view != "unpaired" else rows.filter(pl.col("label"))
         assert not set(kept["sample_id"]) & is_hack, view
     assert result.views["sft"] == len(TASKS)  # exactly the honest programs
-    chosen = set(read_view(str(out), "preference")["chosen_sample_id"])
+    chosen = set(read_view(str(out / "latest"), "preference")["chosen_sample_id"])
     assert chosen and not chosen & is_hack
-    rlvr = read_view(str(out), "rlvr")  # the solutions are the references (gold), never a sample's program
+    rlvr = read_view(str(out / "latest"), "rlvr")  # the solutions are the references (gold), never a sample's program
     assert rlvr.height == len(TASKS) and set(rlvr["solution"]) == {TASKS_BY_NAME[t].reference for t in TASKS}

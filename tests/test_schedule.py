@@ -92,7 +92,9 @@ def test_schedule_fires_a_run_that_produces_a_version(prefect_server, tmp_path):
     assert bad.returncode == 2
 
     log = open(tmp_path / "serve.log", "w")
-    serve = subprocess.Popen([sys.executable, "-m", "cotforge.flows.cli", "serve"], env=env, cwd=ROOT, stdout=log,
+    # INFO: the runs' own outcome lines (the flow prints them) must reach the server's logs, read below.
+    serve = subprocess.Popen([sys.executable, "-m", "cotforge.flows.cli", "serve"],
+                             env={**env, "PREFECT_LOGGING_LEVEL": "INFO"}, cwd=ROOT, stdout=log,
                              stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
@@ -104,6 +106,15 @@ def test_schedule_fires_a_run_that_produces_a_version(prefect_server, tmp_path):
         while len(_completed_runs(prefect_server["api"])) < 2:
             assert time.time() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(2)
+        # What each run said, from the server's logs of its runs (the flow prints its outcome; log_prints=True),
+        # read while `serve` still runs: the last lines are shipped a little after a run ends.
+        said = ""
+        while "-> skipped" not in said and time.time() < deadline:
+            runs = _completed_runs(prefect_server["api"])
+            logs = _get(f"{prefect_server['api']}/logs/filter",
+                        {"logs": {"flow_run_id": {"any_": [r["id"] for r in runs]}}, "limit": 200})
+            said = "\n".join(entry["message"] for entry in logs)
+            time.sleep(0 if "-> skipped" in said else 2)
     finally:
         serve.terminate()
         try:
@@ -115,8 +126,8 @@ def test_schedule_fires_a_run_that_produces_a_version(prefect_server, tmp_path):
     assert len(runs) >= 2 and all(r["deployment_id"] == ours[0]["id"] for r in runs)
     assert (target / "0.1.0" / "sft").is_dir()
     # The later runs published nothing: no second version (folder or otherwise), and each said why.
-    assert sorted(p.name for p in target.iterdir() if not p.name.startswith(("_", "."))) == ["0.1.0"]
-    said = (tmp_path / "serve.log").read_text()
+    versions = sorted(p.name for p in target.iterdir() if not p.name.startswith(("_", ".")) and p.name != "latest")
+    assert versions == ["0.1.0"] and (target / "latest").resolve().name == "0.1.0"
     assert said.count("-> published") == 1, said[-3000:]
     assert "-> skipped (0 new rows) no new rows against 1 published version(s)" in said, said[-3000:]
     report = json.loads((target / "0.1.0" / "report" / "report.json").read_text())
