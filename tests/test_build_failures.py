@@ -4,7 +4,6 @@ once the backend recovers asks only the failed requests again and publishes the 
 import hashlib
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 import pytest
@@ -13,9 +12,10 @@ import yaml
 from cotforge.flows.cli import main as cli
 from cotforge.tasks.core.context import BuildFailed
 from cotforge.tasks.generate.accounting import check_generation, error_summary
+from tests.fake_openai import OpenAIShapedServer, chat_completion
 
 
-class FlakyServer:
+class FlakyServer(OpenAIShapedServer):
     """OpenAI-shaped: while `broken`, answers 503 to about 3 of every 4 questions (chosen by the question's text, so the
     same ones fail on every retry); otherwise a short rationale whose answer depends on the seed."""
 
@@ -23,42 +23,16 @@ class FlakyServer:
         self.broken = True
         self.asked: list[str] = []  # user message of every POST
         self.lock = threading.Lock()
-        server = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                question = body["messages"][-1]["content"]
-                with server.lock:
-                    server.asked.append(question)
-                if server.broken and hashlib.sha256(question.encode()).digest()[0] % 4:
-                    return self._send(503, {"error": "overloaded"})
-                choices = [{"index": i, "message": {"role": "assistant",
-                                                    "content": f"Step 1: think.\nThe answer is {body['seed'] % 7 + i}."},
-                            "finish_reason": "stop"} for i in range(body["n"])]
-                self._send(200, {"choices": choices, "usage": {"prompt_tokens": 20, "completion_tokens": 8 * body["n"]}})
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _answer(self, body: dict) -> tuple[int, dict]:
+        question = body["messages"][-1]["content"]
+        with self.lock:
+            self.asked.append(question)
+        if self.broken and hashlib.sha256(question.encode()).digest()[0] % 4:
+            return 503, {"error": "overloaded"}
+        texts = [f"Step 1: think.\nThe answer is {body['seed'] % 7 + i}." for i in range(body["n"])]
+        return 200, chat_completion(texts)
 
 
 def _recipe(tmp_path, url: str, name: str = "flaky") -> str:

@@ -5,10 +5,7 @@ each test also checks that the same tests pass the reference program: the grader
 "not correct" means something.
 """
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import polars as pl
 import pytest
@@ -16,6 +13,7 @@ import pytest
 from cotforge.schemas.config_verify import SandboxConfig
 from cotforge.tasks.questions.families.coding import TASKS_BY_NAME, CodingFamily
 from cotforge.tasks.verify.program_tests import check_program
+from tests.fake_openai import OpenAIShapedServer, chat_completion
 from tests.hack_corpus import HACKS, Hack, program
 from tests.sandbox_support import require_bwrap
 
@@ -78,43 +76,20 @@ def test_hack_is_judged_not_correct_by_assert_tests(name, questions):
 # ------------------------------------------------------------------------- a build whose model answers with hacks
 
 
-class HackServer:
+class HackServer(OpenAIShapedServer):
     """An OpenAI-shaped server that answers each coding question with every hack (and one honest program)."""
 
     def __init__(self):
-        server = self
         self.requests = 0
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests += 1
-                name, arg = re.search(r"function `(\w+)\((\w+)\)`", body["messages"][-1]["content"]).groups()
-                answers = [(f"hack: {h.name}", program(h, name, arg)) for h in hacks_for(name)]
-                answers.append(("honest", TASKS_BY_NAME[name].reference))
-                choices = [{"index": i, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": f"Here is my solution ({label}).\n```python\n{code}\n```"}}
-                    for i, (label, code) in enumerate((answers * body["n"])[:body["n"]])]
-                data = json.dumps({"choices": choices, "usage": {"prompt_tokens": 10, "completion_tokens": 50}})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data.encode())
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _answer(self, body: dict) -> tuple[int, dict]:
+        self.requests += 1
+        name, arg = re.search(r"function `(\w+)\((\w+)\)`", body["messages"][-1]["content"]).groups()
+        answers = [(f"hack: {h.name}", program(h, name, arg)) for h in hacks_for(name)]
+        answers.append(("honest", TASKS_BY_NAME[name].reference))
+        return 200, chat_completion([f"Here is my solution ({label}).\n```python\n{code}\n```"
+                                     for label, code in (answers * body["n"])[:body["n"]]], completion_tokens=50)
 
 
 @pytest.mark.slow

@@ -1,0 +1,45 @@
+"""A small OpenAI-shaped HTTP server on 127.0.0.1 for build tests: each POST's JSON body goes to `answer(body)`,
+which returns (status, payload)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class OpenAIShapedServer:
+    """Serves `answer` on a free port of 127.0.0.1; `url` is the base URL a recipe's `openai.base_url` takes."""
+
+    def __init__(self, answer: Callable[[dict], tuple[int, dict]]):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                status, payload = answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def chat_completion(texts: list[str], completion_tokens: int = 8) -> dict:
+    """A chat-completion payload with one choice per text."""
+    return {"choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        for i, text in enumerate(texts)],
+            "usage": {"prompt_tokens": 20, "completion_tokens": completion_tokens * len(texts)}}
