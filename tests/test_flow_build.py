@@ -77,7 +77,8 @@ def test_views_agree_with_stage_records(built):
     correct = verdicts.filter((pl.col("verdict") == True) & pl.col("trainable"))  # noqa: E712
     expected = set(correct.filter(pl.col("question_id").is_in(kept))["sample_id"]) & kept_samples
     assert set(sft["sample_id"]) == expected
-    assert [m["role"] for m in sft["prompt"][0] + sft["completion"][0]] == ["system", "user", "assistant"]
+    first = sft.row(0, named=True)
+    assert [m["role"] for m in first["prompt"] + first["completion"]] == ["system", "user", "assistant"]
     pref = read_view(str(out), "preference")
     ok = dict(zip(verdicts["sample_id"], verdicts["verdict"]))
     trainable = dict(zip(verdicts["sample_id"], verdicts["trainable"]))
@@ -109,7 +110,7 @@ def test_pull_refuses_newer_major_version(built, tmp_path):
     path = next((copy / "sft").glob("*.parquet"))
     table = pq.read_table(path)
     meta = dict(table.schema.metadata)
-    meta[b"cotforge.schema_version"] = b"2.0.0"
+    meta[b"cotforge.schema_version"] = b"3.0.0"  # a major above the one this cotforge reads (sft 2.x)
     pq.write_table(table.replace_schema_metadata(meta), path)
     with pytest.raises(SchemaMismatch, match="newer than this cotforge"):
         read_view(str(copy), "sft")
