@@ -142,7 +142,7 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     if mix:
         lines += [""] + mix_markdown(mix)
-    if generation:  # tasks.sample.generation_accounting: tokens, throughput, accepted per token / GPU-hour
+    if generation:  # generate/accounting.py: generation_accounting: tokens, throughput, accepted per token / GPU-hour
         lines += ["", "## Generation", "", "| measure | value |", "|---|---|"]
         lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items() if k != "errors"]
         errors = generation.get("errors") or {}
