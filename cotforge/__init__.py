@@ -30,13 +30,14 @@ def _checkout_root() -> str | None:
     """The repository this module sits in when it runs from a source checkout that no installer mapped (another
     user's interpreter, a plain PYTHONPATH): there the stage folders are siblings of this folder."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Three stats first: an installed copy (site-packages has no such folders) reads no file on import.
+    if not all(os.path.isfile(os.path.join(root, d, "__init__.py")) for d in ("flows", "tasks", "schemas")):
+        return None
     try:
         with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as f:
-            ours = 'name = "cotforge"' in f.read()
+            return root if 'name = "cotforge"' in f.read() else None
     except OSError:
         return None
-    folders = all(os.path.isfile(os.path.join(root, d, "__init__.py")) for d in ("flows", "tasks", "schemas"))
-    return root if ours and folders else None
 
 
 # Installed, setuptools maps flows/, tasks/ and schemas/ beneath this package; in a bare checkout they are found here.

@@ -9,6 +9,18 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+    """Answer the handler's request with `payload` as JSON."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class OpenAIShapedServer:
     """Serves `answer` on a free port of 127.0.0.1; `url` is the base URL a recipe's `openai.base_url` takes."""
 
@@ -18,13 +30,7 @@ class OpenAIShapedServer:
                 pass
 
             def do_POST(self):
-                status, payload = answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, *answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

@@ -17,6 +17,7 @@ from cotforge.tasks.generate import make_generator
 from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
 from cotforge.tasks.generate.openai_server import OpenAIGenerator
 from tests.conftest import require_module
+from tests.fake_openai import send_json
 
 
 def _free_port() -> int:
@@ -156,14 +157,7 @@ class FaultServer:
                         server.in_flight -= 1
 
             def _send(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, payload, headers)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"

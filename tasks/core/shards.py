@@ -73,9 +73,10 @@ class ShardStore:
         _write_bytes_atomic(self.fs, self._path(stage, key, ".done.json"), json.dumps(marker).encode())
         return ShardRef(stage, key, path, table.num_rows)
 
-    def read(self, ref: ShardRef) -> pa.Table:
+    def read(self, ref: ShardRef, columns: list[str] | None = None) -> pa.Table:
+        """The shard's rows (only `columns`, when given: Parquet reads no other column)."""
         with self.fs.open(ref.path, "rb") as f:
-            return pq.read_table(f)
+            return pq.read_table(f, columns=columns)
 
     def read_all(self, refs: list[ShardRef]) -> pa.Table:
         tables = [self.read(r) for r in refs]

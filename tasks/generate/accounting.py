@@ -96,7 +96,7 @@ def error_summary(samples: pl.DataFrame) -> dict:
 def check_samples(store: ShardStore, questions: list[ShardRef], samples: list[ShardRef], max_error_rate: float,
                   backend: str, log_path: str | None = None) -> None:
     """`check_generation` over the stage's shards (only the columns it needs are read)."""
-    frame = pl.concat([pl.from_arrow(store.read(ref).select(["sample_id", "error"])) for ref in samples]) \
+    frame = pl.concat([pl.from_arrow(store.read(ref, ["sample_id", "error"])) for ref in samples]) \
         if samples else pl.DataFrame({"sample_id": [], "error": []}, schema={"sample_id": pl.Utf8, "error": pl.Utf8})
     check_generation(frame, sum(r.rows for r in questions), max_error_rate, backend, log_path)
 

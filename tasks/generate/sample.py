@@ -274,7 +274,7 @@ def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, c
     code = code_hash(__name__, exclude=unused)
     key = shard_key("samples", config_hash, questions.key, code=code)
     done = store.done("samples", key)
-    if done is not None and not _failed_samples(store.read(done)):
+    if done is not None and not _failed_samples(store.read(done, _FAILURE_COLUMNS)):
         advance(questions.rows)
         return done
     # (a shard with failed requests is sampled again: its good parts are reused, its failed requests asked again)
@@ -287,11 +287,12 @@ def sample_shard(ctx: BuildContext, questions: ShardRef, generator: Generator, c
     return _content_ref(ref, table)
 
 
+_FAILURE_COLUMNS = ["sample_id", "error", "error_permanent"]  # all that deciding a retry reads of a finished shard
+
+
 def _failed_samples(table: pa.Table) -> list[str]:
     """The ids of the samples whose request failed and may succeed when asked again (sorted)."""
-    ids, errors = table.column("sample_id").to_pylist(), table.column("error").to_pylist()
-    permanent = table.column("error_permanent").to_pylist() if "error_permanent" in table.column_names \
-        else [False] * len(ids)
+    ids, errors, permanent = (table.column(c).to_pylist() for c in _FAILURE_COLUMNS)
     return sorted(s for s, e, final in zip(ids, errors, permanent) if e is not None and not final)
 
 
