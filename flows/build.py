@@ -34,6 +34,7 @@ from cotforge.tasks.generate.accounting import check_samples
 from cotforge.tasks.generate.lazy import LazyGenerator
 from cotforge.tasks.generate.sample import sample_shard
 from cotforge.tasks.label.steps import label_steps_shard
+from cotforge.tasks.publish.artifacts import flow_run_name, publish_build_artifacts, rename_flow_run
 from cotforge.tasks.publish.hub import push_build
 from cotforge.tasks.publish.retry import retry_policy
 from cotforge.tasks.publish.snapshot import plan_version
@@ -52,7 +53,7 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = time.perf_counter() - start
 
 
-@flow(name="build", log_prints=True)
+@flow(name="build", flow_run_name=flow_run_name, log_prints=True)
 def build(recipe: Recipe, out: str | None = None, version: str | None = None, push: str | None = None,
           private: bool | None = None, previous: str | None = None, require_new_rows: bool = False) -> BuildResult:
     """Build one recipe into `OUT/<version>/`, a complete snapshot: the previous version's rows plus the new ones;
@@ -63,6 +64,7 @@ def build(recipe: Recipe, out: str | None = None, version: str | None = None, pu
     repo = push or recipe.publish.repo
     with output_lock(out):
         version, previous = plan_version(out, version, repo, previous)
+        rename_flow_run(recipe.name, version)
         ctx = BuildContext(ShardStore(out), recipe.content_hash(), version, recipe.seed)
         try:
             result = _build_version(recipe, ctx, previous, require_new_rows)
@@ -74,6 +76,7 @@ def build(recipe: Recipe, out: str | None = None, version: str | None = None, pu
             pushed = push_build(result.folder, repo, version,
                                 recipe.publish.private if private is None else private, retry_policy(recipe.publish))
             result.pushed = asdict(pushed)
+    publish_build_artifacts(recipe.name, result)  # the report and counts in the Prefect UI, keyed by recipe+version
     return result
 
 
