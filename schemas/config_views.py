@@ -2,6 +2,12 @@
 
 Each key is one published view (one config in the dataset card); `enabled: false` leaves it out. Every chat view's
 prompt is the conversation the samples were generated from (the recipe's system prompt, then the question).
+
+Every chat view publishes one of TRL's formats (`format`, schemas/views.py FORMATS), never two in one row. The default,
+`conversational` (prompt-completion as lists of messages), keeps the roles so TRL renders each row with the trained
+model's own chat template, and makes SFTTrainer put the loss on the assistant turn only: a model is taught to write
+verified rationales, not to reproduce the questions. `messages` (sft only) trains on the whole conversation;
+`standard` gives plain strings for base models trained without a chat template.
 """
 
 from __future__ import annotations
@@ -21,6 +27,12 @@ class SftViewConfig(StrictConfig):
     # answer (the convention of reasoning chat templates); "plain" writes the reasoning then the answer. The
     # rationale is always also in its own `reasoning` column.
     reasoning_format: Literal["think_tags", "plain"] = "think_tags"
+    # TRL format: conversational prompt/completion (loss on the completion), one `messages` column (loss on the
+    # whole conversation), or standard prompt/completion strings (no chat template; loss on the completion).
+    format: Literal["conversational", "messages", "standard"] = "conversational"
+
+
+ChatFormat = Literal["conversational", "standard"]
 
 
 class PreferenceViewConfig(StrictConfig):
@@ -32,6 +44,7 @@ class PreferenceViewConfig(StrictConfig):
     # concise_vs_verbose pairs only when the longer rationale has at least this many times the tokens of the shorter.
     min_length_ratio: float = Field(default=1.25, ge=1.0)
     reasoning_format: Literal["think_tags", "plain"] = "think_tags"
+    format: ChatFormat = "conversational"  # lists of messages, or standard strings
 
 
 class UnpairedViewConfig(StrictConfig):
@@ -40,6 +53,7 @@ class UnpairedViewConfig(StrictConfig):
     enabled: bool = True
     max_per_question: int = Field(default=4, ge=1)
     reasoning_format: Literal["think_tags", "plain"] = "think_tags"
+    format: ChatFormat = "conversational"  # lists of messages, or standard strings
 
 
 DEFAULT_STEP_RUBRIC = (
@@ -84,6 +98,7 @@ class RlvrViewConfig(StrictConfig):
     min_pass_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     max_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     exclusive: bool = True
+    format: ChatFormat = "conversational"  # the prompt as a list of messages, or a standard string
 
     @model_validator(mode="after")
     def _ordered_band(self) -> "RlvrViewConfig":
@@ -94,6 +109,7 @@ class RlvrViewConfig(StrictConfig):
 
 class CalibrationViewConfig(StrictConfig):
     enabled: bool = True
+    format: ChatFormat = "conversational"  # lists of messages, or standard strings
 
 
 class ViewsConfig(StrictConfig):

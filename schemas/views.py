@@ -13,6 +13,7 @@ columns; a reader refuses it and says which cotforge reads it. Every released ve
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Callable
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from cotforge.schemas.arrow import arrow_schema
 
@@ -150,6 +151,43 @@ class CalibrationRow(ViewRow):
     added_in: str | None  # dataset version that first published the row; kept as later versions carry it
 
 
+# TRL's dataset formats a chat view can publish, one per view and file (chosen by the recipe's `views.<view>.format`;
+# the file names it in its `cotforge.format` metadata), and the loss each implies in TRL's trainers.
+FORMATS = {
+    "conversational": "conversational prompt-completion: `prompt` and `completion` (`chosen`/`rejected`) are lists of "
+                      "messages; TRL applies the model's chat template and puts the loss on the completion only "
+                      "(SFTTrainer's `completion_only_loss`, its default for prompt-completion rows)",
+    "messages": "conversational language modeling: one `messages` column (the prompt's turns, then the assistant's); "
+                "TRL's SFTTrainer puts the loss on the whole conversation, system and user turns included, unless "
+                "`assistant_only_loss=True` (which needs a chat template that marks the assistant's turns)",
+    "standard": "standard prompt-completion: `prompt` and `completion` (`chosen`/`rejected`) are plain strings and no "
+                "chat template is applied (the prompt is the system prompt, a blank line, the question and a "
+                "newline); TRL puts the loss on the completion only",
+}
+DEFAULT_FORMAT = "conversational"
+CHAT_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+
+
+@functools.cache
+def format_model(model: type[ViewRow], format_: str) -> type[ViewRow]:
+    """A chat view's row model in another format: `standard` makes its chat columns plain strings, `messages` puts
+    one `messages` list where `prompt` and `completion` were. The conversational model itself is the default."""
+    if format_ == DEFAULT_FORMAT:
+        return model
+    if format_ not in FORMATS:
+        raise SchemaMismatch(f"unknown format {format_!r}; formats are {sorted(FORMATS)}")
+    fields = {}
+    for name, info in model.model_fields.items():
+        if name in CHAT_COLUMNS and format_ == "standard":
+            fields[name] = (str, ...)
+        elif name == "prompt" and format_ == "messages":
+            fields["messages"] = (list[Message], ...)
+        elif not (name == "completion" and format_ == "messages"):
+            fields[name] = (info.annotation, ...)
+    return create_model(f"{model.__name__}{format_.title()}", __base__=ViewRow,
+                        __doc__=f"{model.__doc__}\n\nFormat `{format_}`: {FORMATS[format_]}.", **fields)
+
+
 Migration = Callable[[pl.DataFrame], pl.DataFrame]
 
 
@@ -175,7 +213,15 @@ def drop_messages(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.drop("messages", strict=False)
 
 
-_SFT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("2.0.0", drop_messages)}
+def formats_added(frame: pl.DataFrame) -> pl.DataFrame:
+    """The minor that added formats (sft 2.0.0 -> 2.1.0, the other chat views 1.1.0 -> 1.2.0): files of the version
+    before are conversational, whose columns did not change."""
+    return frame
+
+
+_SFT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("2.0.0", drop_messages), "2.0.0": ("2.1.0", formats_added)}
+_CHAT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("1.2.0", formats_added)}
+CHAT_FORMATS = ("conversational", "standard")
 
 
 @dataclass(frozen=True)
@@ -188,38 +234,61 @@ class ViewSchema:
     purpose: str = ""
     # from_version -> (to_version, function taking a frame of from_version and returning one of to_version).
     migrations: dict[str, tuple[str, Migration]] = field(default_factory=dict)
+    # The TRL formats this view publishes (FORMATS), the first its default: the format of `model`, and of every
+    # file written before formats existed. A view without chat columns has its one format.
+    formats: tuple[str, ...] = (DEFAULT_FORMAT,)
 
     @property
     def major(self) -> int:
         return parse_version(self.version)[0]
 
     @property
+    def default_format(self) -> str:
+        return self.formats[0]
+
+    def row_model(self, format_: str | None = None) -> type[ViewRow]:
+        """The row model of one of the view's formats (None: the default)."""
+        format_ = format_ or self.default_format
+        if format_ not in self.formats:
+            raise SchemaMismatch(f"{self.name} has no format {format_!r}; it publishes {list(self.formats)}")
+        return self.model if format_ == self.default_format else format_model(self.model, format_)
+
+    @property
     def arrow(self) -> pa.Schema:
         return arrow_schema(self.model)
 
-    def json_schema(self) -> dict:
-        """The row model's JSON Schema, stamped with the view name and version."""
-        return {"$id": f"https://cotforge.dev/schemas/{self.name}/{self.version}.json",
+    def arrow_for(self, format_: str | None = None) -> pa.Schema:
+        return arrow_schema(self.row_model(format_))
+
+    def json_schema(self, format_: str | None = None) -> dict:
+        """The row model's JSON Schema (of one format), stamped with the view name, version and format."""
+        format_ = format_ or self.default_format
+        suffix = "" if format_ == self.default_format else f".{format_}"
+        return {"$id": f"https://cotforge.dev/schemas/{self.name}/{self.version}{suffix}.json",
                 "x-cotforge-view": self.name, "x-cotforge-schema-version": self.version,
-                **self.model.model_json_schema()}
+                **({"x-cotforge-format": format_} if len(self.formats) > 1 else {}),
+                **self.row_model(format_).model_json_schema()}
 
 
+SFT_FORMATS = ("conversational", "messages", "standard")
 VIEWS: dict[str, ViewSchema] = {
-    "sft": ViewSchema("sft", "2.0.0", SftRow, "supervised fine-tuning on verified rationales (conversational "
-                      "`prompt`/`completion`: the loss on the assistant turn)", migrations=_SFT_MIGRATIONS),
-    "sft_lenient": ViewSchema("sft_lenient", "2.0.0", SftRow, "supervised fine-tuning on rationales that agree with "
-                              "the majority answer (no gold answer needed)", migrations=_SFT_MIGRATIONS),
-    "preference": ViewSchema("preference", "1.1.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)",
-                             migrations=_ADDED_IN),
-    "unpaired": ViewSchema("unpaired", "1.1.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)",
-                           migrations=_ADDED_IN),
+    "sft": ViewSchema("sft", "2.1.0", SftRow, "supervised fine-tuning on verified rationales (SFTTrainer)",
+                      migrations=_SFT_MIGRATIONS, formats=SFT_FORMATS),
+    "sft_lenient": ViewSchema("sft_lenient", "2.1.0", SftRow, "supervised fine-tuning on rationales that agree with "
+                              "the majority answer (no gold answer needed)", migrations=_SFT_MIGRATIONS,
+                              formats=SFT_FORMATS),
+    "preference": ViewSchema("preference", "1.2.0", PreferenceRow, "DPO-style pairs (`prompt`/`chosen`/`rejected`)",
+                             migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
+    "unpaired": ViewSchema("unpaired", "1.2.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)",
+                           migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
     "prm": ViewSchema("prm", "1.2.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
                       "Monte-Carlo score in `step_scores`, optional LLM-judge agreement per step)",
-                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in)}),
-    "rlvr": ViewSchema("rlvr", "1.1.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)",
-                       migrations=_ADDED_IN),
-    "calibration": ViewSchema("calibration", "1.1.0", CalibrationRow, "confidence calibration (`confidence_target`"
-                              " per sample)", migrations=_ADDED_IN),
+                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in)},
+                      formats=("standard",)),
+    "rlvr": ViewSchema("rlvr", "1.2.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)",
+                       migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
+    "calibration": ViewSchema("calibration", "1.2.0", CalibrationRow, "confidence calibration (`confidence_target`"
+                              " per sample)", migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
 }
 
 
@@ -237,18 +306,23 @@ def parse_version(version: str) -> tuple[int, int, int]:
 
 
 def check_and_migrate(frame: pl.DataFrame, view: str, found_version: str,
-                      writer_version: str | None = None, views: dict[str, ViewSchema] | None = None) -> pl.DataFrame:
+                      writer_version: str | None = None, views: dict[str, ViewSchema] | None = None,
+                      format_: str | None = None) -> pl.DataFrame:
     """Bring a frame read from a file of `found_version` up to the current schema, or refuse with a clear reason.
 
     Older minors are migrated step by step; a newer minor of the same major is read by keeping the known columns
     (minors only add columns); another major is refused, naming the cotforge that wrote it (`writer_version`, from
     the file's `cotforge.version` metadata) and the major this one reads. The result has exactly the current
-    schema's columns, in order, with its types.
+    schema's columns of the file's format (`cotforge.format` metadata; None: the view's default, the format of every
+    file written before formats existed), in order, with its types.
     """
     views = VIEWS if views is None else views
     if view not in views:
         raise SchemaMismatch(f"unknown view {view!r}; this cotforge ({COTFORGE_VERSION}) knows {sorted(views)}")
     schema = views[view]
+    if format_ is not None and format_ not in schema.formats:
+        raise SchemaMismatch(f"{view} file in format {format_!r}: this cotforge ({COTFORGE_VERSION}) reads {view} as "
+                             f"{list(schema.formats)}")
     found = parse_version(found_version)
     current = parse_version(schema.version)
     written_by = f"written by cotforge {writer_version}" if writer_version else "written by another cotforge"
@@ -267,12 +341,13 @@ def check_and_migrate(frame: pl.DataFrame, view: str, found_version: str,
                              f"migration to {schema.version}; read it with cotforge {writer_version or '0.x'}")
     if parse_version(version) < current:
         raise SchemaMismatch(f"{view} schema version {found_version}: no migration from {version} to {schema.version}")
-    missing = [c for c in schema.arrow.names if c not in frame.columns]
+    arrow = schema.arrow_for(format_)
+    missing = [c for c in arrow.names if c not in frame.columns]
     if missing:
         raise SchemaMismatch(f"{view} {found_version}: columns {missing} are missing")
-    table = frame.select(schema.arrow.names).to_arrow()
+    table = frame.select(arrow.names).to_arrow()
     try:
-        table = table.cast(schema.arrow)
+        table = table.cast(arrow)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
         raise SchemaMismatch(f"{view} {found_version}: columns do not fit schema {schema.version}: {error}") from None
     return pl.from_arrow(table)
@@ -285,20 +360,27 @@ def export_json_schemas(folder: Path = JSON_SCHEMA_DIR) -> list[Path]:
     """
     written = []
     for schema in VIEWS.values():
-        path = folder / schema.name / f"{schema.version}.json"
-        text = json_schema_text(schema)
-        if path.exists() and path.read_text() != text:
-            raise SchemaMismatch(f"{path} differs from the {schema.name} row model: a released schema is frozen, "
-                                 f"bump {schema.name}'s version (and add a migration) instead of editing it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
+        for format_ in schema.formats:
+            path = folder / schema.name / json_schema_name(schema, format_)
+            text = json_schema_text(schema, format_)
+            if path.exists() and path.read_text() != text:
+                raise SchemaMismatch(f"{path} differs from the {schema.name} row model: a released schema is frozen, "
+                                     f"bump {schema.name}'s version (and add a migration) instead of editing it")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            written.append(path)
     return written
 
 
-def json_schema_text(schema: ViewSchema) -> str:
-    """The exact text of a view's exported JSON Schema file."""
-    return json.dumps(schema.json_schema(), indent=2, sort_keys=True) + "\n"
+def json_schema_name(schema: ViewSchema, format_: str | None = None) -> str:
+    """`<version>.json` for the default format, `<version>.<format>.json` for the others."""
+    format_ = format_ or schema.default_format
+    return f"{schema.version}.json" if format_ == schema.default_format else f"{schema.version}.{format_}.json"
+
+
+def json_schema_text(schema: ViewSchema, format_: str | None = None) -> str:
+    """The exact text of a view's exported JSON Schema file (of one format)."""
+    return json.dumps(schema.json_schema(format_), indent=2, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":

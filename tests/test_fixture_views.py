@@ -53,18 +53,36 @@ def freeze_fixtures() -> list[Path]:
     labels = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.15, 0.05), views.prm, generation, 17, "fixture",
                                        "fixture", judge=RuleStepJudge(mumble_on="The answer is")))
     written = []
-    for name, build in view_builders(frame, labels, views, generation.system_prompt, added_in="0.0.0").items():
-        path = FIXTURES / name / f"{VIEWS[name].version}.parquet"
-        if path.exists():
-            continue
-        table = build().slice(0, ROWS_PER_FIXTURE)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(fsspec.filesystem("file"), str(path), table,
-                             view_metadata(name, "fixture", "fixture", "0.0.0"))
-        path.with_suffix(".json").write_text(json.dumps(_jsonable(table.to_pylist()), indent=1, sort_keys=True)
-                                             + "\n")
-        written.append(path)
+    for name, schema in VIEWS.items():
+        for format_ in schema.formats:  # one fixture per TRL format the view publishes
+            path = fixture_path(name, format_)
+            if path.exists():
+                continue
+            config = getattr(views, name)
+            in_format = views.model_copy(update={name: config.model_copy(update={"format": format_})}) \
+                if hasattr(config, "format") else views
+            build = view_builders(frame, labels, in_format, generation.system_prompt, added_in="0.0.0")[name]
+            table = build().slice(0, ROWS_PER_FIXTURE)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_parquet_atomic(fsspec.filesystem("file"), str(path), table,
+                                 view_metadata(name, "fixture", "fixture", "0.0.0", format_))
+            path.with_suffix(".json").write_text(json.dumps(_jsonable(table.to_pylist()), indent=1, sort_keys=True)
+                                                 + "\n")
+            written.append(path)
     return written
+
+
+def fixture_path(view: str, format_: str | None = None) -> Path:
+    """`<view>/<version>.parquet` for the view's default format, `<view>/<version>.<format>.parquet` for others."""
+    schema = VIEWS[view]
+    suffix = "" if (format_ or schema.default_format) == schema.default_format else f".{format_}"
+    return FIXTURES / view / f"{schema.version}{suffix}.parquet"
+
+
+def version_and_format(path: Path) -> tuple[str, str | None]:
+    """(schema version, format named in the file name or None) of a fixture file."""
+    parts = path.stem.split(".")
+    return ".".join(parts[:3]), (parts[3] if len(parts) > 3 else None)
 
 
 def _read(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
@@ -75,16 +93,20 @@ def _read(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
 
 def test_fixture_exists_for_every_current_view_version():
     for view in VIEWS.values():
-        path = FIXTURES / view.name / f"{view.version}.parquet"
-        assert path.exists(), f"{view.name} {view.version} has no fixture: run `python -m tests.test_fixture_views`"
-        assert path.with_suffix(".json").exists()
+        for format_ in view.formats:
+            path = fixture_path(view.name, format_)
+            assert path.exists(), f"{view.name} {view.version} ({format_}) has no fixture: run " \
+                                  "`python -m tests.test_fixture_views`"
+            assert path.with_suffix(".json").exists()
 
 
 def test_fixture_of_the_current_version_has_the_current_schema():
     """A row-model change without a version bump shows here: the frozen file of that version no longer matches."""
     for view in VIEWS.values():
-        schema = pq.read_schema(FIXTURES / view.name / f"{view.version}.parquet")
-        assert schema.remove_metadata().equals(view.arrow), f"{view.name}: changed without a schema version bump"
+        for format_ in view.formats:
+            schema = pq.read_schema(fixture_path(view.name, format_))
+            assert schema.remove_metadata().equals(view.arrow_for(format_)), \
+                f"{view.name} ({format_}): changed without a schema version bump"
 
 
 def _migrates(view: str, version: str) -> bool:
@@ -99,8 +121,9 @@ def _migrates(view: str, version: str) -> bool:
 @pytest.mark.parametrize("path", fixture_files(), ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_fixture_reads_with_the_current_reader(path: Path):
     frame, meta = _read(path)
-    view, version = path.parent.name, path.stem
+    view, (version, format_) = path.parent.name, version_and_format(path)
     assert meta["cotforge.schema_name"] == view and meta["cotforge.schema_version"] == version
+    assert meta.get("cotforge.format") == format_ or format_ is None
     expected = json.loads(path.with_suffix(".json").read_text())
     assert frame.height == len(expected) > 0
     if view not in VIEWS or not _migrates(view, version):
@@ -108,8 +131,8 @@ def test_fixture_reads_with_the_current_reader(path: Path):
         with pytest.raises(SchemaMismatch, match=meta.get("cotforge.version", "cotforge")):
             check_and_migrate(frame, view, version, meta.get("cotforge.version"))
         return
-    read = check_and_migrate(frame, view, version, meta.get("cotforge.version"))
-    assert read.columns == VIEWS[view].arrow.names
+    read = check_and_migrate(frame, view, version, meta.get("cotforge.version"), format_=meta.get("cotforge.format"))
+    assert read.columns == VIEWS[view].arrow_for(meta.get("cotforge.format")).names
     # Every column the old version wrote reads back with the values it had.
     old_columns = [c for c in expected[0] if c in read.columns]
     assert _jsonable(read.select(old_columns).to_dicts()) == [{c: row[c] for c in old_columns} for row in expected]

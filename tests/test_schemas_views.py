@@ -15,6 +15,7 @@ from cotforge.schemas.views import (
     ViewSchema,
     check_and_migrate,
     export_json_schemas,
+    json_schema_name,
     json_schema_text,
     parse_version,
 )
@@ -29,13 +30,16 @@ PRM_JUDGE = {"judge_step_labels": [True, None, False], "judge_agreement": 0.5, "
 
 def test_exported_json_schemas_match_the_row_models():
     for view in VIEWS.values():
-        path = JSON_SCHEMA_DIR / view.name / f"{view.version}.json"
-        assert path.exists(), f"{path} missing: run `python -m cotforge.schemas.views` and commit it"
-        assert path.read_text() == json_schema_text(view), f"{path} is stale: a changed row model needs a new version"
-        exported = json.loads(path.read_text())
-        assert exported["x-cotforge-schema-version"] == view.version
-        assert set(exported["properties"]) == set(view.arrow.names)  # the same columns as the Arrow schema
-        assert set(exported["required"]) == set(view.arrow.names)
+        for format_ in view.formats:  # <version>.json (default format), <version>.<format>.json
+            path = JSON_SCHEMA_DIR / view.name / json_schema_name(view, format_)
+            assert path.exists(), f"{path} missing: run `python -m cotforge.schemas.views` and commit it"
+            assert path.read_text() == json_schema_text(view, format_), \
+                f"{path} is stale: a changed row model needs a new version"
+            exported = json.loads(path.read_text())
+            assert exported["x-cotforge-schema-version"] == view.version
+            arrow = view.arrow_for(format_)
+            assert set(exported["properties"]) == set(arrow.names)  # the same columns as the Arrow schema
+            assert set(exported["required"]) == set(arrow.names)
 
 
 def test_export_refuses_to_rewrite_a_released_schema(tmp_path):
@@ -106,7 +110,8 @@ def test_every_view_1_0_file_reads_with_added_in(tmp_path):
 
     for view in VIEWS.values():
         assert "added_in" in view.arrow.names and view.arrow.field("added_in").nullable
-        older = min(FIXTURES.glob(f"{view.name}/*.parquet"), key=lambda p: parse_version(p.stem))
+        older = min((p for p in FIXTURES.glob(f"{view.name}/*.parquet") if p.stem.count(".") == 2),
+                    key=lambda p: parse_version(p.stem))  # default-format fixtures (others: <version>.<format>)
         assert parse_version(older.stem) < parse_version(view.version)
         frame = check_and_migrate(pl.from_arrow(pq.read_table(older)), view.name, older.stem)
         assert frame["added_in"].null_count() == frame.height > 0

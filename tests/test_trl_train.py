@@ -167,3 +167,31 @@ def test_trl_grpo_trains_on_the_rlvr_view(out, tokenizer, tmp_path):
     # GRPO's loss is ~0 on-policy by construction; the gradient shows that the rewards gave the model a signal.
     assert any(entry.get("grad_norm", 0) > 0 for entry in trainer.state.log_history)
     assert seen and set(seen) <= set(dataset["solution"])  # the reward saw the view's gold answers
+
+
+@pytest.mark.parametrize("format_", ["conversational", "messages", "standard"])
+def test_trl_sft_format_decides_where_the_loss_falls(tokenizer, tmp_path, format_):
+    """What the card says each format implies: conversational and standard rows put the loss on the completion only
+    (with and without the chat template), `messages` rows on the whole conversation."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from cotforge.schemas.config_views import SftViewConfig
+    from cotforge.tasks.views.builders import build_sft
+    from tests.views_support import simulated_joined
+
+    frame, _ = simulated_joined(n=4, difficulty=2, samples=2, seed=3)
+    table = build_sft(frame, SftViewConfig(format=format_), "Be brief.")
+    trainer = SFTTrainer(model=_causal_lm(tokenizer), args=SFTConfig(**_args(tmp_path, max_length=512)),
+                         train_dataset=Dataset.from_list(table.to_pylist()), processing_class=tokenizer)
+    for row, example in zip(table.to_pylist(), trainer.train_dataset):
+        ids, labels = example["input_ids"], example["labels"]
+        trained = tokenizer.decode([t for t, label in zip(ids, labels) if label != -100])
+        text = tokenizer.decode(ids)
+        if format_ == "messages":
+            assert all(label != -100 for label in labels) and "<|im_start|>user" in trained
+            continue
+        assert labels[0] == -100 and trained.startswith(row["completion"][0]["content"] if format_ ==
+                                                        "conversational" else row["completion"])
+        assert ("<|im_start|>" in text) is (format_ == "conversational")  # standard: no chat template
+        assert text.startswith(tokenizer.decode([t for t, label in zip(ids, labels) if label == -100]))

@@ -63,7 +63,7 @@ def test_card_and_report_give_new_and_carried_rows_per_view(two_versions):
     out, first, second = two_versions
     card = (out / "0.2.0" / "README.md").read_text()
     report = (out / "0.2.0" / "report" / "report.md").read_text()
-    assert "| config | schema version | rows | new in 0.2.0 | carried | use |" in card
+    assert "| config | schema version | format | rows | new in 0.2.0 | carried | use |" in card
     for view, rows in second.views.items():
         new, carried = second.new_rows[view], second.carried_rows[view]
         assert f"| `{view}` | " in card and f"| {rows} | {new} | {carried} | " in card, view

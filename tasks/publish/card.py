@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from cotforge.schemas.config_verify import VerifyConfig
-from cotforge.schemas.views import VIEWS
+from cotforge.schemas.views import FORMATS, VIEWS
 from cotforge.tasks.publish.write import PublishedView
 from cotforge.tasks.views.builders import OWN_WORDS_RULE, PROMPT_RULE
 
@@ -36,8 +36,8 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
         "configs": [{"config_name": v.name, "data_files": [{"split": "train", "path": f"{v.name}/*.parquet"}]}
                     for v in views],
     }
-    view_rows = "\n".join(f"| `{v.name}` | {v.schema_version} | {v.rows} | {v.new_rows} | {v.carried_rows} | "
-                          f"{_purpose(v.name)} |" for v in views)
+    view_rows = "\n".join(f"| `{v.name}` | {v.schema_version} | {v.format or '-'} | {v.rows} | {v.new_rows} | "
+                          f"{v.carried_rows} | {_purpose(v.name)} |" for v in views)
     funnel = [(stage, counts[key]) for stage, key in FUNNEL if key in counts]
     funnel.append(("published", sum(v.rows for v in views)))
     funnel_rows = "\n".join(f"| {stage} | {count} | {_funnel_note(stage, counts, views)} |" for stage, count in funnel)
@@ -74,9 +74,13 @@ Each view is a config of this dataset; every Parquet file carries its schema nam
 This version is a complete snapshot: the rows of the version before it (carried unchanged), then the rows new in
 {version}; each row's `added_in` names the version that first published it.
 
-| config | schema version | rows | new in {version} | carried | use |
-|---|---|---|---|---|---|
+| config | schema version | format | rows | new in {version} | carried | use |
+|---|---|---|---|---|---|---|
 {view_rows}
+
+### Training format
+
+{format_lines(views)}
 
 ## How to load
 
@@ -145,6 +149,19 @@ select rows. See `report/` for per-stage counts and the verdict breakdown.
 
 {license_}
 """
+
+
+def format_lines(views: list[PublishedView]) -> str:
+    """Which TRL format each chat view's rows are in (one per row, chosen by the recipe's `views.<view>.format`), and
+    the loss it implies in TRL."""
+    by_format: dict[str, list[str]] = {}
+    for v in views:
+        if v.name in VIEWS and len(VIEWS[v.name].formats) > 1 and v.format in FORMATS:
+            by_format.setdefault(v.format, []).append(f"`{v.name}`")
+    lines = [f"- {', '.join(names)}: **{fmt}**, {FORMATS[fmt]}." for fmt, names in by_format.items()]
+    lines.append("- `prm` (when present) is TRL's standard stepwise supervision (`prompt`, `completions`, `labels`): "
+                 "PRMTrainer puts one label on the separator token that closes each step.")
+    return "\n".join(lines)
 
 
 def _purpose(view: str) -> str:

@@ -28,7 +28,7 @@ from cotforge.tasks.publish.versions import (
     set_latest,
     version_folder,
 )
-from cotforge.tasks.publish.write import read_view
+from cotforge.tasks.publish.write import read_view_format
 
 
 def previous_location(out: str, version: str, hub_versions: dict[str, str] | None = None) -> str | None:
@@ -64,10 +64,15 @@ def version_views(folder: str) -> list[str]:
     return re.findall(r"config_name:\s*(\S+)", header)
 
 
-def carried_views(folder: str) -> dict[str, pa.Table]:
+def carried_views(folder: str, formats: dict[str, str] | None = None) -> dict[str, tuple[pa.Table, str]]:
     """Every view of a published version, read back schema-checked and migrated to the current schema, with
-    `added_in` as each row was first published."""
-    return {view: read_view(folder, view).to_arrow().cast(VIEWS[view].arrow) for view in version_views(folder)}
+    `added_in` as each row was first published, and its TRL format: the one `formats` names for it (rows converted),
+    else the one it was written in."""
+    carried = {}
+    for view in version_views(folder):
+        frame, format_ = read_view_format(folder, view, (formats or {}).get(view))
+        carried[view] = (frame.to_arrow().cast(VIEWS[view].arrow_for(format_)), format_)
+    return carried
 
 
 def copy_indexes(source: str, folder: str, version: str) -> list[str]:

@@ -33,7 +33,7 @@ from cotforge.tasks.publish.snapshot import carried_views, copy_indexes, finaliz
 from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
-from cotforge.tasks.views.builders import view_builders, view_metadata
+from cotforge.tasks.views.builders import view_builders, view_format, view_metadata
 
 
 @dataclass
@@ -70,13 +70,17 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     publishes nothing (status "skipped")."""
     store, version, recipe_hash, build_id = ctx.store, ctx.version, ctx.recipe_hash, ctx.build_id
     previous_folder = open_version(previous) if previous else None
-    carried = carried_views(previous_folder) if previous_folder else {}
     questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
     joined = join_records(questions, samples, verdicts, votes, dedup,
                           sample_dedup=_frame(store, refs["sample_dedup"]) if refs.get("sample_dedup") else None)
     step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
     builders = view_builders(joined, step_labels, recipe.views, recipe.generation.system_prompt, added_in=version)
+    # Carried rows take the format the recipe publishes their view in (a view it no longer builds keeps its own).
+    formats = {name: view_format(recipe.views, name) for name in builders}
+    carried = carried_views(previous_folder, formats) if previous_folder else {}
+    formats.update({name: format_ for name, (_, format_) in carried.items() if name not in formats})
+    carried = {name: table for name, (table, _) in carried.items()}
     new_tables = {name: build_table() for name, build_table in builders.items()}
     if require_new_rows and not any(t.num_rows for t in new_tables.values()):
         return BuildResult(store.url, version, build_id, recipe_hash, {}, {}, timings, previous=previous,
@@ -87,7 +91,7 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     for name in [*new_tables, *(v for v in carried if v not in new_tables)]:
         parts = [t for t in (carried.get(name), new_tables.get(name)) if t is not None]
         published.append(write_view(folder, name, pa.concat_tables(parts),
-                                    view_metadata(name, recipe_hash, build_id, version),
+                                    view_metadata(name, recipe_hash, build_id, version, formats[name]),
                                     carried_rows=carried[name].num_rows if name in carried else 0))
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from cotforge.schemas.views import VIEWS, check_and_migrate
 from cotforge.tasks.core.shards import write_parquet_atomic
+from cotforge.tasks.views.formats import convert_table
 
 ROWS_PER_FILE = 100_000
 
@@ -26,6 +27,7 @@ class PublishedView:
     new_rows: int = 0  # rows this version added (`added_in` = this version)
     carried_rows: int = 0  # rows carried unchanged from the previous version
     rows_sha256: str = ""  # `rows_digest` of the view's rows: same rows, same digest
+    format: str = ""  # the TRL format of its rows (schemas/views.py FORMATS)
 
 
 def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str], carried_rows: int = 0) -> PublishedView:
@@ -42,7 +44,8 @@ def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str], c
         write_parquet_atomic(fs, f"{root}/{relative}", table.slice(start, ROWS_PER_FILE), metadata)
         files.append(relative)
     return PublishedView(view, VIEWS[view].version, table.num_rows, tuple(files), table.num_rows - carried_rows,
-                         carried_rows, rows_digest(table))
+                         carried_rows, rows_digest(table),
+                         metadata.get("cotforge.format", VIEWS[view].default_format))
 
 
 def write_text(out: str, relative: str, text: str | bytes) -> None:
@@ -52,8 +55,14 @@ def write_text(out: str, relative: str, text: str | bytes) -> None:
         f.write(text.encode() if isinstance(text, str) else text)
 
 
-def read_view(source: str, view: str) -> pl.DataFrame:
-    """A published view from a local output folder as a Polars frame, schema-checked and migrated."""
+def read_view(source: str, view: str, format_: str | None = None) -> pl.DataFrame:
+    """A published view from a local output folder as a Polars frame, schema-checked and migrated; in `format_`
+    when given (rows converted where they can be), else in the format its files were written in."""
+    return read_view_format(source, view, format_)[0]
+
+
+def read_view_format(source: str, view: str, format_: str | None = None) -> tuple[pl.DataFrame, str]:
+    """`read_view` and the TRL format of the frame it returns."""
     fs, root = fsspec.core.url_to_fs(source)
     files = sorted(fs.glob(f"{root}/{view}/*.parquet"))
     if not files:
@@ -67,11 +76,17 @@ def read_view(source: str, view: str) -> pl.DataFrame:
         name, version = meta.get("cotforge.schema_name"), meta.get("cotforge.schema_version")
         if name != view or version is None:
             raise ValueError(f"{path}: not a cotforge {view!r} file (schema name {name!r}, version {version!r})")
-        frame = check_and_migrate(pl.from_arrow(table), view, version, meta.get("cotforge.version"))
+        found_format = meta.get("cotforge.format")  # none before formats existed: the view's default
+        frame = check_and_migrate(pl.from_arrow(table), view, version, meta.get("cotforge.version"),
+                                  format_=found_format)
         if meta.get("cotforge.dataset_version"):  # a file from before `added_in`: its rows are that version's own
             frame = frame.with_columns(pl.col("added_in").fill_null(meta["cotforge.dataset_version"]))
+        found_format = found_format or VIEWS[view].default_format
+        format_ = format_ or found_format
+        if found_format != format_:
+            frame = pl.from_arrow(convert_table(frame.to_arrow(), VIEWS[view], found_format, format_))
         frames.append(frame)
-    return pl.concat(frames) if len(frames) > 1 else frames[0]
+    return (pl.concat(frames) if len(frames) > 1 else frames[0]), format_
 
 
 def rows_digest(table: pa.Table) -> str:

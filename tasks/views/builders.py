@@ -34,6 +34,7 @@ from cotforge.schemas.views import (
     UnpairedRow,
 )
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
+from cotforge.tasks.views.formats import format_table
 from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
@@ -87,7 +88,7 @@ def _assistant(row: dict, reasoning_format: str) -> list[dict]:
 def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | None = None,
               added_in: str | None = None) -> pa.Table:
     """Trainable rationales (finished, with a stated final answer) that a verifier judged correct (strict), or that
-    agree with the majority and no verifier judged wrong (lenient), as chats."""
+    agree with the majority and no verifier judged wrong (lenient), as chats in the configured TRL format."""
     picked = joined.filter(pl.col("usable") & pl.col("trainable"))
     picked = picked.filter(pl.col("verdict").fill_null(False)) if config.keep == "verified" else picked.filter(
         pl.col("agrees_with_majority") & pl.col("verdict").fill_null(True))
@@ -103,7 +104,7 @@ def build_sft(joined: pl.DataFrame, config: SftViewConfig, system_prompt: str | 
             question_id=r["question_id"], sample_id=r["sample_id"], source=r["source"], difficulty=r["difficulty"],
             added_in=added_in,
         ))
-    return to_table(rows, SftRow)
+    return format_table(rows, SftRow, config.format)
 
 
 def _pairs(group: pl.DataFrame, config: PreferenceViewConfig) -> list[tuple[str, dict, dict]]:
@@ -143,7 +144,7 @@ def build_preference(joined: pl.DataFrame, config: PreferenceViewConfig, system_
                 question_id=question_id, chosen_sample_id=chosen["sample_id"],
                 rejected_sample_id=rejected["sample_id"], source=chosen["source"], added_in=added_in,
             ))
-    return to_table(rows, PreferenceRow)
+    return format_table(rows, PreferenceRow, config.format)
 
 
 def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig, system_prompt: str | None = None,
@@ -160,7 +161,7 @@ def build_unpaired(joined: pl.DataFrame, config: UnpairedViewConfig, system_prom
         verdict_reason=r["verdict_reason"], question_id=r["question_id"], sample_id=r["sample_id"],
         source=r["source"], added_in=added_in,
     ) for r in judged.iter_rows(named=True)]
-    return to_table(rows, UnpairedRow)
+    return format_table(rows, UnpairedRow, config.format)
 
 
 def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
@@ -222,7 +223,7 @@ def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str 
             difficulty_bin=r["difficulty_bin"], reference_model=r["reference_model"], question_id=r["question_id"],
             source=r["source"], added_in=added_in,
         ))
-    return to_table(rows, RlvrRow)
+    return format_table(rows, RlvrRow, config.format)
 
 
 def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, system_prompt: str | None = None,
@@ -236,7 +237,7 @@ def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, syste
         answer_agreement=r["answer_agreement"], n_samples=r["n_samples"] or 0, question_id=r["question_id"],
         sample_id=r["sample_id"], added_in=added_in,
     ) for r in joined.filter(pl.col("usable")).iter_rows(named=True)]
-    return to_table(rows, CalibrationRow)
+    return format_table(rows, CalibrationRow, config.format)
 
 
 def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
@@ -256,9 +257,18 @@ def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views:
     return {name: build for name, build in builders.items() if getattr(views, name).enabled}
 
 
-def view_metadata(view: str, recipe_hash: str, build_id: str, version: str) -> dict[str, str]:
-    """Key-value metadata every published Parquet file carries."""
-    return {"cotforge.schema_name": view, "cotforge.schema_version": VIEWS[view].version,
-            "cotforge.version": COTFORGE_VERSION, "cotforge.recipe_hash": recipe_hash, "cotforge.build_id": build_id,
-            "cotforge.dataset_version": version}
+def view_format(views: ViewsConfig, view: str) -> str:
+    """The TRL format a recipe publishes a view in (a view without a choice: its one format)."""
+    return getattr(getattr(views, view, None), "format", None) or VIEWS[view].default_format
+
+
+def view_metadata(view: str, recipe_hash: str, build_id: str, version: str,
+                  format_: str | None = None) -> dict[str, str]:
+    """Key-value metadata every published Parquet file carries; a chat view's file names its TRL format."""
+    metadata = {"cotforge.schema_name": view, "cotforge.schema_version": VIEWS[view].version,
+                "cotforge.version": COTFORGE_VERSION, "cotforge.recipe_hash": recipe_hash,
+                "cotforge.build_id": build_id, "cotforge.dataset_version": version}
+    if len(VIEWS[view].formats) > 1:
+        metadata["cotforge.format"] = format_ or VIEWS[view].default_format
+    return metadata
 
