@@ -9,6 +9,7 @@ import shutil
 import pyarrow.parquet as pq
 
 from cotforge.flows.cli import main
+from cotforge.schemas.views import VIEWS
 from cotforge.tasks.publish.manifest import check_output
 
 
@@ -74,7 +75,8 @@ def test_check_names_extra_files_row_counts_schema_stamps_and_the_latest_pointer
     problems = report.versions["0.2.0"]
     sft_rows = two_versions[2].views["sft"]
     assert f"sft: {sft_rows - 1} rows in its files, the manifest says {sft_rows}" in problems
-    assert "unpaired/train-00000.parquet: stamped unpaired 2.0.0, the manifest says unpaired 1.1.0" in problems
+    assert (f"unpaired/train-00000.parquet: stamped unpaired 2.0.0, the manifest says unpaired "
+            f"{VIEWS['unpaired'].version}") in problems
     for rewritten in ("sft", "unpaired"):  # both files differ from the bytes the manifest recorded
         assert any(p.startswith(f"{rewritten}/train-00000.parquet: ") and ("checksum" in p or "bytes, the manifest"
                                                                           in p) for p in problems), rewritten

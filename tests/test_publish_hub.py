@@ -155,14 +155,15 @@ def test_card_has_every_section():
     from cotforge.tasks.publish.card import card_text
     from cotforge.tasks.publish.write import PublishedView
 
-    views = [PublishedView("sft", "1.0.0", 10, ("sft/train-00000.parquet",)),
+    views = [PublishedView("sft", "1.0.0", 10, ("sft/train-00000.parquet",), format="conversational"),
              PublishedView("prm", "1.0.0", 4, ("prm/train-00000.parquet",))]
     counts = {"questions generated": 5, "samples generated": 20, "samples verified correct": 12,
               "questions with a majority answer": 5, "questions kept after dedup": 4,
               "questions dropped as duplicates": 1, "contaminated:gsm8k": 2}
     card = card_text("demo", "0.2.0", "", "mit", "name: demo\n", views, counts,
                      {"generator": "simulated / x", "sampling": "{}", "verifiers": "math"}, repo="org/demo")
-    for needle in ("config_name: sft", "config_name: prm", "| `sft` | 1.0.0 | 10 |", "generated → verified → voted",
+    for needle in ("config_name: sft", "config_name: prm", "| `sft` | 1.0.0 | conversational | 10 |",
+                   "### Training format", "generated → verified → voted",
                    "| published | 14 |", "| deduplicated | 4 |", "contaminated:gsm8k | 2", "## Lineage",
                    "**generator**: simulated / x", "![pass_rate.png](report/pass_rate.png)", "## License\n\nmit",
                    'load_dataset("org/demo", "prm", split="train", revision="0.2.0")',
