@@ -159,9 +159,10 @@ def format_lines(views: list[PublishedView]) -> str:
         if v.name in VIEWS and len(VIEWS[v.name].formats) > 1 and v.format in FORMATS:
             by_format.setdefault(v.format, []).append(f"`{v.name}`")
     lines = [f"- {', '.join(names)}: **{fmt}**, {FORMATS[fmt]}." for fmt, names in by_format.items()]
-    lines.append("- `prm` (when present) is TRL's standard stepwise supervision (`prompt`, `completions`, `labels`): "
-                 "PRMTrainer puts one label on the separator token that closes each step.")
-    return "\n".join(lines)
+    if any(v.name == "prm" for v in views):
+        lines.append("- `prm` is TRL's standard stepwise supervision (`prompt`, `completions`, `labels`): PRMTrainer "
+                     "puts one label on the separator token that closes each step.")
+    return "\n".join(lines) or "No chat view in this version."
 
 
 def _purpose(view: str) -> str:
