@@ -90,7 +90,11 @@ def test_one_batched_call_with_prefixes_of_the_rationale(joined):
     for row in labelled.iter_rows(named=True):
         assert len(row["labels"]) == len(row["steps"]) == len(row["step_scores"])
         assert all(s in (0.0, 1 / 3, 2 / 3, 1.0) or abs(s * 3 - round(s * 3)) < 1e-9 for s in row["step_scores"])
-        assert row["labels"] == [s > 0 for s in row["step_scores"]]
+        first = next((i for i, s in enumerate(row["step_scores"]) if s == 0), None)  # first-error semantics
+        assert row["first_error_step"] == first and row["labels"] == [first is None or i < first
+                                                                      for i in range(len(row["labels"]))]
+        assert ("non_monotone" in row["uncertain_reasons"]) == (first is not None
+                                                                and any(s > 0 for s in row["step_scores"][first:-1]))
         verdict = frame.filter(pl.col("sample_id") == row["sample_id"])["verdict"][0]
         assert row["step_scores"][-1] == (1.0 if verdict else 0.0)
     assert labels.group_by("question_id").len()["len"].max() <= 2
@@ -150,4 +154,5 @@ def test_mc_rollouts_on_llamacpp():
         assert row["rollout_model"].startswith("llamacpp/") and row["rollouts_per_step"] == 2
         assert row["rollout_requests"] == len(row["steps"]) - 1 and row["rollout_errors"] == 0
         assert all(s in (0.0, 0.5, 1.0) for s in row["step_scores"])
-        assert row["labels"] == [s > 0 for s in row["step_scores"]]
+        first = next((i for i, s in enumerate(row["step_scores"]) if s == 0), None)
+        assert row["labels"] == [first is None or i < first for i in range(len(row["labels"]))]
