@@ -19,6 +19,7 @@ from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.schemas.config_views import PrmViewConfig
 from cotforge.schemas.records import stable_id
 from cotforge.tasks.generate import GenerationRequest, Generator, SamplingParams
+from cotforge.tasks.label.segment import SEGMENTERS
 from cotforge.tasks.label.search import (Outcome, PrefixResult, per_step_outcome, per_step_probes, search_outcome,
                                          search_probes)
 from cotforge.tasks.verify.cascade import verify_samples
@@ -59,7 +60,7 @@ def make_pending(row: dict, raw: list[str], config: PrmViewConfig, cheap_check: 
     """Per-step MC keys its prefixes by sample (no sharing: the baseline as Math-Shepherd runs it); binary search by
     question and prefix text (a prefix two samples share is rolled out once)."""
     if config.label_method == "binary_search":
-        keys = [stable_id(row["question_id"], "\n".join(raw[:i + 1])) for i in range(len(raw) - 1)]
+        keys = [prefix_key(row["question_id"], raw, i) for i in range(len(raw) - 1)]
     else:
         keys = [f"{row['sample_id']}:{i}" for i in range(len(raw) - 1)]
     return Pending(row, raw, row["verdict"] is True, cheap_check, keys, row["sample_id"])
@@ -79,16 +80,39 @@ def _request(item: Pending, step: int, n: int, chunk: int, config: PrmViewConfig
                              assistant_prefix="\n".join(item.raw[:step + 1]) + "\n", context=context)
 
 
-def _probes(item: Pending, results: dict[str, PrefixResult], config: PrmViewConfig) -> list[tuple[int, int]]:
-    measured = [results.get(k) for k in item.keys]
+def prefix_key(question_id: str, raw: list[str], step: int) -> str:
+    """A binary-search prefix's key: its question and its text (steps 0..step)."""
+    return stable_id(question_id, "\n".join(raw[:step + 1]))
+
+
+def add_witness(witnesses: dict[str, set[str]], question_id: str, text: str, witness: str,
+                config: PrmViewConfig, after: int = 0) -> None:
+    """Record that `text`, which reached the answer, passes through each of its own prefixes (from its step `after`
+    on: a rollout is no new evidence for the prefix it was rolled out from, nor the shorter ones)."""
+    raw = SEGMENTERS[config.segmentation](text)[1]
+    for i in range(after, len(raw)):
+        witnesses.setdefault(prefix_key(question_id, raw, i), set()).add(witness)
+
+
+def _measured(item: Pending, results: dict[str, PrefixResult],
+              witnesses: dict[str, set[str]]) -> list[PrefixResult | None]:
+    """The results of the item's prefixes, `witnessed` by texts other than the sample itself."""
+    out = []
+    for key in item.keys:
+        r, others = results.get(key), witnesses.get(key, set()) - {item.row["sample_id"]}
+        out.append(r if not others else PrefixResult(r.successes, r.valid, r.errors, len(others)) if r
+                   else PrefixResult(witnessed=len(others)))
+    return out
+
+
+def _probes(item: Pending, measured: list[PrefixResult | None], config: PrmViewConfig) -> list[tuple[int, int]]:
     if config.label_method == "binary_search":
         return search_probes(len(item.raw), item.verified, config.rollouts, measured, first_rollouts(config),
                              item.cheap_check)
     return per_step_probes(len(item.raw), item.verified, config.rollouts, measured, item.cheap_check)
 
 
-def outcome(item: Pending, results: dict[str, PrefixResult], config: PrmViewConfig) -> Outcome:
-    measured = [results.get(k) for k in item.keys]
+def outcome(item: Pending, measured: list[PrefixResult | None], config: PrmViewConfig) -> Outcome:
     if config.label_method == "binary_search":
         return search_outcome(len(item.raw), item.verified, config.rollouts, measured, first_rollouts(config),
                               item.cheap_check)
@@ -101,16 +125,22 @@ def first_rollouts(config: PrmViewConfig) -> int:
 
 
 def roll_out(items: list[Pending], generator: Generator, config: PrmViewConfig, generation: GenerationConfig,
-             recipe_seed: int, verify: VerifyConfig, pool: VerifierPool | None) -> int:
+             recipe_seed: int, verify: VerifyConfig, pool: VerifierPool | None,
+             verified_texts: list[tuple[str, str, str]] = ()) -> int:
     """Run every item's plan to its end (sets `item.outcome` and its costs); returns the number of rounds (generate
-    calls)."""
+    calls). Binary search takes `verified_texts` (question id, sample id, text of every verified sample) and its own
+    successful rollouts as witnesses of the prefixes they pass through."""
     results: dict[str, PrefixResult] = {}
+    witnesses: dict[str, set[str]] = {}
+    reuse = config.label_method == "binary_search"
+    for question_id, sample_id, text in verified_texts if reuse else ():
+        add_witness(witnesses, question_id, text, sample_id, config)
     chunks: dict[str, int] = {}
     rounds = 0
     while rounds < MAX_ROUNDS:
         batch: dict[str, tuple[Pending, GenerationRequest]] = {}
         for item in items:
-            for step, n in _probes(item, results, config):
+            for step, n in _probes(item, _measured(item, results, witnesses), config):
                 key = item.keys[step]
                 if key in batch:  # another sample needs the same prefix this round: measured once
                     continue
@@ -126,7 +156,7 @@ def roll_out(items: list[Pending], generator: Generator, config: PrmViewConfig, 
         by_request: dict[str, list] = {}
         for c in generator.generate(requests):
             by_request.setdefault(c.request_id, []).append(c)
-        texts, rows, keys = [], [], []
+        texts, rows, keys, sources = [], [], [], []
         for key, (item, req) in batch.items():
             got = by_request.get(req.request_id, [])[:req.n]
             result = results.setdefault(key, PrefixResult())
@@ -138,11 +168,14 @@ def roll_out(items: list[Pending], generator: Generator, config: PrmViewConfig, 
                     texts.append(req.assistant_prefix + c.text)
                     rows.append(item.row)
                     keys.append(key)
-        for key, ok in zip(keys, judge_rollouts(texts, rows, verify, pool)):
+                    sources.append(req.context["prefix_steps"])
+        for key, ok, text, row, source in zip(keys, judge_rollouts(texts, rows, verify, pool), texts, rows, sources):
             results[key].valid += 1
             results[key].successes += ok
+            if ok and reuse:
+                add_witness(witnesses, row["question_id"], text, f"rollout:{key}", config, after=source)
     for item in items:
-        item.outcome = outcome(item, results, config)
+        item.outcome = outcome(item, _measured(item, results, witnesses), config)
         measured = sum(results[k].attempted for k, s in zip(item.keys, item.outcome.scores) if s is not None)
         item.reused = max(0, measured - item.rollouts)
     return rounds

@@ -8,7 +8,9 @@ Binary search (OmegaPRM's divide and conquer, Luo et al. 2024) assumes what firs
 is bad, longer ones are too. A wrong final answer makes the whole sample the bad end; the search halves the range
 between the longest good and the shortest bad prefix until they are neighbours, about m * log2(K) rollouts instead
 of m * (K - 1). A verified sample needs one probe, of its last prefix: good means every shorter prefix is good too;
-bad contradicts the verdict, so the search goes on (and the row is flagged). A probe stops early: it sends
+bad contradicts the verdict, so the search goes on (and the row is flagged). A prefix needs no rollout when a
+text that reached the answer passes through it (`witnessed`: a verified sibling sample, or a successful rollout of
+another prefix that went on through the same steps: OmegaPRM's reuse of rollouts). A probe stops early: it sends
 `first` rollouts, and the rest of its m only if none of them reached the answer (a good prefix is usually settled by
 its first rollouts; a bad one always costs m).
 """
@@ -25,6 +27,7 @@ class PrefixResult:
     successes: int = 0
     valid: int = 0  # completions judged (the backend produced them)
     errors: int = 0  # completions the backend failed to produce
+    witnessed: int = 0  # other texts that reached the answer and pass through this prefix (no rollout needed)
 
     @property
     def attempted(self) -> int:
@@ -99,21 +102,39 @@ class _Bisection:
     bad: int | None  # shortest prefix known bad (None: not found)
     want: tuple[int, int] | None  # (step, rollouts) to send next
     failed: bool = False
+    rechecked: bool = False  # a prefix before a weakly good one turned out bad
+
+
+def _weak(r: PrefixResult) -> bool:
+    """Good on one success only: a rollout from a wrong prefix can reach the answer when a later error cancels the
+    first, and bisection would carry that one success to every shorter prefix."""
+    return r.successes + r.witnessed < 2
 
 
 def _bisect(n_steps: int, verified: bool, m: int, results: list[PrefixResult | None], first: int,
             cheap_check: bool) -> _Bisection:
-    """Replay the search over the results measured so far: where it stands and what it needs next."""
+    """Replay the search over the results measured so far: where it stands and what it needs next.
+
+    Once the bounds meet, a good bound resting on a single success is checked from the left: the prefixes before it
+    are bisected again (cheap: good prefixes stop early); a bad one there is the first error."""
     good, bad = -1, (None if verified else n_steps - 1)
+    recheck: tuple[int, int] | None = None  # (the weak good bound, the bad bound) while checking its left
     while True:
         if bad is None:
             target = n_steps - 2 if n_steps - 2 > good else None
         else:
             target = (good + bad) // 2 if bad - good > 1 else None
         if target is None:
-            return _Bisection(good, bad, None)
+            if recheck is None and bad is not None and good > 0 and _weak(results[good]):
+                recheck, good, bad = (good, bad), -1, good
+                continue
+            if recheck is not None and bad == recheck[0]:  # every prefix before the weak bound is good
+                return _Bisection(recheck[0], recheck[1], None)
+            return _Bisection(good, bad, None, rechecked=recheck is not None)
         r = results[target]
-        if r is not None and r.successes:
+        # While checking left of a weak bound, the text that made it good (passing through these prefixes too) is
+        # not evidence again: only rollouts of the prefix itself, or two other texts, are.
+        if r is not None and (r.successes or r.witnessed >= (2 if recheck else 1)):
             good = target
             continue
         attempted = r.attempted if r else 0
@@ -141,7 +162,7 @@ def search_outcome(n_steps: int, verified: bool, m: int, results: list[PrefixRes
         return Outcome("rollouts_failed", [], scores, None, [])
     if state.want is not None:
         return Outcome("pending", [], scores, None, [])
-    uncertain = []
+    uncertain = ["non_monotone"] if state.rechecked else []
     if verified and state.bad is not None:
         uncertain.append("verdict_disagrees")
     if state.bad is not None and state.bad < n_steps - 1 and results[state.bad].valid < m:

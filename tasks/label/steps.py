@@ -155,7 +155,8 @@ def label_steps(joined: pl.DataFrame, generator: Generator | None, config: PrmVi
             pending.append((base, make_pending(r, raw, config, wants_cheap_check(r, config))))
             rows.append(base)
     items = [item for _, item in pending]
-    rounds = roll_out(items, generator, config, generation, recipe_seed, verify, pool) if items else 0
+    verified = joined.filter(pl.col("verdict").fill_null(False)).select("question_id", "sample_id", "text").rows()
+    rounds = roll_out(items, generator, config, generation, recipe_seed, verify, pool, verified) if items else 0
     model = f"{generator.backend}/{generator.model}" if rounds else ""
     rule = "binary_search" if config.label_method == "binary_search" else "per_step"
     for base, item in pending:
