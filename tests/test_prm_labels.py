@@ -156,3 +156,48 @@ def test_mc_rollouts_on_llamacpp():
         assert all(s in (0.0, 0.5, 1.0) for s in row["step_scores"])
         first = next((i for i, s in enumerate(row["step_scores"]) if s == 0), None)
         assert row["labels"] == [first is None or i < first for i in range(len(row["labels"]))]
+
+
+class CrashingGenerator(CountingGenerator):
+    """Dies (like a killed worker) on its `crash_on`-th generate call."""
+
+    def __init__(self, crash_on: int):
+        super().__init__()
+        self.crash_on = crash_on
+
+    def generate(self, requests):
+        if len(self.calls) + 1 == self.crash_on:
+            raise RuntimeError("worker killed mid-labelling")
+        return super().generate(requests)
+
+
+def test_prm_resume_mid_labelling_gives_the_same_labels(tmp_path):
+    """Binary search labels two shards in rounds; a build killed in the second shard's second round resumes: the
+    first shard is read back (no rollout again), the second is labelled from the start with the same seeds, and
+    every row equals an uninterrupted run's."""
+    shards = [simulated_records(n=6, difficulty=d, samples=3, seed=9 + d) for d in (4, 5)]
+    config = PrmViewConfig(label_method="binary_search", rollouts=3, max_samples_per_question=3)
+
+    def run(root, generator):
+        store, refs, calls = ShardStore(str(root)), [], []
+        for i, records in enumerate(shards):
+            written = {name: store.write(name, f"k{i}-{name}", records[name].to_arrow())
+                       for name in ("questions", "samples", "verdicts", "votes", "dedup")}
+            record_refs = RecordRefs(*([written[name]] for name in ("questions", "samples", "verdicts", "votes",
+                                                                     "dedup")))
+            refs.append(label_steps_shard.fn(BuildContext(store, "r", seed=4), record_refs, generator, config,
+                                             records["generation"], VerifyConfig()))
+            calls.append(len(generator.calls))
+        return store, refs, calls
+
+    clean = CountingGenerator()
+    store, refs, calls = run(tmp_path / "clean", clean)
+    expected = pl.from_arrow(store.read_all(refs))
+    assert expected.filter(pl.col("status") == "labelled").height >= 20
+    assert calls[0] >= 2 and calls[1] - calls[0] >= 2  # rounds: one generate call per halving
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "resumed", CrashingGenerator(crash_on=calls[0] + 2))
+    again = CountingGenerator()
+    store, refs, _ = run(tmp_path / "resumed", again)
+    assert len(again.calls) == calls[1] - calls[0]  # the finished shard is not rolled out again
+    assert pl.from_arrow(store.read_all(refs)).equals(expected)
