@@ -58,31 +58,51 @@ def run(frame: pl.DataFrame, generation: GenerationConfig, config: PrmViewConfig
     return figures
 
 
-def llamacpp_frame(questions: int) -> tuple[pl.DataFrame, GenerationConfig]:
-    """The demo recipe's questions and generation (SmolLM2 on llama.cpp), sampled and verified here."""
-    from cotforge.recipe import load_recipe
-    from tests.views_support import joined_from_generator
+def llamacpp_frame(questions: int) -> tuple[pl.DataFrame, GenerationConfig, PrmViewConfig]:
+    """The demo recipe's first `questions` questions sampled by its generator (SmolLM2 on llama.cpp), verified and
+    voted here by the stage kernels; with the recipe's prm settings."""
+    from cotforge.schemas.arrow import to_table
+    from cotforge.schemas.recipe import load_recipe
+    from cotforge.schemas.records import Question
+    from cotforge.tasks.core.join import join_records
+    from cotforge.tasks.generate import reference_model
+    from cotforge.tasks.generate.sample import sample_questions
+    from cotforge.tasks.questions.stage import collect_sources
+    from cotforge.tasks.verify.cascade import verify_samples
+    from cotforge.tasks.verify.vote import vote_answers
 
     recipe = load_recipe("data/recipes/demo.yaml")
-    return joined_from_generator(recipe, questions), recipe.generation
+    table = to_table(collect_sources(recipe.questions, recipe.seed, "bench", "bench").questions, Question)
+    table = table.slice(0, questions)
+    generator = make_generator(recipe.generation)
+    try:
+        sampled = sample_questions(table, generator, recipe.generation, recipe.seed, "bench", "bench")
+    finally:
+        generator.close()
+    verdicts = verify_samples(sampled, table, "bench", "bench", recipe.verify)
+    votes = vote_answers(verdicts, table, recipe.verify, reference_model(recipe.generation), "bench", "bench",
+                         recipe.generation.samples_per_question)
+    q = pl.from_arrow(table)
+    dedup = q.select("question_id", pl.col("question_id").alias("cluster_id"), pl.lit(True).alias("keep"),
+                     pl.lit(None, dtype=pl.String).alias("drop_reason"))
+    joined = join_records(q, pl.from_arrow(sampled), pl.from_arrow(verdicts), pl.from_arrow(votes), dedup)
+    return joined, recipe.generation, recipe.views.prm
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["simulated", "llamacpp"], default="simulated")
-    parser.add_argument("--questions", type=int, default=30, help="per difficulty (simulated) or in all (llamacpp)")
+    parser.add_argument("--questions", type=int, default=None,
+                        help="per difficulty (simulated, 30) or in all (llamacpp, the demo's 16)")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
     if args.backend == "simulated":
-        frame, generation = simulated_frame(args.questions, args.samples, args.seed)
+        frame, generation = simulated_frame(args.questions or 30, args.samples, args.seed)
         base = PrmViewConfig(rollouts=args.rollouts, max_samples_per_question=args.samples)
     else:
-        frame, generation = llamacpp_frame(args.questions)
-        from cotforge.recipe import load_recipe
-
-        base = load_recipe("data/recipes/demo.yaml").views.prm
+        frame, generation, base = llamacpp_frame(args.questions or 16)
     configs = [base.model_copy(update={"label_method": method, "cheap_check_pass_rate": cheap})
                for cheap in (None, 0.5) for method in ("mc_rollout", "binary_search")]
     results = [run(frame, generation, c) for c in configs]
