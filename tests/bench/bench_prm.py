@@ -72,21 +72,27 @@ def llamacpp_frame(questions: int) -> tuple[pl.DataFrame, GenerationConfig, PrmV
     from cotforge.tasks.verify.vote import vote_answers
 
     recipe = load_recipe("data/recipes/demo.yaml")
+    # One thread: on a shared CPU, llama.cpp's threads spin on each other (as in bench_sampling).
+    generation = recipe.generation.model_copy(update={"llamacpp": recipe.generation.llamacpp.model_copy(
+        update={"n_threads": 1})})
     table = to_table(collect_sources(recipe.questions, recipe.seed, "bench", "bench").questions, Question)
     table = table.slice(0, questions)
-    generator = make_generator(recipe.generation)
+    generator = make_generator(generation)
+    began = time.perf_counter()
     try:
-        sampled = sample_questions(table, generator, recipe.generation, recipe.seed, "bench", "bench")
+        sampled = sample_questions(table, generator, generation, recipe.seed, "bench", "bench")
     finally:
         generator.close()
+    print(f"sampled {sampled.num_rows} samples of {table.num_rows} questions in {time.perf_counter() - began:.1f} s",
+          flush=True)
     verdicts = verify_samples(sampled, table, "bench", "bench", recipe.verify)
-    votes = vote_answers(verdicts, table, recipe.verify, reference_model(recipe.generation), "bench", "bench",
-                         recipe.generation.samples_per_question)
+    votes = vote_answers(verdicts, table, recipe.verify, reference_model(generation), "bench", "bench",
+                         generation.samples_per_question)
     q = pl.from_arrow(table)
     dedup = q.select("question_id", pl.col("question_id").alias("cluster_id"), pl.lit(True).alias("keep"),
                      pl.lit(None, dtype=pl.String).alias("drop_reason"))
     joined = join_records(q, pl.from_arrow(sampled), pl.from_arrow(verdicts), pl.from_arrow(votes), dedup)
-    return joined, recipe.generation, recipe.views.prm
+    return joined, generation, recipe.views.prm
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,7 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
         frame, generation, base = llamacpp_frame(args.questions or 16)
     configs = [base.model_copy(update={"label_method": method, "cheap_check_pass_rate": cheap})
                for cheap in (None, 0.5) for method in ("mc_rollout", "binary_search")]
-    results = [run(frame, generation, c) for c in configs]
+    results = []
+    for c in configs:
+        results.append(run(frame, generation, c))
+        print(f"{c.label_method} (cheap check {c.cheap_check_pass_rate}): {results[-1]['rollouts']} rollouts, "
+              f"{results[-1]['wall_s']:.1f} s", flush=True)
     baseline = results[0]["rollouts"] or 1
     steps = frame["text"].map_elements(lambda t: len([x for x in (t or "").splitlines() if x.strip()]),
                                        return_dtype=pl.Int64)
