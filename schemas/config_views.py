@@ -69,17 +69,32 @@ class PrmJudgeConfig(StrictConfig):
     enabled: bool = False
     generation: GenerationConfig = GenerationConfig()  # any backend; one batched call per shard
     rubric: str = DEFAULT_STEP_RUBRIC  # the judge's system prompt
+    # "annotate": the judge's answers sit beside the labels. "consensus" (Qwen's PRM lessons, 2025): the prm view
+    # keeps a sample only where the judge's first wrong step is the rollouts' first error; the others stay in the
+    # step_labels stage with the reason, and the report gives the agreement rate.
+    mode: Literal["annotate", "consensus"] = "annotate"
 
 
 class PrmViewConfig(StrictConfig):
-    """Stepwise labels by Monte-Carlo rollouts from each step prefix (Math-Shepherd)."""
+    """Stepwise labels by Monte-Carlo rollouts from step prefixes (Math-Shepherd per step, or a binary search for the
+    first error as OmegaPRM does), with first-error semantics: true before the first wrong step, false from it on."""
 
     enabled: bool = True
-    # "mc_rollout": sample `rollouts` continuations of every step prefix and check them against the gold answer.
+    # "mc_rollout": per-step MC, `rollouts` continuations of every step prefix checked against the gold answer.
+    # "binary_search": bisection over the prefixes for the first one no rollout continues to the answer, about
+    #   m * log2(steps) rollouts instead of m * steps (tasks/label/search.py).
     # "simulated_ground_truth": the simulated solver's known first error (no rollouts; for tests and comparisons).
-    label_method: Literal["mc_rollout", "simulated_ground_truth"] = "mc_rollout"
-    segmentation: Literal["lines"] = "lines"  # one step per non-empty line
+    label_method: Literal["mc_rollout", "binary_search", "simulated_ground_truth"] = "mc_rollout"
+    segmentation: Literal["lines"] = "lines"  # one step per non-empty line; list markers and fragments merged
     rollouts: int = Field(default=4, ge=1)  # m completions per step prefix, sampled in one batched call
+    # binary_search: rollouts a probe sends first; the rest of m only if none reached the answer. None: m // 2.
+    first_rollouts: int | None = Field(default=None, ge=1)
+    # Rollouts only where they inform: a verified sample of a question whose pass rate is at least this gets a cheap
+    # check (one rollout from its last prefix) instead of full labelling; a failed check falls back to full
+    # labelling. Samples with a wrong answer are always labelled in full. None: every sample in full.
+    cheap_check_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    after_first_error: Literal["wrong", "omit"] = "wrong"  # "omit": the view's rows end at the first wrong step
+    uncertain: Literal["keep", "drop"] = "keep"  # rows flagged uncertain (few rollouts, disagreeing signals)
     max_steps: int = Field(default=8, ge=1)  # rationales with more steps are recorded as skipped, not truncated
     max_samples_per_question: int = Field(default=2, ge=1)  # how many of a question's samples get step labels
     rollout_max_tokens: int | None = Field(default=None, gt=0)  # None: the sampling max_tokens of the generator

@@ -99,10 +99,12 @@ class PrmRow(ViewRow):
 
     prompt: str
     completions: list[str]
-    labels: list[bool]  # hard label: some rollout from the prefix ending at this step reached the gold answer
-    step_scores: list[float]  # soft score per step: the fraction of rollouts that did
+    # Hard labels with first-error semantics (1.3.0): true before the first step whose prefix no rollout continued to
+    # the gold answer, false from it on (1.2.0 and earlier: true where some rollout from the step's prefix did).
+    labels: list[bool]
+    step_scores: list[float | None]  # soft score per step: the fraction of rollouts that did; null: not rolled out
     first_error_step: int | None  # index of the first step labelled false; None when all are true
-    label_method: str  # "mc_rollout", "simulated_ground_truth"
+    label_method: str  # "mc_rollout", "binary_search", "simulated_ground_truth"
     segmentation: str  # how the rationale was split into steps ("lines")
     rollouts_per_step: int  # m; 0 when no rollouts were sampled
     rollout_model: str  # backend / model that rolled the prefixes out; "" without rollouts
@@ -115,6 +117,14 @@ class PrmRow(ViewRow):
     judge_agreement: float | None  # share of the judged steps where the judge agrees with `labels`
     judge_model: str | None  # backend/model of the judge
     added_in: str | None  # dataset version that first published the row; kept as later versions carry it
+    # 1.3.0: label doubts, the judge's first error, and the cost of the labels; all null in older files.
+    label_status: str | None  # "confident", "uncertain"
+    uncertain_reasons: list[str] | None  # "few_rollouts", "non_monotone", "verdict_disagrees", "judge_disagrees"
+    judge_first_error_step: int | None  # the first step the judge called wrong (judge on)
+    consensus: bool | None  # whether the judge's first error is `first_error_step`; null: judge off or undecided
+    rollouts: int | None  # completions rolled out for this row
+    mc_equivalent_rollouts: int | None  # what per-step MC at the same m would spend: m * (steps - 1)
+    steps_left_out: int | None  # steps after the first error left out (`views.prm.after_first_error: omit`)
 
 
 class RlvrRow(ViewRow):
@@ -195,6 +205,15 @@ def prm_1_0_to_1_1(frame: pl.DataFrame) -> pl.DataFrame:
     """prm 1.0.0 -> 1.1.0: the judge columns, null (1.0.0 had no judge)."""
     return frame.with_columns(judge_step_labels=pl.lit(None, dtype=pl.List(pl.Boolean)),
                               judge_agreement=pl.lit(None, dtype=pl.Float64), judge_model=pl.lit(None, dtype=pl.String))
+
+
+def prm_1_2_to_1_3(frame: pl.DataFrame) -> pl.DataFrame:
+    """prm 1.2.0 -> 1.3.0: label status, judge consensus and cost columns, null (not recorded before)."""
+    return frame.with_columns(
+        label_status=pl.lit(None, dtype=pl.String), uncertain_reasons=pl.lit(None, dtype=pl.List(pl.String)),
+        judge_first_error_step=pl.lit(None, dtype=pl.Int64), consensus=pl.lit(None, dtype=pl.Boolean),
+        rollouts=pl.lit(None, dtype=pl.Int64), mc_equivalent_rollouts=pl.lit(None, dtype=pl.Int64),
+        steps_left_out=pl.lit(None, dtype=pl.Int64))
 
 
 def add_added_in(frame: pl.DataFrame) -> pl.DataFrame:
@@ -281,9 +300,11 @@ VIEWS: dict[str, ViewSchema] = {
                              migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
     "unpaired": ViewSchema("unpaired", "1.2.0", UnpairedRow, "KTO-style rows (`prompt`/`completion`/`label`)",
                            migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
-    "prm": ViewSchema("prm", "1.2.0", PrmRow, "process reward models (`prompt`/`completions`/`labels`, soft "
-                      "Monte-Carlo score in `step_scores`, optional LLM-judge agreement per step)",
-                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in)},
+    "prm": ViewSchema("prm", "1.3.0", PrmRow, "process reward models (`prompt`/`completions`/`labels` with "
+                      "first-error semantics, soft Monte-Carlo score in `step_scores`, label doubts and rollout cost "
+                      "per row, optional LLM-judge consensus)",
+                      migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in),
+                                  "1.2.0": ("1.3.0", prm_1_2_to_1_3)},
                       formats=("standard",)),
     "rlvr": ViewSchema("rlvr", "1.2.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)",
                        migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),

@@ -192,3 +192,40 @@ def test_judged_labels_are_cached_with_the_shard(tmp_path):
     table = pl.from_arrow(store.read(on)).filter(pl.col("status") == "labelled")
     assert table.height > 0 and table["judge_agreement"].null_count() == 0
     assert run(PrmViewConfig(rollouts=2, judge=JUDGE_ON)) == on and len(judge.calls) == 1  # resumed, not re-judged
+
+
+def test_prm_consensus_keeps_only_rows_where_judge_and_rollouts_agree(joined):
+    """Noisy MC labels (one rollout per prefix) against the strict judge, which finds the true first error: in
+    consensus mode the view keeps exactly the agreeing rows, every other labelled row stays in the stage with the
+    reason (never silently dropped) and is flagged, and the kept rows find the true first error more often."""
+    from cotforge.tasks.label.summary import labelling_rules, labelling_summary
+
+    frame, generation = joined
+    config = PrmViewConfig(judge=PrmJudgeConfig(enabled=True, mode="consensus"), max_samples_per_question=4,
+                           rollouts=1, label_method="mc_rollout")
+    stage = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.15, 0.05), config, generation, 21, "r", "b",
+                                      judge=RuleStepJudge(strict=True)))
+    labelled = stage.filter(pl.col("status") == "labelled")
+    agree = labelled.filter(pl.col("consensus") == True)  # noqa: E712
+    disagree = labelled.filter(pl.col("consensus") == False)  # noqa: E712
+    assert agree.height >= 20 and disagree.height >= 3
+    assert (agree["judge_first_error_step"].eq_missing(agree["first_error_step"])).all()
+    for row in disagree.iter_rows(named=True):
+        assert row["consensus_reason"].startswith("judge_disagrees (judge ") and "judge_disagrees" in \
+            row["uncertain_reasons"] and row["label_status"] == "uncertain"
+        assert row["judge_first_error_step"] != row["first_error_step"]
+    undecided = labelled.filter(pl.col("consensus").is_null())
+    assert set(undecided["consensus_reason"]) <= {"judge_undecided"}
+    view = pl.from_arrow(build_prm(frame, stage, config))
+    assert set(view["sample_id"]) == set(agree["sample_id"]) & set(view["sample_id"]) and view.height > 0
+    assert view["consensus"].all()
+    annotated = pl.from_arrow(build_prm(frame, stage, config.model_copy(
+        update={"judge": PrmJudgeConfig(enabled=True, mode="annotate")})))
+    assert annotated.height > view.height  # annotate keeps the disagreeing rows too, flagged
+    exact = lambda v: v["first_error_step"].eq_missing(v["reference_first_error_step"]).mean()  # noqa: E731
+    assert exact(view) > exact(annotated)
+    summary = labelling_summary(stage, config)
+    assert summary["judge agreement on the first error"] == pytest.approx(agree.height / (agree.height
+                                                                                           + disagree.height))
+    assert summary["left out of the view by consensus"] == labelled.height - agree.height
+    assert "in consensus mode" in " ".join(labelling_rules(summary, config))

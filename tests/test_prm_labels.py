@@ -90,7 +90,11 @@ def test_one_batched_call_with_prefixes_of_the_rationale(joined):
     for row in labelled.iter_rows(named=True):
         assert len(row["labels"]) == len(row["steps"]) == len(row["step_scores"])
         assert all(s in (0.0, 1 / 3, 2 / 3, 1.0) or abs(s * 3 - round(s * 3)) < 1e-9 for s in row["step_scores"])
-        assert row["labels"] == [s > 0 for s in row["step_scores"]]
+        first = next((i for i, s in enumerate(row["step_scores"]) if s == 0), None)  # first-error semantics
+        assert row["first_error_step"] == first and row["labels"] == [first is None or i < first
+                                                                      for i in range(len(row["labels"]))]
+        assert ("non_monotone" in row["uncertain_reasons"]) == (first is not None
+                                                                and any(s > 0 for s in row["step_scores"][first:-1]))
         verdict = frame.filter(pl.col("sample_id") == row["sample_id"])["verdict"][0]
         assert row["step_scores"][-1] == (1.0 if verdict else 0.0)
     assert labels.group_by("question_id").len()["len"].max() <= 2
@@ -150,4 +154,50 @@ def test_mc_rollouts_on_llamacpp():
         assert row["rollout_model"].startswith("llamacpp/") and row["rollouts_per_step"] == 2
         assert row["rollout_requests"] == len(row["steps"]) - 1 and row["rollout_errors"] == 0
         assert all(s in (0.0, 0.5, 1.0) for s in row["step_scores"])
-        assert row["labels"] == [s > 0 for s in row["step_scores"]]
+        first = next((i for i, s in enumerate(row["step_scores"]) if s == 0), None)
+        assert row["labels"] == [first is None or i < first for i in range(len(row["labels"]))]
+
+
+class CrashingGenerator(CountingGenerator):
+    """Dies (like a killed worker) on its `crash_on`-th generate call."""
+
+    def __init__(self, crash_on: int):
+        super().__init__()
+        self.crash_on = crash_on
+
+    def generate(self, requests):
+        if len(self.calls) + 1 == self.crash_on:
+            raise RuntimeError("worker killed mid-labelling")
+        return super().generate(requests)
+
+
+def test_prm_resume_mid_labelling_gives_the_same_labels(tmp_path):
+    """Binary search labels two shards in rounds; a build killed in the second shard's second round resumes: the
+    first shard is read back (no rollout again), the second is labelled from the start with the same seeds, and
+    every row equals an uninterrupted run's."""
+    shards = [simulated_records(n=6, difficulty=d, samples=3, seed=9 + d) for d in (4, 5)]
+    config = PrmViewConfig(label_method="binary_search", rollouts=3, max_samples_per_question=3)
+
+    def run(root, generator):
+        store, refs, calls = ShardStore(str(root)), [], []
+        for i, records in enumerate(shards):
+            written = {name: store.write(name, f"k{i}-{name}", records[name].to_arrow())
+                       for name in ("questions", "samples", "verdicts", "votes", "dedup")}
+            record_refs = RecordRefs(*([written[name]] for name in ("questions", "samples", "verdicts", "votes",
+                                                                     "dedup")))
+            refs.append(label_steps_shard.fn(BuildContext(store, "r", seed=4), record_refs, generator, config,
+                                             records["generation"], VerifyConfig()))
+            calls.append(len(generator.calls))
+        return store, refs, calls
+
+    clean = CountingGenerator()
+    store, refs, calls = run(tmp_path / "clean", clean)
+    expected = pl.from_arrow(store.read_all(refs))
+    assert expected.filter(pl.col("status") == "labelled").height >= 20
+    assert calls[0] >= 2 and calls[1] - calls[0] >= 2  # rounds: one generate call per halving
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "resumed", CrashingGenerator(crash_on=calls[0] + 2))
+    again = CountingGenerator()
+    store, refs, _ = run(tmp_path / "resumed", again)
+    assert len(again.calls) == calls[1] - calls[0]  # the finished shard is not rolled out again
+    assert pl.from_arrow(store.read_all(refs)).equals(expected)

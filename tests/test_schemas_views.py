@@ -26,6 +26,8 @@ PRM_ROW = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12", "2 + 12 = 14", 
            "rollout_model": "simulated/x", "verified": True, "reference_first_error_step": None,
            "question_id": "q1", "sample_id": "s1"}  # a prm 1.0.0 row
 PRM_JUDGE = {"judge_step_labels": [True, None, False], "judge_agreement": 0.5, "judge_model": "rule/judge"}
+PRM_1_3 = {"label_status": "confident", "uncertain_reasons": [], "judge_first_error_step": None, "consensus": None,
+           "rollouts": 8, "mc_equivalent_rollouts": 8, "steps_left_out": 0}
 
 
 def test_exported_json_schemas_match_the_row_models():
@@ -77,15 +79,15 @@ def test_reader_refuses_a_newer_major_and_names_the_cotforge_that_reads_it():
 
 
 def test_reader_reads_a_newer_minor_by_keeping_the_columns_it_knows():
-    frame = pl.DataFrame([PRM_ROW | PRM_JUDGE | {"added_in": "0.4.0", "judge_rationales": ["a", "b", "c"]}])
-    read = check_and_migrate(frame, "prm", "1.3.0")
+    frame = pl.DataFrame([PRM_ROW | PRM_JUDGE | PRM_1_3 | {"added_in": "0.4.0", "judge_rationales": ["a", "b", "c"]}])
+    read = check_and_migrate(frame, "prm", "1.4.0")
     assert read.columns == VIEWS["prm"].arrow.names and read["labels"].to_list() == [[True, True, True]]
 
 
 def test_prm_1_0_files_read_as_1_1_with_null_judge_columns():
     """The real minor bumps: prm 1.1.0 added the LLM-judge columns, 1.2.0 `added_in`; a 1.0.0 file reads with the
     judge columns null (and `added_in` null until `read_view` fills it from the file's dataset version)."""
-    assert VIEWS["prm"].version == "1.2.0" and {"1.0.0", "1.1.0"} <= set(VIEWS["prm"].migrations)
+    assert VIEWS["prm"].version == "1.3.0" and {"1.0.0", "1.1.0", "1.2.0"} <= set(VIEWS["prm"].migrations)
     read = check_and_migrate(pl.DataFrame([PRM_ROW]), "prm", "1.0.0")
     assert read.columns == VIEWS["prm"].arrow.names
     assert read.select([*PRM_JUDGE, "added_in"]).to_dicts() == [dict.fromkeys([*PRM_JUDGE, "added_in"])]
@@ -123,7 +125,7 @@ def test_every_view_1_0_file_reads_with_added_in(tmp_path):
 
 
 class PrmRowV13(PrmRow):
-    """A synthetic 1.3.0 of the prm view: adds the judge's per-step rationale (a minor: one new column)."""
+    """A synthetic 1.4.0 of the prm view: adds the judge's per-step rationale (a minor: one new column)."""
 
     judge_rationales: list[str] | None
 
@@ -133,9 +135,9 @@ def _add_judge_rationales(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_a_minor_version_bump_migrates_older_files():
-    """The path the next minor change takes, chained: 1.0.0 -> 1.1.0 -> 1.2.0 (real) -> 1.3.0 (synthetic)."""
-    registry = dict(VIEWS, prm=ViewSchema("prm", "1.3.0", PrmRowV13, migrations={
-        **VIEWS["prm"].migrations, "1.2.0": ("1.3.0", _add_judge_rationales)}))
+    """The path the next minor change takes, chained: 1.0.0 -> 1.1.0 -> 1.2.0 -> 1.3.0 (real) -> 1.4.0 (synthetic)."""
+    registry = dict(VIEWS, prm=ViewSchema("prm", "1.4.0", PrmRowV13, migrations={
+        **VIEWS["prm"].migrations, "1.3.0": ("1.4.0", _add_judge_rationales)}))
     old = pl.DataFrame([PRM_ROW])
     read = check_and_migrate(old, "prm", "1.0.0", views=registry)
     assert read.columns == registry["prm"].arrow.names and read["judge_rationales"].to_list() == [None]
@@ -143,8 +145,8 @@ def test_a_minor_version_bump_migrates_older_files():
     newer = check_and_migrate(pl.DataFrame([PRM_ROW | PRM_JUDGE]), "prm", "1.1.0", views=registry)
     assert newer["judge_agreement"].to_list() == [0.5] and newer["judge_rationales"].to_list() == [None]
     # A gap in the chain is refused rather than read with a hole.
-    broken = dict(VIEWS, prm=ViewSchema("prm", "1.3.0", PrmRowV13, migrations=VIEWS["prm"].migrations))
-    with pytest.raises(SchemaMismatch, match="no migration from 1.2.0 to 1.3.0"):
+    broken = dict(VIEWS, prm=ViewSchema("prm", "1.4.0", PrmRowV13, migrations=VIEWS["prm"].migrations))
+    with pytest.raises(SchemaMismatch, match="no migration from 1.3.0 to 1.4.0"):
         check_and_migrate(old, "prm", "1.0.0", views=broken)
     with pytest.raises(SchemaMismatch, match="older major"):
         check_and_migrate(old, "prm", "0.9.0", views=registry)

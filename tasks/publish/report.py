@@ -6,6 +6,8 @@ import io
 
 import polars as pl
 
+from cotforge.tasks.label.summary import labelling_markdown
+
 
 def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.DataFrame, votes: pl.DataFrame,
                  dedup: pl.DataFrame, views: dict[str, int]) -> dict[str, int]:
@@ -131,7 +133,7 @@ def mix_markdown(mix: list[dict]) -> list[str]:
 
 def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float],
                     generation: dict | None = None, mix: list[dict] | None = None,
-                    views: list[dict] | None = None) -> str:
+                    views: list[dict] | None = None, labelling: dict | None = None) -> str:
     lines = ["# Build report", ""]
     if views:  # the version is a snapshot: each view's rows new in this version, and those carried from the previous
         lines += ["## Rows per view", "", "| view | schema version | rows | new in this version | carried |",
@@ -153,6 +155,8 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
             lines += ["", "### Generation errors", "", "| kind | samples | example |", "|---|---|---|"]
             lines += [f"| {k['kind']} | {k['count']} | {k['example'][:160].replace('|', '/')} |"
                       for k in errors["kinds"]]
+    if labelling:  # tasks/label/summary.py: rollouts spent, saving against per-step MC, flags, judge agreement
+        lines += [""] + labelling_markdown(labelling)
     lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]
     lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
     lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]

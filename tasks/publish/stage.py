@@ -17,6 +17,7 @@ from cotforge.tasks.core.join import join_records
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
 from cotforge.tasks.generate.accounting import generation_accounting
+from cotforge.tasks.label.summary import labelling_rules, labelling_summary
 from cotforge.tasks.publish.card import card_text, verification_rules
 from cotforge.tasks.publish.manifest import write_manifest
 from cotforge.tasks.publish.report import (
@@ -116,11 +117,13 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
         "sampling": samples["sampling_json"][0] if samples.height else "none",
         "verifiers": ", ".join(sorted(set(verdicts["verifier_name"].to_list()))) or "none",
     }
+    labelling = labelling_summary(step_labels, recipe.views.prm) if recipe.views.prm.enabled else None
     write_text(folder, "README.md", card_text(recipe.publish.pretty_name or recipe.name, version,
                                               recipe.description, recipe.publish.license, recipe_yaml, published,
                                               counts, lineage, mix=mix,
                                               plots=[f"report/{name}" for name in REPORT_PLOTS],
-                                              rules=verification_rules(recipe.verify, counts, code_questions)))
+                                              rules=verification_rules(recipe.verify, counts, code_questions)
+                                              + labelling_rules(labelling, recipe.views.prm)))
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
@@ -128,13 +131,13 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     view_table = [{k: getattr(v, k) for k in ("name", "schema_version", "rows", "new_rows", "carried_rows")}
                   for v in published]
     write_text(folder, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix,
-                                                           views=view_table))
+                                                           views=view_table, labelling=labelling))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings,
                          new_rows={v.name: v.new_rows for v in published},
                          carried_rows={v.name: v.carried_rows for v in published}, previous=previous)
     write_text(folder, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown,
                                                          "generation": generation, "rows_per_view": view_table,
-                                                         "dedup": dedup_summary["report"]}))
+                                                         "dedup": dedup_summary["report"], "labelling": labelling}))
     manifest = write_manifest(folder, version, published, {"build_id": build_id, "recipe_hash": recipe_hash},
                               previous, {stage: [asdict(r) for r in rs] for stage, rs in refs.items()})
     result.status = finalize_version(store.url, version, folder, manifest)

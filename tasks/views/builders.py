@@ -168,17 +168,27 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
               config: PrmViewConfig | None = None, added_in: str | None = None) -> pa.Table:
     """Stepwise supervision from the `step_labels` stage (Monte-Carlo rollouts or known ground truth).
 
-    Without step labels (the stage did not run), the simulated solver's known first errors label its samples.
+    Without step labels (the stage did not run), the simulated solver's known first errors label its samples. With
+    `judge.mode: consensus` only rows where the judge and the rollouts agree on the first error are kept, with
+    `uncertain: drop` only confident rows (the others stay in the step_labels stage with their reasons); with
+    `after_first_error: omit` a row ends at its first wrong step.
     """
     if step_labels is None:
         ground = PrmViewConfig(label_method="simulated_ground_truth", max_samples_per_question=10**6,
                                max_steps=10**6) if config is None else config.model_copy(
             update={"label_method": "simulated_ground_truth"})
         step_labels = pl.from_arrow(label_steps(joined, None, ground, GenerationConfig(), 0, "", ""))
-    labelled = step_labels.filter(pl.col("status") == "labelled").select(
+    config = config or PrmViewConfig()
+    labelled = step_labels.filter(pl.col("status") == "labelled")
+    if config.judge.enabled and config.judge.mode == "consensus":
+        labelled = labelled.filter(pl.col("consensus").fill_null(False))
+    if config.uncertain == "drop":
+        labelled = labelled.filter(pl.col("label_status") != "uncertain")
+    labelled = labelled.select(
         "sample_id", "steps", "labels", "step_scores", pl.col("first_error_step").alias("mc_first_error_step"),
         "label_method", "segmentation", "rollouts_per_step", "rollout_model", "judge_step_labels", "judge_agreement",
-        "judge_model")
+        "judge_model", "label_status", "uncertain_reasons", "judge_first_error_step", "consensus", "rollouts",
+        "mc_equivalent_rollouts")
     rows = []
     trainable = joined.filter(pl.col("usable") & pl.col("trainable"))
     for r in trainable.join(labelled, on="sample_id", how="inner").iter_rows(named=True):
@@ -186,13 +196,19 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
         if r["backend"] == "simulated":
             truth = ground_truth_labels(len(r["steps"]), r["first_error_step"], r["verdict"])
             reference = next((i for i, ok in enumerate(truth) if not ok), None)
+        first = r["mc_first_error_step"]
+        keep = len(r["steps"]) if config.after_first_error == "wrong" or first is None else first + 1
+        judged = r["judge_step_labels"]
         rows.append(PrmRow(
-            prompt=r["question"], completions=r["steps"], labels=r["labels"], step_scores=r["step_scores"],
-            first_error_step=r["mc_first_error_step"], label_method=r["label_method"], segmentation=r["segmentation"],
-            rollouts_per_step=r["rollouts_per_step"], rollout_model=r["rollout_model"], verified=r["verdict"],
-            reference_first_error_step=reference, question_id=r["question_id"], sample_id=r["sample_id"],
-            judge_step_labels=r["judge_step_labels"], judge_agreement=r["judge_agreement"],
-            judge_model=r["judge_model"] or None, added_in=added_in,
+            prompt=r["question"], completions=r["steps"][:keep], labels=r["labels"][:keep],
+            step_scores=r["step_scores"][:keep], first_error_step=first, label_method=r["label_method"],
+            segmentation=r["segmentation"], rollouts_per_step=r["rollouts_per_step"], rollout_model=r["rollout_model"],
+            verified=r["verdict"], reference_first_error_step=reference, question_id=r["question_id"],
+            sample_id=r["sample_id"], judge_step_labels=None if judged is None else judged[:keep],
+            judge_agreement=r["judge_agreement"], judge_model=r["judge_model"] or None, added_in=added_in,
+            label_status=r["label_status"], uncertain_reasons=r["uncertain_reasons"],
+            judge_first_error_step=r["judge_first_error_step"], consensus=r["consensus"], rollouts=r["rollouts"],
+            mc_equivalent_rollouts=r["mc_equivalent_rollouts"], steps_left_out=len(r["steps"]) - keep,
         ))
     return to_table(rows, PrmRow)
 
