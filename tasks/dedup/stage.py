@@ -123,7 +123,8 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
                                     sketch=_merged_sketch(ctx, questions, sketches, config.questions))
     if config.redis is not None:  # claims the kept questions; they become entries once this build has published
         table = shared_index_filter(table, result.signatures, config.redis, config.questions, "questions",
-                                    claim_owner(ctx.build_id, ctx.store.url), "question_id")
+                                    claim_owner(ctx.build_id, ctx.store.url), "question_id",
+                                    texts=question_table.column("text").to_pylist())
     ctx.store.write("dedup_index", key, signatures_table(table.column("question_id").to_pylist(), None,
                                                      table.column("keep").to_pylist(), result.signatures,
                                                      question_table.column("text").to_pylist()),
@@ -152,7 +153,8 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
                                   prior=prior, sketch=_merged_sketch(ctx, samples, sketches, config.samples))
     if config.redis is not None:  # rationales too: within their question when the scope says so
         table = shared_index_filter(table, result.signatures, config.redis, config.samples, "samples",
-                                    claim_owner(ctx.build_id, ctx.store.url), "sample_id", "question_id")
+                                    claim_owner(ctx.build_id, ctx.store.url), "sample_id", "question_id",
+                                    texts=sample_table.column("text").to_pylist())
     ctx.store.write("sample_dedup_index", key, signatures_table(
         table.column("sample_id").to_pylist(), table.column("question_id").to_pylist(),
         table.column("keep").to_pylist(), result.signatures, sample_table.column("text").to_pylist()),
@@ -209,8 +211,9 @@ def publish_shared_index(ctx: BuildContext, refs: dict[str, list[ShardRef]], con
             table = table.filter(table.column("keep"))
             signatures = table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, mh.num_perm)
             groups = table.column("group").to_pylist() if mh.scope == "question" else None
+            texts = table.column("text").to_pylist() if "text" in table.column_names else None
             for row_id, match in zip(table.column("id").to_pylist(),
-                                     index.publish(table.column("id").to_pylist(), signatures, groups)):
+                                     index.publish(table.column("id").to_pylist(), signatures, groups, texts)):
                 entered += match is None
                 if match is not None:
                     taken.append({"id": row_id, "other": match[0], "similarity": match[1]})
