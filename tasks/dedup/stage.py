@@ -183,6 +183,12 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
             label = "questions" if kind == "questions" else "rationales"
             for reason in ("exact_duplicate", "near_duplicate", "earlier_version", "concurrent_build"):
                 counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
+            # LSH proposes, the exact check (or a decisive estimate) confirms: both counts, so recall and the
+            # cost of confirming stay visible
+            for stat, line in (("candidate_pairs", "LSH candidate pairs"), ("confirmed_pairs", "pairs confirmed"),
+                               ("checked_exact", "pairs checked by exact Jaccard")):
+                if stat in report[kind]:
+                    counts[f"{label} dedup: {line}"] = report[kind][stat]
     if refs.get("decontam"):
         per_bench = hit_counts(ctx.store.read_all(refs["decontam"]))
         report["contamination"] = {e.name: per_bench.get(e.name, 0) for e in config.decontam.evals}
