@@ -20,7 +20,7 @@ class MinHashConfig(StrictConfig):
     shingle_size: int = Field(default=5, ge=1, le=64)
     hash: Literal["fast", "sha1"] = "fast"  # shingle hash: vectorised polynomial, or datasketch's sha1_hash32
     seed: int = 1  # datasketch MinHash seed (permutations)
-    bands: int | None = Field(default=None, ge=1)  # LSH bands; None: datasketch's optimum for the threshold
+    bands: int | None = Field(default=None, ge=1)  # LSH bands; None: tuned for recall (`candidate_miss`)
     rows: int | None = Field(default=None, ge=1)  # rows per band; set together with `bands`
     # Share of pairs at exactly `threshold` the candidate LSH may miss (it sets bands and rows when they are None)
     candidate_miss: float = Field(default=0.01, gt=0.0, lt=1.0)

@@ -219,22 +219,20 @@ def _decide(ids, sketch, config, label, rep_of, groups, verified, contamination,
     kept = kept_of[current]
     keep = (kept == index) & ~contaminated & ~has_prior[current]
     same_text = rep_of == rep_of[kept]  # same normalised text (and group)
-    cluster_id, reason = [], []
-    for i in range(n):
-        c = current[i]
-        if has_prior[c]:
-            cluster_id.append(prior.ids[first_prior[c]])
-            reason.append("earlier_version")
-        else:
-            cluster_id.append(ids[kept[i]])
-            reason.append(None if kept[i] == i else "exact_duplicate" if same_text[i] else "near_duplicate")
-        if contamination[i]:
-            reason[i] = f"contaminated:{contamination[i][0]}"
-    keep_list = keep.tolist()
-    stats = {**stats, "kept": int(keep.sum()),
-             **{f"dropped_{r}": sum(1 for x in reason if x == r)
-                for r in ("exact_duplicate", "near_duplicate", "earlier_version")},
-             "dropped_contaminated": sum(1 for x in reason if x and x.startswith("contaminated:"))}
+    earlier = has_prior[current]
+    cluster_id = np.array(ids, dtype=object)[kept] if n else np.zeros(0, object)
+    if m:
+        cluster_id[earlier] = np.array(prior.ids, dtype=object)[first_prior[current[earlier]]]
+    reason = np.full(n, None, dtype=object)
+    reason[(kept != index) & same_text] = "exact_duplicate"
+    reason[(kept != index) & ~same_text] = "near_duplicate"
+    reason[earlier] = "earlier_version"
+    for i in np.flatnonzero(contaminated).tolist():
+        reason[i] = f"contaminated:{contamination[i][0]}"
+    counts = {f"dropped_{r}": int((reason == r).sum())
+              for r in ("exact_duplicate", "near_duplicate", "earlier_version")}
+    stats = {**stats, "kept": int(keep.sum()), **counts, "dropped_contaminated": int(contaminated.sum())}
+    cluster_id, reason, keep_list = cluster_id.tolist(), reason.tolist(), keep.tolist()
     sim = [None if np.isnan(s) else float(s) for s in similarity.tolist()]
     return Clustering(cluster_id, keep_list, reason, sim, sketch.signatures, stats)
 

@@ -110,20 +110,22 @@ def shingle_spans(docs: list[bytes], kind: str, size: int) -> tuple[np.ndarray, 
     return buf, starts, ends, doc
 
 
-_POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]  # Q^t and P^t, grown on demand
+_POWERS: list[tuple[np.ndarray, np.ndarray]] = [(np.ones(1, np.uint64), np.ones(1, np.uint64))]  # (Q^t, P^t)
 
 
 def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Q^t and P^t for t <= size; cached up to `_POWERS_CACHED` (one batch's bytes), computed afresh beyond."""
-    if _POWERS[0].size > size:
-        return _POWERS[0], _POWERS[1]
+    """Q^t and P^t for t <= size; cached up to `_POWERS_CACHED` (one batch's bytes), computed afresh beyond. The
+    cache is one tuple, replaced whole, so threads always read a matching pair."""
+    cached = _POWERS[0]
+    if cached[0].size > size:
+        return cached
     grown = []
     for base in (_Q, _P):
-        powers = np.full(max(size + 1, min(2 * _POWERS[0].size, _POWERS_CACHED)), base, dtype=np.uint64)
+        powers = np.full(max(size + 1, min(2 * cached[0].size, _POWERS_CACHED)), base, dtype=np.uint64)
         powers[0] = 1
         grown.append(np.cumprod(powers, dtype=np.uint64))  # uint64 wraps: the intended mod 2^64
     if grown[0].size <= _POWERS_CACHED:
-        _POWERS[:] = grown
+        _POWERS[0] = (grown[0], grown[1])
     return grown[0], grown[1]
 
 
