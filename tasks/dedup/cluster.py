@@ -20,7 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import DedupFlag, SampleDedupFlag
-from cotforge.tasks.dedup.confirm import confirm_pairs, decisive_band
+from cotforge.tasks.dedup.confirm import confirm_links, decisive_band
 from cotforge.tasks.dedup.minhash import (
     bands_rows,
     candidate_pairs,
@@ -71,6 +71,7 @@ class Sketch:
     keys: np.ndarray  # (n,) uint64
     lengths: np.ndarray  # (n,) int64
     signatures: np.ndarray  # (n, num_perm) uint32
+    norms: list[str] | None = None  # the normalised texts, kept in-process only (never written)
 
 
 @dataclass
@@ -102,7 +103,7 @@ def sketch_texts(texts: list[str], config: MinHashConfig, workers: int = 1) -> S
         signatures = minhash_signatures(norms, config, normalized=True)
     else:
         signatures = minhash_signatures([norms[i] for i in first], config, normalized=True)[inverse.reshape(-1)]
-    return Sketch(keys, np.fromiter(map(len, norms), dtype=np.int64, count=len(norms)), signatures)
+    return Sketch(keys, np.fromiter(map(len, norms), dtype=np.int64, count=len(norms)), signatures, norms)
 
 
 def concat_sketches(sketches: list[Sketch], num_perm: int) -> Sketch:
@@ -117,6 +118,13 @@ def _codes(values: list) -> np.ndarray:
     return np.array([codes.setdefault(v, len(codes)) for v in values], dtype=np.int64)
 
 
+def _texts_of(texts: list[str], sketch: Sketch):
+    """Rows -> texts: the sketch's normalised ones when it kept them."""
+    if sketch.norms is not None and len(sketch.norms) == len(texts):
+        return lambda rows: [sketch.norms[i] for i in rows]
+    return lambda rows: [texts[i] for i in rows]
+
+
 def cluster_texts(ids: list[str], texts: list[str], config: MinHashConfig, *, groups: list[str | None] | None = None,
                   verified: list[bool | None] | None = None, contamination: list[list[str]] | None = None,
                   prior: PriorIndex | None = None, workers: int = 1) -> Clustering:
@@ -125,7 +133,8 @@ def cluster_texts(ids: list[str], texts: list[str], config: MinHashConfig, *, gr
     `groups` restricts comparisons to rows of the same group (scope "question"); `contamination` lists benchmarks a
     row hit (such rows are never kept); rows matching `prior` are dropped as "earlier_version"; `workers`: processes
     that sketch the texts."""
-    return cluster_sketches(ids, sketch_texts(texts, config, workers), lambda rows: [texts[i] for i in rows], config,
+    sketch = sketch_texts(texts, config, workers)
+    return cluster_sketches(ids, sketch, _texts_of(texts, sketch), config,
                             groups=groups, verified=verified, contamination=contamination, prior=prior)
 
 
@@ -133,7 +142,7 @@ def cluster_sketches(ids: list[str], sketch: Sketch, texts_of, config: MinHashCo
                      groups: list[str | None] | None = None, verified: list[bool | None] | None = None,
                      contamination: list[list[str]] | None = None, prior: PriorIndex | None = None) -> Clustering:
     """`cluster_texts` on precomputed sketches; `texts_of(row indices)` returns those rows' texts (only the rows of
-    candidate pairs the estimate cannot decide are asked for)."""
+    candidate pairs the estimate cannot decide are asked for; normalising them again is cheap and idempotent)."""
     n = len(ids)
     if config.scope == "global":
         groups = None
@@ -166,7 +175,7 @@ def cluster_sketches(ids: list[str], sketch: Sketch, texts_of, config: MinHashCo
             out.append(normalize_fast(next(it) or "") if is_current else prior_texts[node - len(reps)])
         return out
 
-    decided = confirm_pairs(pairs, estimated_jaccard(pool, pairs), node_texts, config)
+    decided = confirm_links(pairs, estimated_jaccard(pool, pairs), node_texts, config, len(pool))
     accepted, accepted_sim = pairs[decided["similar"]], decided["similarity"][decided["similar"]]
     node_index = np.concatenate([reps, np.arange(n, n + m)])
     edges = np.concatenate([np.stack([rep_of, np.arange(n)], axis=1), node_index[accepted]]).astype(np.int64)
@@ -185,6 +194,7 @@ def cluster_sketches(ids: list[str], sketch: Sketch, texts_of, config: MinHashCo
         "scope": config.scope, "keep_policy": list(config.keep), "rows_in": n, "earlier_rows": m,
         "candidate_pairs": len(pairs), "similar_pairs": len(accepted), "confirmed_pairs": len(accepted),
         "checked_exact": decided["exact"], "decided_by_estimate_without_text": decided["estimated"],
+        "unchecked_already_clustered": decided["skipped"],
         "decisive_band": list(decisive_band(config.threshold, config.num_perm))})
 
 
@@ -192,8 +202,7 @@ def _decide(ids, sketch, config, label, rep_of, groups, verified, contamination,
             stats) -> Clustering:
     """Keep one member per component (rank by `config.keep`, contaminated rows never kept); name the others' reason."""
     n, m = len(ids), len(prior.ids)
-    contamination = contamination or [[] for _ in range(n)]
-    contaminated = np.array([bool(c) for c in contamination], dtype=bool)
+    contaminated = np.array([bool(c) for c in contamination], dtype=bool) if contamination else np.zeros(n, bool)
     has_prior = np.zeros(label.max() + 1 if label.size else 0, dtype=bool)
     first_prior = np.full(has_prior.size, -1, dtype=np.int64)
     if m:
@@ -245,8 +254,8 @@ def dedup_questions(questions: pa.Table, config: MinHashConfig, recipe_hash: str
     ids = questions.column("question_id").to_pylist()
     texts = questions.column("text").to_pylist()
     hits = [sorted((contamination or {}).get(q, [])) for q in ids]
-    result = cluster_sketches(ids, sketch or sketch_texts(texts, config), lambda rows: [texts[i] for i in rows],
-                              config, verified=[(verified or {}).get(q) for q in ids], contamination=hits, prior=prior)
+    sketch = sketch or sketch_texts(texts, config)
+    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, verified=[(verified or {}).get(q) for q in ids], contamination=hits, prior=prior)
     flags = [DedupFlag(question_id=q, cluster_id=result.cluster_id[i], keep=result.keep[i],
                        drop_reason=result.drop_reason[i], similarity=result.similarity[i], contamination=hits[i],
                        recipe_hash=recipe_hash, build_id=build_id) for i, q in enumerate(ids)]
@@ -260,8 +269,8 @@ def dedup_samples(samples: pa.Table, config: MinHashConfig, recipe_hash: str, bu
     ids = samples.column("sample_id").to_pylist()
     question_ids = samples.column("question_id").to_pylist()
     texts = samples.column("text").to_pylist()
-    result = cluster_sketches(ids, sketch or sketch_texts(texts, config), lambda rows: [texts[i] for i in rows],
-                              config, groups=question_ids, verified=[(verified or {}).get(s) for s in ids],
+    sketch = sketch or sketch_texts(texts, config)
+    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, groups=question_ids, verified=[(verified or {}).get(s) for s in ids],
                               prior=prior)
     flags = [SampleDedupFlag(sample_id=s, question_id=question_ids[i], cluster_id=result.cluster_id[i],
                              keep=result.keep[i], drop_reason=result.drop_reason[i],

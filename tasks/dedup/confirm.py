@@ -99,6 +99,26 @@ def exact_jaccard(offsets: np.ndarray, values: np.ndarray, pairs: np.ndarray, ch
     return out
 
 
+def _check(pairs: np.ndarray, estimate: np.ndarray, unsure: np.ndarray, texts_of, config: MinHashConfig,
+           similar: np.ndarray, similarity: np.ndarray) -> tuple[int, int]:
+    """Decide pairs[unsure] in place: exact Jaccard where both texts are known, else the estimate. Returns (exact,
+    estimated) counts."""
+    if not unsure.size:
+        return 0, 0
+    nodes, inverse = np.unique(pairs[unsure], return_inverse=True)
+    texts = texts_of(nodes)
+    known = np.array([t is not None for t in texts], dtype=bool)
+    local = inverse.reshape(-1, 2)
+    checkable = known[local].all(axis=1)
+    offsets, values = shingle_sets([t if t is not None else "" for t in texts], config)
+    exact = exact_jaccard(offsets, values, local[checkable])
+    similarity[unsure[checkable]] = exact
+    similar[unsure[checkable]] = exact >= config.threshold
+    blind = unsure[~checkable]
+    similar[blind] = estimate[blind] >= config.threshold
+    return int(checkable.sum()), int(blind.size)
+
+
 def confirm_pairs(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: MinHashConfig) -> dict:
     """Decide each candidate pair: {"similar": bool mask, "similarity": exact J where computed, else the estimate,
     "exact": pairs checked exactly, "estimated": pairs decided by an estimate inside the band (a text missing)}.
@@ -106,21 +126,57 @@ def confirm_pairs(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: Min
     `texts_of(nodes)` returns the normalised text of each node, or None when none is stored (an index written before
     texts were kept): such pairs fall back to `estimate >= threshold`."""
     lo, hi = decisive_band(config.threshold, config.num_perm)
-    similar = estimate >= hi
-    similarity = estimate.astype(np.float64).copy()
+    similar, similarity = estimate >= hi, estimate.astype(np.float64).copy()
     unsure = np.flatnonzero((estimate >= lo) & (estimate < hi))
-    result = {"exact": 0, "estimated": 0}
-    if unsure.size:
-        nodes, inverse = np.unique(pairs[unsure], return_inverse=True)
-        texts = texts_of(nodes)
-        known = np.array([t is not None for t in texts], dtype=bool)
-        local = inverse.reshape(-1, 2)
-        checkable = known[local].all(axis=1)
-        offsets, values = shingle_sets([t if t is not None else "" for t in texts], config)
-        exact = exact_jaccard(offsets, values, local[checkable])
-        similarity[unsure[checkable]] = exact
-        blind = unsure[~checkable]
-        similar[unsure[checkable]] = exact >= config.threshold
-        similar[blind] = estimate[blind] >= config.threshold
-        result = {"exact": int(checkable.sum()), "estimated": int(blind.size)}
-    return {"similar": similar, "similarity": similarity, **result}
+    exact, estimated = _check(pairs, estimate, unsure, texts_of, config, similar, similarity)
+    return {"similar": similar, "similarity": similarity, "exact": exact, "estimated": estimated}
+
+
+def _root(forest: dict[int, int], i: int) -> int:
+    while forest.get(i, i) != i:
+        forest[i] = forest.get(forest[i], forest[i])  # path halving
+        i = forest[i]
+    return i
+
+
+def confirm_links(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: MinHashConfig, nodes: int) -> dict:
+    """`confirm_pairs` for clustering, where only connectivity matters: a pair whose two nodes are already joined by
+    confirmed pairs is left unchecked ("skipped", not similar), as its edge would change no cluster. Unsure pairs are
+    checked in rounds, each round a spanning forest of what is still unconnected (highest estimates first)."""
+    lo, hi = decisive_band(config.threshold, config.num_perm)
+    similar, similarity = estimate >= hi, estimate.astype(np.float64).copy()
+    parent = list(range(nodes))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs[similar].tolist():
+        parent[find(i)] = find(j)
+    unsure = np.flatnonzero((estimate >= lo) & (estimate < hi))
+    pending = unsure[np.argsort(-estimate[unsure], kind="stable")].tolist()
+    exact = estimated = skipped = 0
+    while pending:
+        trial: dict[int, int] = {}  # the forest this round would build if every pair in it held
+        batch, rest = [], []
+        for p in pending:
+            a, b = find(int(pairs[p, 0])), find(int(pairs[p, 1]))
+            if a == b:
+                skipped += 1
+                continue
+            ta, tb = _root(trial, a), _root(trial, b)
+            if ta != tb:
+                trial[ta] = tb
+                batch.append(p)
+            else:
+                rest.append(p)
+        checked = np.array(batch, dtype=np.int64)
+        counts = _check(pairs, estimate, checked, texts_of, config, similar, similarity)
+        exact, estimated = exact + counts[0], estimated + counts[1]
+        for i, j in pairs[checked[similar[checked]]].tolist():
+            parent[find(i)] = find(j)
+        pending = rest
+    return {"similar": similar, "similarity": similarity, "exact": exact, "estimated": estimated,
+            "skipped": skipped}
