@@ -28,6 +28,7 @@ from cotforge.tasks.dedup.stage import (
     publish_shared_index,
     release_shared_claims,
     sample_dedup_shard,
+    sketch_shard,
 )
 from cotforge.tasks.generate import reference_model
 from cotforge.tasks.generate.accounting import check_samples
@@ -131,8 +132,15 @@ def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, requ
             for v, q in zip(refs["verdicts"], refs["questions"])])
     with _timed(timings, "dedup"):
         refs["decontam"] = [decontam_shard(ctx, refs["questions"], recipe.dedup.decontam)]
-        refs["dedup"] = [dedup_shard(ctx, refs["questions"], refs["votes"], refs["decontam"], dedup)]
-        refs["sample_dedup"] = [sample_dedup_shard(ctx, refs["samples"], refs["verdicts"], dedup)]
+        # Global dedup = shard tasks (sketches, on the task runner) plus one merge per kind.
+        refs["dedup_sketches"] = map_shards(recipe, sketch_shard, [
+            (ctx, q, dedup.questions) for q in refs["questions"]])
+        refs["sample_dedup_sketches"] = map_shards(recipe, sketch_shard, [
+            (ctx, s, dedup.samples, "sample_id") for s in refs["samples"]])
+        refs["dedup"] = [dedup_shard(ctx, refs["questions"], refs["votes"], refs["decontam"], dedup,
+                                     refs["dedup_sketches"])]
+        refs["sample_dedup"] = [sample_dedup_shard(ctx, refs["samples"], refs["verdicts"], dedup,
+                                                   refs["sample_dedup_sketches"])]
     if recipe.views.prm.enabled:
         with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
             # Rollouts come from the recipe's generator unless the prm view names its own backend.
@@ -163,7 +171,7 @@ def map_shards(recipe: Recipe, shard_task, calls: list[tuple], advance: Callable
     task runner on Ray (each Ray task logs where it ran). `advance` is called as each shard finishes.
 
     Only for stages that hold no model: sampling and step labelling keep their generator (one loaded model) in the
-    flow's process, and dedup/decontam are one global task each, so those never come through here."""
+    flow's process, and decontam and the dedup merges are one global task each (dedup's sketches come through here)."""
     if recipe.runner.kind == "local":
         results = []
         for args in calls:

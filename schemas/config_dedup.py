@@ -20,8 +20,10 @@ class MinHashConfig(StrictConfig):
     shingle_size: int = Field(default=5, ge=1, le=64)
     hash: Literal["fast", "sha1"] = "fast"  # shingle hash: vectorised polynomial, or datasketch's sha1_hash32
     seed: int = 1  # datasketch MinHash seed (permutations)
-    bands: int | None = Field(default=None, ge=1)  # LSH bands; None: datasketch's optimum for the threshold
+    bands: int | None = Field(default=None, ge=1)  # LSH bands; None: tuned for recall (`candidate_miss`)
     rows: int | None = Field(default=None, ge=1)  # rows per band; set together with `bands`
+    # Share of pairs at exactly `threshold` the candidate LSH may miss (it sets bands and rows when they are None)
+    candidate_miss: float = Field(default=0.01, gt=0.0, lt=1.0)
     scope: Literal["global", "question"] = "global"  # "question": only texts of the same question are compared
     keep: list[KeepRule] = Field(default=["verified", "shortest", "earliest"], min_length=1)
     max_bucket: int = Field(default=256, ge=2)  # bucket size above which pairs are linked as a chain, not all pairs

@@ -20,7 +20,14 @@ from cotforge.tasks.dedup.cluster import (
     signatures_table,
 )
 from cotforge.tasks.dedup.index import earlier_index, read_indexes, write_index
-from cotforge.tasks.dedup.minhash import candidate_pairs, fast_hash32, lsh_params, minhash_signatures
+from cotforge.tasks.dedup.minhash import (
+    bands_rows,
+    candidate_pairs,
+    fast_hash32,
+    lsh_params,
+    minhash_signatures,
+    recall_params,
+)
 from tests.bench.bench_dedup import exact_jaccard_pairs, planted_corpus, shingle_set
 
 
@@ -56,15 +63,21 @@ def test_signatures_span_chunks_and_batches(monkeypatch):
     texts = [f"question number {i} " * (i % 40 + 1) for i in range(300)]
     config = MinHashConfig(num_perm=32)
     whole = minhash_signatures(texts, config)
-    monkeypatch.setattr(dedup, "_SPAN_CHUNK", 97)  # documents straddle permutation chunks
+    monkeypatch.setattr(dedup, "_BLOCK_DOCS", 7)  # many permutation blocks, of mixed shingle counts
     monkeypatch.setattr(dedup, "_DOC_BATCH", 13)
     assert np.array_equal(whole, minhash_signatures(texts, config))
 
 
 def test_lsh_params_match_datasketch_and_report_them():
     for threshold, num_perm in [(0.8, 128), (0.5, 64), (0.9, 256)]:
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # its public b and r: our optimiser is the same
         assert lsh_params(threshold, num_perm) == (lsh.b, lsh.r)
+    # the candidate LSH is tuned for recall: at most 1% of pairs at the threshold missed, as few bands as that allows
+    for threshold, num_perm in [(0.8, 128), (0.85, 128), (0.7, 64)]:
+        bands, rows = recall_params(threshold, num_perm, 0.01)
+        assert bands * rows <= num_perm and (1 - threshold ** rows) ** bands <= 0.01
+        assert (1 - threshold ** (rows + 1)) ** (num_perm // (rows + 1)) > 0.01
+    assert bands_rows(MinHashConfig()) == (21, 6)
     config = MinHashConfig(bands=16, rows=8)
     result = cluster_texts(["a", "b"], ["x y z", "p q r"], config)
     assert (result.stats["bands"], result.stats["rows"]) == (16, 8)
@@ -157,14 +170,16 @@ def test_incremental_dedup_against_earlier_version_folder(tmp_path):
     texts1 = [BASE, "A shop sells 12 pens for 3 dollars each. What do 12 pens cost?"]
     ids1 = ["a", "b"]
     _, result = dedup_questions(pa.table({"question_id": ids1, "text": texts1}), config, "r", "b1")
-    write_index(str(v1), "0.1.0", "questions", signatures_table(ids1, None, result.keep, result.signatures), config)
+    write_index(str(v1), "0.1.0", "questions", signatures_table(ids1, None, result.keep, result.signatures, texts1),
+                config)
     (version, table, params), = read_indexes(str(v1), "questions")
-    assert version == "0.1.0" and table.num_rows == 2 and params["bands"] == 9 and params["rows"] == 13
+    assert version == "0.1.0" and table.num_rows == 2 and (params["bands"], params["rows"]) == bands_rows(config)
+    assert params["index_format"] == 2 and table.column("text").to_pylist()[0] == normalize_text(BASE)
     v2 = tmp_path / "v2"
     prior = earlier_index(str(v2), "0.2.0", [str(v1)], "questions", config)
     assert prior.ids == ids1
     texts2 = [BASE.replace("17", "17 "), "Brand new question about 9 cats and 4 dogs in the yard today?"]
-    table2, result2 = dedup_questions(pa.table({"question_id": ["x", "y"], "text": texts2}), config, "r", "b2",
+    _, result2 = dedup_questions(pa.table({"question_id": ["x", "y"], "text": texts2}), config, "r", "b2",
                                       prior=prior)
     assert result2.keep == [False, True]
     assert result2.drop_reason == ["earlier_version", None] and result2.cluster_id[0] == "a"

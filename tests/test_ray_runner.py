@@ -104,13 +104,15 @@ def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
         deadline = time.monotonic() + 30
         while True:
             placements = _placements(out, since)
-            shard_runs = {name: lines for name, lines in placements.items() if name.startswith(("verify-", "vote-"))}
-            if (len(shard_runs) == 4 and all(shard_runs.values())) or time.monotonic() > deadline:
+            shard_runs = {name: lines for name, lines in placements.items()
+                          if name.startswith(("verify-", "vote-", "dedup_sketch-"))}
+            if (len(shard_runs) == 8 and all(shard_runs.values())) or time.monotonic() > deadline:
                 break
             time.sleep(2)
-        assert sorted(n.split("-")[0] for n in shard_runs) == ["verify", "verify", "vote", "vote"]  # 2 shards each
+        # 2 shards each; dedup sketches its question and its sample shards (the dedup merge runs here)
+        assert sorted(n.split("-")[0] for n in shard_runs) == ["dedup_sketch"] * 4 + ["verify"] * 2 + ["vote"] * 2
         assert all(not lines for name, lines in placements.items() if name not in shard_runs)  # the rest ran here
-        for stage in ("verify-", "vote-"):
+        for stage in ("verify-", "vote-", "dedup_sketch-"):
             assert any(lines for name, lines in shard_runs.items() if name.startswith(stage)), (stage, shard_runs)
         pids = set()
         for name, lines in shard_runs.items():
@@ -132,5 +134,5 @@ def test_shard_tasks_run_on_ray(tmp_path, monkeypatch):
     for view in result.views:  # the same rows, wherever the shards ran
         assert_frame_equal(read_view(f"{out}/0.1.0", view), read_view(str(tmp_path / "local-out" / "0.1.0"), view))
     assert read_view(f"{out}/0.1.0", "sft").height == result.views["sft"] > 0
-    for stage in ("verdicts", "votes"):  # 8 questions / 4 per shard
-        assert len(list((tmp_path / "ray-out" / "_work" / stage).glob("*.parquet"))) == 2
+    for stage, shards in (("verdicts", 2), ("votes", 2), ("dedup_sketch", 4)):  # 8 questions / 4 per shard
+        assert len(list((tmp_path / "ray-out" / "_work" / stage).glob("*.parquet"))) == shards

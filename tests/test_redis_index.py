@@ -178,12 +178,13 @@ def _racing_build(port: int, folder: str, rows: list[dict], seed: int, reverse: 
     calls = []
     original = shared.SharedIndex._run
 
-    def paced(self, state, ids, signatures, groups):  # the real method, one row per call, paced
+    def paced(self, state, ids, signatures, groups, texts=None):  # the real method, one row per call, paced
         order = range(len(ids)) if not reverse else range(len(ids) - 1, -1, -1)
         out = [None] * len(ids)
         for i in order:
             calls.append(time.time())
-            out[i] = original(self, state, [ids[i]], signatures[i:i + 1], [groups[i]] if groups else None)[0]
+            out[i] = original(self, state, [ids[i]], signatures[i:i + 1], [groups[i]] if groups else None,
+                              [texts[i]] if texts else None)[0]
             time.sleep(0.003)
         return out
 
@@ -326,3 +327,59 @@ def test_redis_flow_enters_rows_only_once_published_and_a_failed_build_releases_
     # Another build (another output) of the same questions now finds them all published.
     other = build_flow.build(recipe, out=str(tmp_path / "other"), version="0.1.0")
     assert other.counts.get("questions dropped: earlier version") == 12
+
+
+# --- exact confirmation and the legacy layout ----------------------------------------------------------------------
+
+
+def test_redis_dedup_near_threshold_follows_exact_jaccard(redis_port):
+    """Pairs whose MinHash estimate is on the wrong side of 0.8: with texts, the shared index decides by exact Jaccard
+    (the shingle sets stored with each entry); an entry stored without them falls back to the estimate."""
+    from tests.test_dedup_exact import _misjudged_pair
+
+    for above in (True, False):
+        a, b, exact, estimate = _misjudged_pair(above)
+        owner_a, owner_b = _index(redis_port, f"a-{above}"), _index(redis_port, f"b-{above}")
+        assert owner_a.check_and_claim([f"a{above}"], minhash_signatures([a], CONFIG), texts=[a]) == [None]
+        match = owner_b.check_and_claim([f"b{above}"], minhash_signatures([b], CONFIG), texts=[b])[0]
+        if above:
+            assert match is not None and match[0] == f"a{above}" and abs(match[1] - exact) < 1e-3
+        else:
+            assert match is None  # the estimate (>= 0.8) would have called it a duplicate
+    a, b, _, estimate = _misjudged_pair(above=False, seed=1)
+    blind = _index(redis_port, "blind", basename="blind")
+    blind.check_and_claim(["old"], minhash_signatures([a], CONFIG))  # no texts: no shingle sets stored
+    match = _index(redis_port, "other", basename="blind").check_and_claim(["new"], minhash_signatures([b], CONFIG),
+                                                                          texts=[b])[0]
+    assert match is not None and match[1] == estimate
+
+
+def test_redis_dedup_adopts_entries_of_the_legacy_layout(redis_port):
+    """Entries as the code before 2026-11-30 wrote them (bands x rows of datasketch's optimum in the prefix, no
+    shingle sets) are adopted once into the recall-tuned layout: still found, states kept, claims still released."""
+    import redis
+
+    from cotforge.tasks.dedup.minhash import lsh_params
+    from cotforge.tasks.dedup.shared_index import _prefix
+
+    client = redis.Redis(port=redis_port)
+    bands, rows = lsh_params(CONFIG.threshold, CONFIG.num_perm)
+    legacy = _prefix("old", "questions", CONFIG, bands, rows)
+    signatures = minhash_signatures(TEXTS[:6], CONFIG).astype("<u4")
+    for i, sig in enumerate(signatures):
+        state = "published" if i < 4 else "claimed"
+        mapping = {"sig": sig.tobytes(), "group": "", "state": state, "owner": "build-old"}
+        if state == "claimed":
+            mapping["expires"] = int(time.time() + 3600)
+            client.sadd(f"{legacy}:claims:build-old", f"q{i}")
+        client.hset(f"{legacy}:e:q{i}", mapping=mapping)
+        for b in range(bands):
+            client.sadd(f"{legacy}:b:{b}:".encode() + sig.tobytes()[b * rows * 4:(b + 1) * rows * 4], f"q{i}")
+    new = _index(redis_port, "build-new", basename="old")
+    assert new.prefix != legacy and new.adopted == 6
+    assert _index(redis_port, "build-new2", basename="old").adopted == 0  # once only
+    probes = [TEXTS[1] + " ", TEXTS[5], "Completely different text about sunny weather."]
+    matches = new.check_and_claim(["n1", "n5", "n-new"], minhash_signatures(probes, CONFIG), texts=probes)
+    assert [m[0] if m else None for m in matches] == ["q1", "q5", None]
+    assert matches[0][2] == "published" and matches[1][2] == "claimed"
+    assert _index(redis_port, "build-old", basename="old").release() == 2  # the old build's claims, in the new layout

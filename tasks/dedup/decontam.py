@@ -1,8 +1,9 @@
 """Decontamination: flag questions that overlap an evaluation set, by shared word n-grams and by MinHash similarity.
 
 The n-gram test (GPT-3 / Llama style, 13-grams by default) catches a benchmark question pasted into a longer text;
-the MinHash test catches light paraphrases and number changes. Every hit becomes a DecontamHit row naming the
-benchmark; the dedup stage then flags the question "contaminated:<bench>" (never deletes it).
+the MinHash test catches light paraphrases and number changes (candidates confirmed as in dedup: exact Jaccard near
+the threshold). Every hit becomes a DecontamHit row naming the benchmark; the dedup stage then flags the question
+"contaminated:<bench>" (never deletes it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cotforge.schemas.config_dedup import DecontamConfig, EvalSetConfig
 from cotforge.schemas.records import DecontamHit, normalize_text, stable_id
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, shard_key
+from cotforge.tasks.dedup.confirm import confirm_pairs
 from cotforge.tasks.dedup.minhash import (
     bands_rows,
     candidate_pairs,
@@ -96,7 +98,8 @@ def find_contamination(texts: list[str], evals: dict[str, list[str]], config: De
         return hits
     hashes, owner = ngram_hashes(texts, config.ngram)
     signatures = minhash_signatures(texts, config.minhash)
-    bands, rows = bands_rows(config.minhash)
+    similar = config.minhash.model_copy(update={"threshold": config.minhash_threshold})
+    bands, rows = bands_rows(similar)
     for bench, eval_texts in evals.items():
         if not eval_texts:
             continue
@@ -114,10 +117,12 @@ def find_contamination(texts: list[str], evals: dict[str, list[str]], config: De
         pool = np.concatenate([signatures, eval_signatures])
         pairs = candidate_pairs(pool, bands, rows, max_bucket=config.minhash.max_bucket)
         pairs = pairs[(pairs[:, 0] < len(texts)) & (pairs[:, 1] >= len(texts))]
-        similarity = estimated_jaccard(pool, pairs)
+        pool_texts = texts + eval_texts
+        decided = confirm_pairs(pairs, estimated_jaccard(pool, pairs), lambda nodes, pool_texts=pool_texts: [
+            normalize_text(pool_texts[k] or "") for k in nodes.tolist()], similar)  # exact near the threshold
         best: dict[int, tuple[float, int]] = {}
-        for (i, j), s in zip(pairs.tolist(), similarity.tolist()):
-            if s >= config.minhash_threshold and s > best.get(i, (-1.0, 0))[0]:
+        for (i, j), s, yes in zip(pairs.tolist(), decided["similarity"].tolist(), decided["similar"].tolist()):
+            if yes and s > best.get(i, (-1.0, 0))[0]:
                 best[i] = (s, j - len(texts))
         for i, (s, j) in sorted(best.items()):
             hits.append({"index": i, "benchmark": bench, "method": "minhash", "score": s, "eval_row": j,

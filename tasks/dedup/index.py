@@ -1,11 +1,16 @@
 """MinHash indexes that outlive a build: the per-version index a published dataset stores (the shared Redis index is
 in `shared_index.py`).
 
-Each published version writes `OUT/index/<version>/{questions,samples}.parquet`: the kept rows' ids, groups and
-signatures, with the MinHash parameters in the Parquet metadata. The next build reads every earlier version's index
-(from its own folder, from folders listed in the recipe, and from Hub repos via `snapshot_download`) and flags rows
-that match one as "earlier_version". Indexes built with other parameters cannot be compared and are skipped (and
-reported), never silently mixed.
+Each published version writes `OUT/index/<version>/{questions,samples}.parquet`: the kept rows' ids, groups,
+signatures and (index format 2) normalised texts, with the MinHash parameters in the Parquet metadata. The next build
+reads every earlier version's index (from its own folder, from folders listed in the recipe, and from Hub repos via
+`snapshot_download`) and flags rows that match one as "earlier_version". The texts let a match near the threshold be
+confirmed by exact Jaccard; an index of format 1 (signatures only, written before 2026-11-30) is still read, its
+matches near the threshold decided by the signature estimate (counted in the report). The LSH layout is not part of
+an index (candidates are re-banded at read time), so format 1 signatures compare as they are. Indexes built with
+other MinHash parameters cannot be compared and are skipped (and reported), never silently mixed.
+
+Also here: the per-shard sketch tables that the dedup shard tasks hand to the merge.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import pyarrow.parquet as pq
 
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.tasks.core.shards import write_parquet_atomic
-from cotforge.tasks.dedup.cluster import PriorIndex, signatures_table
+from cotforge.tasks.dedup.cluster import PriorIndex, Sketch, signatures_table
 from cotforge.tasks.dedup.minhash import bands_rows, estimated_jaccard
 
 _COMPARABLE = ("num_perm", "seed", "shingle", "shingle_size", "hash")
 SCHEME = "affine32"  # datasketch permutation scheme of our signatures
+INDEX_FORMAT = 2  # 1: id, group, signature; 2: and the normalised text
 
 
 def index_params(config: MinHashConfig) -> dict:
@@ -39,8 +45,9 @@ def write_index(out: str, version: str, kind: str, table: pa.Table, config: MinH
     fs, root = fsspec.core.url_to_fs(out)
     relative = f"index/{version}/{kind}.parquet"
     kept = table.filter(table.column("keep"))
+    params = {**index_params(config), "index_format": INDEX_FORMAT if "text" in kept.column_names else 1}
     write_parquet_atomic(fs, f"{root}/{relative}", kept.drop(["keep"]),
-                         {"cotforge.minhash_params": json.dumps(index_params(config), sort_keys=True),
+                         {"cotforge.minhash_params": json.dumps(params, sort_keys=True),
                           "cotforge.dataset_version": version, "cotforge.index_kind": kind})
     return relative
 
@@ -72,9 +79,10 @@ def read_indexes(folder: str, kind: str, exclude_version: str | None = None) -> 
 
 def earlier_index(out: str, version: str, sources: list[str], kind: str, config: MinHashConfig,
                   skipped: list[str] | None = None) -> PriorIndex | None:
-    """Every earlier version's kept signatures of `kind` whose parameters match `config`, as one PriorIndex."""
+    """Every earlier version's kept signatures (and texts, format 2) of `kind` whose parameters match `config`, as one
+    PriorIndex."""
     wanted = {k: v for k, v in index_params(config).items() if k in _COMPARABLE or k == "scheme"}
-    ids, groups, blocks = [], [], []
+    ids, groups, texts, blocks = [], [], [], []
     folders = [(out, version)] + [(_hub_folder(s) if s.startswith("hf://") else s, None) for s in sources]
     for folder, exclude in folders:
         for found_version, table, params in read_indexes(folder, kind, exclude):
@@ -84,11 +92,12 @@ def earlier_index(out: str, version: str, sources: list[str], kind: str, config:
                 continue
             ids += table.column("id").to_pylist()
             groups += table.column("group").to_pylist()
+            texts += table.column("text").to_pylist() if "text" in table.column_names else [None] * table.num_rows
             flat = table.column("signature").combine_chunks().flatten().to_numpy()
             blocks.append(flat.reshape(-1, config.num_perm).astype(np.uint32))
     if not ids:
         return None
-    return PriorIndex(ids, np.concatenate(blocks), groups)
+    return PriorIndex(ids, np.concatenate(blocks), groups, texts)
 
 
 def index_fingerprint(prior: PriorIndex | None) -> str:
@@ -97,8 +106,23 @@ def index_fingerprint(prior: PriorIndex | None) -> str:
         return "none"
     digest = hashlib.sha256("\x1f".join(prior.ids).encode())
     digest.update(np.ascontiguousarray(prior.signatures).tobytes())
+    digest.update("\x1f".join(t if t is not None else "\x00" for t in prior.texts).encode())
     return digest.hexdigest()[:16]
 
 
+def sketch_table(ids: list[str], sketch: Sketch) -> pa.Table:
+    """One shard's sketches (what the dedup shard tasks write for the merge)."""
+    flat = pa.array(np.ascontiguousarray(sketch.signatures, dtype=np.uint32).reshape(-1), type=pa.uint32())
+    return pa.table({"id": pa.array(ids, pa.string()), "key": pa.array(sketch.keys, pa.uint64()),
+                     "length": pa.array(sketch.lengths, pa.int64()),
+                     "signature": pa.FixedSizeListArray.from_arrays(flat, sketch.signatures.shape[1])})
+
+
+def sketch_from_table(table: pa.Table, num_perm: int) -> Sketch:
+    flat = table.column("signature").combine_chunks().flatten().to_numpy()
+    return Sketch(table.column("key").to_numpy(), table.column("length").to_numpy(),
+                  flat.reshape(-1, num_perm).astype(np.uint32))
+
+
 __all__ = ["earlier_index", "estimated_jaccard", "index_fingerprint", "read_indexes", "signatures_table",
-           "write_index"]
+           "sketch_from_table", "sketch_table", "write_index"]

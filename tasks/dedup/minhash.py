@@ -7,11 +7,10 @@ n-grams of the normalised text; each shingle is hashed either with a vectorised 
 datasketch's default `sha1_hash32` ("sha1", bit-identical to `MinHash.update`, ~20x slower).
 
 LSH banding: with b bands of r rows, two texts of Jaccard similarity s share at least one band with probability
-1 - (1 - s^r)^b, an S-curve whose steepest point sits near (1/b)^(1/r). b and r come from datasketch's optimiser
-(minimise the integrated false-positive plus false-negative probability around the threshold), unless the recipe
-fixes them. Every candidate pair is then checked against the threshold with the estimated Jaccard (share of equal
-signature entries), as datasketch users do with `MinHash.jaccard`, so a band collision alone never makes a duplicate.
-
+1 - (1 - s^r)^b, an S-curve whose steepest point sits near (1/b)^(1/r). Here the LSH only proposes candidates, so it
+is tuned for recall (`recall_params`: at most 1% of pairs at the threshold itself missed), unless the recipe fixes b
+and r; every candidate is then decided by `confirm.confirm_pairs` (exact Jaccard of the shingle sets, or an
+estimate far enough from the threshold to decide), so a band collision alone never makes a duplicate.
 """
 
 from __future__ import annotations
@@ -29,8 +28,9 @@ _MASK64 = (1 << 64) - 1
 _P = 0x9E3779B97F4A7C15  # odd, so invertible mod 2^64
 _Q = pow(_P, -1, 1 << 64)  # span hashes are sums of (byte + 1) * Q^t, re-based to the span start by P^start
 _BAND_MULTIPLIERS = np.random.RandomState(20240611).randint(1, 1 << 62, 1024, dtype=np.uint64) * np.uint64(2) + 1
-_SPAN_CHUNK = 16_384  # shingles per permutation chunk: 16k x 128 x 4 B = 8 MiB of temporaries
-_DOC_BATCH = 1_024  # documents per shingling batch (bounds the per-byte temporaries)
+_DOC_BATCH = 2_048  # documents per shingling batch (bounds the per-byte temporaries: ~40 B per text byte)
+_POWERS_CACHED = 1 << 22  # hash powers kept between batches (2 x 32 MiB at most)
+_BLOCK_DOCS = 2_048  # documents per permutation block: ~300 shingles x 2048 x 4 B = 2.4 MiB, in cache
 
 
 # MurmurHash3's finalizers, (shift, multiplier, shift, multiplier, shift) per word size: fmix64 mixes the span hashes
@@ -49,6 +49,12 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> s3)
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted (a sort, where `np.unique` may take a much slower hash table for 64-bit keys)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if values.size else values
+
+
 def fast_hash32(data: bytes) -> int:
     """The "fast" shingle hash of one shingle, as a datasketch `hashfunc` (same values as the vectorised kernel)."""
     h, q = 0, 1
@@ -60,7 +66,7 @@ def fast_hash32(data: bytes) -> int:
 
 def normalized_bytes(texts: list[str]) -> list[bytes]:
     """The normalised UTF-8 form of each text; shingles are taken from these bytes."""
-    return [normalize_text(t or "").encode() for t in texts]
+    return [normalize_fast(t or "").encode() for t in texts]
 
 
 def shingle_spans(docs: list[bytes], kind: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -104,15 +110,29 @@ def shingle_spans(docs: list[bytes], kind: str, size: int) -> tuple[np.ndarray, 
     return buf, starts, ends, doc
 
 
+_POWERS: list[tuple[np.ndarray, np.ndarray]] = [(np.ones(1, np.uint64), np.ones(1, np.uint64))]  # (Q^t, P^t)
+
+
+def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q^t and P^t for t <= size; cached up to `_POWERS_CACHED` (one batch's bytes), computed afresh beyond. The
+    cache is one tuple, replaced whole, so threads always read a matching pair."""
+    cached = _POWERS[0]
+    if cached[0].size > size:
+        return cached
+    grown = []
+    for base in (_Q, _P):
+        powers = np.full(max(size + 1, min(2 * cached[0].size, _POWERS_CACHED)), base, dtype=np.uint64)
+        powers[0] = 1
+        grown.append(np.cumprod(powers, dtype=np.uint64))  # uint64 wraps: the intended mod 2^64
+    if grown[0].size <= _POWERS_CACHED:
+        _POWERS[0] = (grown[0], grown[1])
+    return grown[0], grown[1]
+
+
 def span_hashes64(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """64-bit hash of each byte span, position-independent, all spans at once (prefix sums mod 2^64)."""
     size = buf.size
-    q_pow = np.full(size + 1, _Q, dtype=np.uint64)
-    q_pow[0] = 1
-    q_pow = np.cumprod(q_pow, dtype=np.uint64)  # Q^t; uint64 arithmetic wraps, which is the intended mod 2^64
-    p_pow = np.full(size + 1, _P, dtype=np.uint64)
-    p_pow[0] = 1
-    p_pow = np.cumprod(p_pow, dtype=np.uint64)  # P^t = Q^-t
+    q_pow, p_pow = _powers(size)
     prefix = np.zeros(size + 1, dtype=np.uint64)
     np.cumsum((buf.astype(np.uint64) + np.uint64(1)) * q_pow[:size], out=prefix[1:])
     return _fmix((prefix[ends] - prefix[starts]) * p_pow[starts])
@@ -124,44 +144,104 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def minhash_signatures(texts: list[str], config: MinHashConfig) -> np.ndarray:
+def normalize_fast(text: str) -> str:
+    """`normalize_text`, with a fast path for ASCII (NFKC is the identity there and casefold is lower; `str.split`
+    splits on exactly the characters `\\s` matches)."""
+    return " ".join(text.lower().split()) if text.isascii() else normalize_text(text)
+
+
+def shingle_hashes(docs: list[bytes], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(uint32 hash, document) of every shingle of normalised documents: the values a datasketch MinHash is updated
+    with (before datasketch's fmix32 pre-mix), with `fast_hash32` or `sha1_hash32`."""
+    buf, starts, ends, doc = shingle_spans(docs, config.shingle, config.shingle_size)
+    if config.hash == "fast":
+        return (span_hashes64(buf, starts, ends) >> np.uint64(32)).astype(np.uint32), doc
+    raw = buf.tobytes()
+    return np.fromiter((sha1_hash32(raw[s:e]) for s, e in zip(starts.tolist(), ends.tolist())), dtype=np.uint32,
+                       count=starts.size), doc
+
+
+def _min_permuted(hv: np.ndarray, doc: np.ndarray, n: int, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out[d, k] = min over the shingles h of document d of (a_k * h + b_k) mod 2^32.
+
+    Documents of similar shingle counts are laid out as one (shingles, documents) block, short ones padded with their
+    own first shingle (which leaves the minimum unchanged); then one multiply, add and column minimum per permutation
+    over the whole block: three cache-resident numpy passes instead of a Python loop per document."""
+    counts = np.bincount(doc, minlength=n)
+    first = np.cumsum(counts) - counts
+    by_count = np.argsort(counts, kind="stable")
+    for lo in range(0, n, _BLOCK_DOCS):
+        block = by_count[lo:lo + _BLOCK_DOCS]
+        longest = int(counts[block].max())
+        rows = np.minimum(np.arange(longest)[:, None], counts[block][None, :] - 1)
+        shingles = hv[first[block][None, :] + rows]  # (longest, len(block)), C-contiguous
+        scratch = np.empty_like(shingles)
+        mins = np.empty((a.size, len(block)), dtype=np.uint32)
+        for k, (a_k, b_k) in enumerate(zip(a.tolist(), b.tolist())):
+            np.multiply(shingles, np.uint32(a_k), out=scratch)
+            np.add(scratch, np.uint32(b_k), out=scratch)
+            np.minimum.reduce(scratch, axis=0, out=mins[k])
+        out[block] = mins.T
+
+
+def minhash_signatures(texts: list[str], config: MinHashConfig, normalized: bool = False) -> np.ndarray:
     """(len(texts), num_perm) uint32 MinHash signatures, equal to datasketch `MinHash(num_perm, seed)` updated with
-    every shingle (with `hashfunc=fast_hash32` when `config.hash == "fast"`)."""
+    every shingle (with `hashfunc=fast_hash32` when `config.hash == "fast"`). `normalized`: texts already are."""
     a, b = _permutations(config.num_perm, config.seed)
-    out = np.full((len(texts), config.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    docs = normalized_bytes(texts)
-    for batch_start in range(0, len(docs), _DOC_BATCH):
-        batch = docs[batch_start:batch_start + _DOC_BATCH]
-        buf, starts, ends, doc = shingle_spans(batch, config.shingle, config.shingle_size)
-        if config.hash == "fast":
-            hv = (span_hashes64(buf, starts, ends) >> np.uint64(32)).astype(np.uint32)
-        else:
-            raw = buf.tobytes()
-            hv = np.fromiter((sha1_hash32(raw[s:e]) for s, e in zip(starts.tolist(), ends.tolist())),
-                             dtype=np.uint32, count=starts.size)
-        hv = _fmix(hv)
-        target = out[batch_start:batch_start + len(batch)]
-        for lo in range(0, hv.size, _SPAN_CHUNK):
-            chunk_doc = doc[lo:lo + _SPAN_CHUNK]
-            permuted = hv[lo:lo + _SPAN_CHUNK, None] * a[None, :] + b[None, :]
-            seg = np.flatnonzero(np.r_[True, chunk_doc[1:] != chunk_doc[:-1]])
-            mins = np.minimum.reduceat(permuted, seg, axis=0)
-            docs_here = chunk_doc[seg]
-            target[docs_here] = np.minimum(target[docs_here], mins)  # a document may straddle two chunks
+    out = np.empty((len(texts), config.num_perm), dtype=np.uint32)
+    for lo in range(0, len(texts), _DOC_BATCH):
+        batch = texts[lo:lo + _DOC_BATCH]
+        docs = [t.encode() for t in batch] if normalized else normalized_bytes(batch)
+        hv, doc = shingle_hashes(docs, config)
+        _min_permuted(_fmix(hv), doc, len(docs), a, b, out[lo:lo + len(docs)])
     return out
+
+
+def _s_curve(s, bands: int, rows: int):
+    """Probability that two texts of Jaccard similarity s share at least one of `bands` bands of `rows` rows."""
+    return 1.0 - (1.0 - s ** float(rows)) ** float(bands)
+
+
+def _miss_curve(s, bands: int, rows: int):
+    return 1.0 - _s_curve(s, bands, rows)
 
 
 @functools.lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising the integrated false-positive + false-negative probability (datasketch's optimiser,
-    equal weights), the same choice `MinHashLSH(threshold, num_perm)` makes."""
-    from datasketch.lsh import _optimal_param
+    """(bands, rows) minimising the false-positive area (integral of the S-curve over [0, threshold]) plus the
+    false-negative area (integral of its complement over [threshold, 1]), equal weights: the choice datasketch's
+    `MinHashLSH(threshold, num_perm)` makes, computed here (datasketch keeps it private). It balances both errors, so
+    at the threshold itself it misses many pairs; the dedup kernels use `recall_params` instead."""
+    from scipy.integrate import quad
 
-    return tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
+    best, choice = float("inf"), (0, 0)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = quad(_s_curve, 0.0, threshold, args=(bands, rows))[0]
+            fn = quad(_miss_curve, threshold, 1.0, args=(bands, rows))[0]
+            if fp + fn < best:
+                best, choice = fp + fn, (bands, rows)
+    return choice
+
+
+@functools.lru_cache(maxsize=64)
+def recall_params(threshold: float, num_perm: int, miss: float) -> tuple[int, int]:
+    """(bands, rows) of the LSH that only proposes candidates: the most rows per band (the fewest dissimilar
+    candidates) such that a pair of similarity exactly `threshold` shares no band with probability at most `miss`,
+    (1 - t^r)^b <= miss with b = num_perm // r (a pair above the threshold is missed even less often). Every candidate
+    is then confirmed (`confirm.confirm_pairs`), so a loose band costs checks, never precision."""
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if 1.0 - _s_curve(threshold, bands, rows) <= miss:
+            return bands, rows
+    return num_perm, 1
 
 
 def bands_rows(config: MinHashConfig) -> tuple[int, int]:
-    return (config.bands, config.rows) if config.bands else lsh_params(config.threshold, config.num_perm)
+    """The LSH layout of a config: the recipe's bands and rows when set, else `recall_params`."""
+    if config.bands:
+        return config.bands, config.rows
+    return recall_params(config.threshold, config.num_perm, config.candidate_miss)
 
 
 def _band_keys(signatures: np.ndarray, band: int, rows: int, group_keys: np.ndarray | None) -> np.ndarray:
@@ -191,19 +271,22 @@ def candidate_pairs(signatures: np.ndarray, bands: int, rows: int, groups: np.nd
             continue
         run_start = np.flatnonzero(np.r_[True, ~same])
         run_len = np.diff(np.r_[run_start, n])
-        twos = run_start[run_len == 2]
-        found.append(np.stack([order[twos], order[twos + 1]], axis=1))
-        for start, length in zip(run_start[run_len > 2].tolist(), run_len[run_len > 2].tolist()):
-            members = order[start:start + length]
-            if length <= max_bucket:
-                i, j = np.triu_indices(length, 1)
-                found.append(np.stack([members[i], members[j]], axis=1))
-            else:  # a huge bucket: link neighbours only, so the work stays linear (clusters still form)
-                found.append(np.stack([members[:-1], members[1:]], axis=1))
+        small = (run_len >= 2) & (run_len <= max_bucket)
+        # every pair of each small bucket, all buckets at once: a member pairs with each later member of its bucket
+        starts, lengths = run_start[small], run_len[small]
+        member = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                                    lengths))
+        later = np.repeat(starts + lengths, lengths) - member - 1
+        first = np.repeat(member, later)
+        second = first + 1 + (np.arange(later.sum()) - np.repeat(np.cumsum(later) - later, later))
+        found.append(np.stack([order[first], order[second]], axis=1))
+        for start, length in zip(run_start[run_len > max_bucket].tolist(), run_len[run_len > max_bucket].tolist()):
+            members = order[start:start + length]  # a huge bucket: link neighbours only, so the work stays linear
+            found.append(np.stack([members[:-1], members[1:]], axis=1))
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     pairs = np.sort(np.concatenate(found).astype(np.int64), axis=1)
-    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    codes = sorted_unique(pairs[:, 0] * n + pairs[:, 1])
     return np.stack([codes // n, codes % n], axis=1)
 
 

@@ -1,5 +1,8 @@
 """The dedup stage's shard tasks: questions and rationales against each other, earlier versions and the shared
-Redis index, and what is written at publish time (the version index, the summary, the shared index's entries)."""
+Redis index, and what is written at publish time (the version index, the summary, the shared index's entries).
+
+The global dedup of a build is shard tasks plus one merge: `sketch_shard` per question (or sample) shard, mapped on
+the flow's task runner (Ray included), then `dedup_shard` / `sample_dedup_shard` merge every shard's sketches."""
 
 from __future__ import annotations
 
@@ -11,12 +14,26 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from cotforge.schemas.config_dedup import DedupConfig
+from cotforge.schemas.config_dedup import DedupConfig, MinHashConfig
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, config_hash, shard_key
-from cotforge.tasks.dedup.cluster import cluster_texts, dedup_questions, dedup_samples, signatures_table
+from cotforge.tasks.dedup.cluster import (
+    Sketch,
+    cluster_texts,
+    concat_sketches,
+    dedup_questions,
+    dedup_samples,
+    signatures_table,
+    sketch_texts,
+)
 from cotforge.tasks.dedup.decontam import hit_counts
-from cotforge.tasks.dedup.index import earlier_index, index_fingerprint, write_index
+from cotforge.tasks.dedup.index import (
+    earlier_index,
+    index_fingerprint,
+    sketch_from_table,
+    sketch_table,
+    write_index,
+)
 from cotforge.tasks.dedup.shared_index import SharedIndex, claim_owner, shared_index_filter
 
 log = logging.getLogger("cotforge.dedup")
@@ -54,11 +71,36 @@ def new_questions_shards(ctx: BuildContext, questions: list[ShardRef],
     return fresh, earlier
 
 
+@task(name="dedup_sketch", cache_policy=NO_CACHE)
+def sketch_shard(ctx: BuildContext, ref: ShardRef, config: MinHashConfig, id_column: str = "question_id") -> ShardRef:
+    """The sketches (normalised-text key, length, MinHash signature) of one question (or, with `id_column`
+    "sample_id", sample) shard's texts."""
+    key = shard_key("dedup_sketch", config_hash(config), ref.key)
+    done = ctx.store.done("dedup_sketch", key)
+    if done is not None:
+        return done
+    table = ctx.store.read(ref, columns=[id_column, "text"])
+    sketch = sketch_texts(table.column("text").to_pylist(), config)
+    return ctx.store.write("dedup_sketch", key, sketch_table(table.column(id_column).to_pylist(), sketch))
+
+
+def _merged_sketch(ctx: BuildContext, rows: list[ShardRef], sketches: list[ShardRef] | None,
+                   config: MinHashConfig) -> Sketch | None:
+    """Every shard's sketches in row order (None: the merge computes them itself)."""
+    if sketches is None:
+        return None
+    if [r.rows for r in sketches] != [r.rows for r in rows]:
+        raise ValueError("dedup: the sketch shards do not match the shards they should sketch")
+    return concat_sketches([sketch_from_table(ctx.store.read(r), config.num_perm) for r in sketches],
+                           config.num_perm)
+
+
 @task(name="dedup", cache_policy=NO_CACHE)
 def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardRef], decontam: list[ShardRef],
-                config: DedupConfig) -> ShardRef:
+                config: DedupConfig, sketches: list[ShardRef] | None = None) -> ShardRef:
     """Deduplicate all question shards together (duplicates can sit in different shards) and against earlier
-    versions; contaminated questions (from the decontam shard) are never kept."""
+    versions; contaminated questions (from the decontam shard) are never kept. `sketches`: one `sketch_shard` per
+    question shard (the merge step); None sketches here."""
 
     prior = earlier_index(ctx.store.url, ctx.version, config.earlier_versions, "questions", config.questions)
     key = shard_key("dedup", config_hash(config, ctx.version, index_fingerprint(prior), exclude={"decontam"}),
@@ -75,21 +117,26 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
             names = contamination.setdefault(row["question_id"], [])
             if row["benchmark"] not in names:
                 names.append(row["benchmark"])
-    table, result = dedup_questions(ctx.store.read_all(questions), config.questions, ctx.recipe_hash, ctx.build_id,
-                                    verified=verified, contamination=contamination, prior=prior)
+    question_table = ctx.store.read_all(questions)
+    table, result = dedup_questions(question_table, config.questions, ctx.recipe_hash, ctx.build_id,
+                                    verified=verified, contamination=contamination, prior=prior,
+                                    sketch=_merged_sketch(ctx, questions, sketches, config.questions))
     if config.redis is not None:  # claims the kept questions; they become entries once this build has published
         table = shared_index_filter(table, result.signatures, config.redis, config.questions, "questions",
-                                    claim_owner(ctx.build_id, ctx.store.url), "question_id")
+                                    claim_owner(ctx.build_id, ctx.store.url), "question_id",
+                                    texts=question_table.column("text").to_pylist())
     ctx.store.write("dedup_index", key, signatures_table(table.column("question_id").to_pylist(), None,
-                                                     table.column("keep").to_pylist(), result.signatures),
-                {"cotforge.minhash": json.dumps(result.stats)})
+                                                     table.column("keep").to_pylist(), result.signatures,
+                                                     question_table.column("text").to_pylist()),
+                    {"cotforge.minhash": json.dumps(result.stats)})
     return ctx.store.write("dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
 
 
 @task(name="dedup_samples", cache_policy=NO_CACHE)
 def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: list[ShardRef],
-                       config: DedupConfig) -> ShardRef:
-    """Deduplicate the sampled rationales (all shards together), preferring verified ones."""
+                       config: DedupConfig, sketches: list[ShardRef] | None = None) -> ShardRef:
+    """Deduplicate the sampled rationales (all shards together), preferring verified ones; `sketches` as for
+    `dedup_shard`."""
 
     prior = earlier_index(ctx.store.url, ctx.version, config.earlier_versions, "samples", config.samples)
     key = shard_key("sample_dedup", config_hash(config, ctx.version, index_fingerprint(prior), exclude={"decontam"}),
@@ -101,14 +148,17 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
     verified = {} if verdict_table is None else {
         s: v is True for s, v in zip(verdict_table.column("sample_id").to_pylist(),
                                      verdict_table.column("verdict").to_pylist())}
-    table, result = dedup_samples(ctx.store.read_all(samples), config.samples, ctx.recipe_hash, ctx.build_id,
-                                  verified=verified, prior=prior)
+    sample_table = ctx.store.read_all(samples)
+    table, result = dedup_samples(sample_table, config.samples, ctx.recipe_hash, ctx.build_id, verified=verified,
+                                  prior=prior, sketch=_merged_sketch(ctx, samples, sketches, config.samples))
     if config.redis is not None:  # rationales too: within their question when the scope says so
         table = shared_index_filter(table, result.signatures, config.redis, config.samples, "samples",
-                                    claim_owner(ctx.build_id, ctx.store.url), "sample_id", "question_id")
+                                    claim_owner(ctx.build_id, ctx.store.url), "sample_id", "question_id",
+                                    texts=sample_table.column("text").to_pylist())
     ctx.store.write("sample_dedup_index", key, signatures_table(
         table.column("sample_id").to_pylist(), table.column("question_id").to_pylist(),
-        table.column("keep").to_pylist(), result.signatures), {"cotforge.minhash": json.dumps(result.stats)})
+        table.column("keep").to_pylist(), result.signatures, sample_table.column("text").to_pylist()),
+        {"cotforge.minhash": json.dumps(result.stats)})
     return ctx.store.write("sample_dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
 
 
@@ -133,6 +183,12 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
             label = "questions" if kind == "questions" else "rationales"
             for reason in ("exact_duplicate", "near_duplicate", "earlier_version", "concurrent_build"):
                 counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
+            # LSH proposes, the exact check (or a decisive estimate) confirms: both counts, so recall and the
+            # cost of confirming stay visible
+            for stat, line in (("candidate_pairs", "LSH candidate pairs"), ("confirmed_pairs", "pairs confirmed"),
+                               ("checked_exact", "pairs checked by exact Jaccard")):
+                if stat in report[kind]:
+                    counts[f"{label} dedup: {line}"] = report[kind][stat]
     if refs.get("decontam"):
         per_bench = hit_counts(ctx.store.read_all(refs["decontam"]))
         report["contamination"] = {e.name: per_bench.get(e.name, 0) for e in config.decontam.evals}
@@ -161,8 +217,9 @@ def publish_shared_index(ctx: BuildContext, refs: dict[str, list[ShardRef]], con
             table = table.filter(table.column("keep"))
             signatures = table.column("signature").combine_chunks().flatten().to_numpy().reshape(-1, mh.num_perm)
             groups = table.column("group").to_pylist() if mh.scope == "question" else None
+            texts = table.column("text").to_pylist() if "text" in table.column_names else None
             for row_id, match in zip(table.column("id").to_pylist(),
-                                     index.publish(table.column("id").to_pylist(), signatures, groups)):
+                                     index.publish(table.column("id").to_pylist(), signatures, groups, texts)):
                 entered += match is None
                 if match is not None:
                     taken.append({"id": row_id, "other": match[0], "similarity": match[1]})

@@ -1,27 +1,40 @@
-"""Benchmark: our batched MinHash dedup vs a plain datasketch loop on one seeded corpus with planted near-duplicates.
+"""Benchmark: our dedup vs rensa 0.5.0 (Rust MinHash + LSH) and a plain datasketch loop, on one seeded corpus with
+planted near-duplicates, timed interleaved in one run (ours, rensa, ours, rensa, ...; best round of each), so the
+ratio holds on a machine other work shares.
 
-Prints documents per second of both and their ratio, the share of rows on which the two agree to keep or drop, and
-the peak memory per million documents of ours (tracemalloc peak at N and N/2 documents, fitted as a + b * N and
-evaluated at N = 1,000,000; tracemalloc sees numpy's buffers).
+All three do the same work: the same normalised text, the same character 5-gram shingles, exact duplicates first,
+then LSH candidates checked against the threshold, keeping the earliest row of each cluster. Ours confirms each
+candidate by exact Jaccard (or an estimate far enough from the threshold); rensa and datasketch check the MinHash
+estimate (`jaccard`), as their users do. Precision and recall of the rows each flags are measured against exact
+Jaccard on a random sample of rows: a sampled row should be dropped when exact Jaccard >= threshold links it, through
+rows of its planted family, to an earlier row (planted texts share no shingles worth counting across families:
+random words from 3,000, and a unique number). Peak memory: peak RSS added by our dedup (one process) in a fresh
+process at N documents, scaled linearly to a million (an upper bound: part of it is fixed).
 
-    python -m tests.bench.bench_dedup [--docs 4000] [--baseline-docs 4000]
+    python -m tests.bench.bench_dedup [--docs 20000 200000] [--baseline-docs 3000] [--workers 2]
+
+The last line (scripts read it) is `dedup: docs=N speed_vs_rensa=X precision=P recall=R` for the largest size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import resource
+import subprocess
+import sys
 import time
-import tracemalloc
 
 from datasketch import MinHash, MinHashLSH
 
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import normalize_text
 from cotforge.tasks.dedup.cluster import UnionFind, cluster_texts
-from cotforge.tasks.dedup.minhash import fast_hash32
 
 CONFIG = MinHashConfig(threshold=0.8, num_perm=128, shingle="chars", shingle_size=5, keep=["earliest"])
+RENSA_BANDS = 16  # rensa wants bands dividing num_perm: 16 x 8 (32 x 4 would check twice the candidates)
 
 
 def planted_corpus(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
@@ -88,11 +101,10 @@ def datasketch_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
         if j != i:
             uf.union(j, i)
             continue
-        # same parameters as ours, shingle hash included (datasketch's default sha1 would make the estimates differ)
-        m = MinHash(num_perm=config.num_perm, seed=config.seed, hashfunc=fast_hash32 if config.hash == "fast" else None)
+        # datasketch's default shingle hash (sha1) and batched update: its ordinary, fastest use
+        m = MinHash(num_perm=config.num_perm, seed=config.seed)
         data = norm.encode()
-        for k in range(max(len(data) - config.shingle_size + 1, 1)):
-            m.update(data[k:k + config.shingle_size])
+        m.update_batch([data[k:k + config.shingle_size] for k in range(max(len(data) - config.shingle_size + 1, 1))])
         for c in lsh.query(m):
             if m.jaccard(sketches[c]) >= config.threshold:
                 uf.union(c, i)
@@ -101,54 +113,164 @@ def datasketch_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
     return [uf.find(i) == i for i in range(n)]
 
 
-def _peak_bytes(texts: list[str]) -> int:
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    cluster_texts([str(i) for i in range(len(texts))], texts, CONFIG)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak
+def exact_truth(texts: list[str], base: list[int], sample: list[int], config: MinHashConfig,
+                universe: int | None = None) -> set[int]:
+    """The sampled rows (among the first `universe`) that exact Jaccard says should be dropped, keeping the earliest
+    row of each group linked by J >= threshold within its planted family."""
+    universe = len(texts) if universe is None else universe
+    families: dict[int, list[int]] = {}
+    for i in range(universe):
+        families.setdefault(base[i], []).append(i)
+    drop = set()
+    for family in {base[i] for i in sample if i < universe}:
+        members = families[family]
+        sets = [shingle_set(texts[i], config) for i in members]
+        uf = UnionFind(len(members))
+        for a, b in exact_jaccard_pairs(sets, config.threshold):
+            uf.union(a, b)
+        drop.update(members[k] for k in range(len(members)) if uf.find(k) != k)
+    return drop & set(sample)
 
 
-def run(docs: int, baseline_docs: int, seed: int = 0) -> dict:
+def rensa_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
+    """rensa driven like the datasketch loop: per document an RMinHash of the same shingles, an LSH query, the
+    estimate of each candidate against the threshold, an insert; the earliest member of each cluster kept."""
+    from rensa import RMinHash, RMinHashLSH
+
+    n = len(texts)
+    uf = UnionFind(n)
+    first: dict[str, int] = {}
+    lsh = RMinHashLSH(config.threshold, config.num_perm, RENSA_BANDS)
+    sketches = {}
+    size = config.shingle_size
+    for i, text in enumerate(texts):
+        norm = normalize_text(text)
+        j = first.setdefault(norm, i)
+        if j != i:
+            uf.union(j, i)
+            continue
+        data = norm.encode()
+        m = RMinHash(config.num_perm, config.seed)
+        m.update([data[k:k + size] for k in range(max(len(data) - size + 1, 1))])
+        for c in lsh.query(m):
+            if m.jaccard(sketches[c]) >= config.threshold:
+                uf.union(c, i)
+        lsh.insert(i, m)
+        sketches[i] = m
+    return [uf.find(i) == i for i in range(n)]
+
+
+def _ours(texts: list[str], workers: int) -> list[bool]:
+    return cluster_texts([str(i) for i in range(len(texts))], texts, CONFIG, workers=workers).keep
+
+
+def _scores(keep: list[bool], sample: list[int], truth: set[int]) -> tuple[float, float]:
+    dropped = {i for i in sample if not keep[i]}
+    hit = len(dropped & truth)
+    return hit / max(len(dropped), 1), hit / max(len(truth), 1)
+
+
+def _rss_child(docs: int, seed: int, workers: int) -> dict:
+    """Run in a fresh process: peak RSS the dedup adds on top of the corpus (ru_maxrss, KiB on Linux)."""
     texts, _ = planted_corpus(docs, seed)
-    ids = [str(i) for i in range(docs)]
-    start = time.perf_counter()
-    ours = cluster_texts(ids, texts, CONFIG)
-    ours_s = time.perf_counter() - start
-    subset = texts[:baseline_docs]  # the plain loop is slow: time it on a prefix, compare keeps on that prefix
-    start = time.perf_counter()
-    theirs = datasketch_loop(subset, CONFIG)
-    theirs_s = time.perf_counter() - start
-    ours_prefix = cluster_texts(ids[:baseline_docs], subset, CONFIG).keep
-    agreement = sum(a == b for a, b in zip(ours_prefix, theirs)) / len(subset)
-    half = _peak_bytes(texts[:docs // 2])
-    full = _peak_bytes(texts)
-    per_doc = max(full - half, 0) / (docs - docs // 2)
-    per_million = (full - per_doc * docs) + per_doc * 1_000_000
-    return {"docs": docs, "baseline_docs": baseline_docs, "ours_docs_per_s": docs / ours_s,
-            "datasketch_docs_per_s": baseline_docs / theirs_s,
-            "speedup": (docs / ours_s) / (baseline_docs / theirs_s), "agreement": agreement,
-            "peak_mib_per_million": per_million / 2**20, "bands": ours.stats["bands"], "rows": ours.stats["rows"],
-            "dropped": docs - sum(ours.keep)}
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _ours(texts, workers)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"docs": docs, "added": max(peak, floor) - before}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def peak_rss(docs: int, seed: int, workers: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_dedup", "--rss-child", str(docs), "--seed",
+                          str(seed), "--workers", str(workers)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(docs: int, baseline_docs: int, seed: int = 0, rounds: int = 2, workers: int = 2, sample_size: int = 5_000,
+        rensa: bool = True) -> dict:
+    texts, base = planted_corpus(docs, seed)
+    sample = sorted(random.Random(seed + 1).sample(range(docs), min(sample_size, docs)))
+    truth = exact_truth(texts, base, sample, CONFIG)
+    best = {"ours_1": float("inf"), f"ours_{workers}": float("inf"), "rensa": float("inf")}
+    keeps = {}
+    for _ in range(rounds):  # interleaved: every contender sees the same machine load
+        for name, fastest in list(best.items()):
+            if name == "rensa" and not rensa:
+                continue
+            start = time.perf_counter()
+            keeps[name] = rensa_loop(texts, CONFIG) if name == "rensa" else _ours(texts, int(name.split("_")[1]))
+            best[name] = min(fastest, time.perf_counter() - start)
+    prefix = texts[:baseline_docs]  # the plain loop is slow: timed on a prefix, scored on the sample rows in it
+    start = time.perf_counter()
+    plain = datasketch_loop(prefix, CONFIG)
+    plain_s = time.perf_counter() - start
+    prefix_sample = [i for i in sample if i < baseline_docs]
+    result = {"docs": docs, "sample": len(sample), "should_drop_in_sample": len(truth), "rounds": rounds,
+              "workers": workers, "load_avg": os.getloadavg()[0]}
+    for name, seconds in best.items():
+        if name in keeps:
+            result[f"{name}_docs_per_s"] = docs / seconds
+            result[f"{name}_precision"], result[f"{name}_recall"] = _scores(keeps[name], sample, truth)
+    result["datasketch_docs_per_s"] = baseline_docs / plain_s
+    result["datasketch_precision"], result["datasketch_recall"] = _scores(
+        plain + [True] * (docs - baseline_docs), prefix_sample,
+        exact_truth(texts, base, prefix_sample, CONFIG, universe=baseline_docs))
+    ours = result["ours"] = "ours_1"  # the default (one process) is the figure compared; more processes are shown
+    if rensa:
+        result["speed_vs_rensa"] = result[f"{ours}_docs_per_s"] / result["rensa_docs_per_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--docs", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--baseline-docs", type=int, default=3_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=5_000)
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    r = run(args.docs, min(args.baseline_docs, args.docs), args.seed)
-    print(f"corpus: {r['docs']} docs (seed {args.seed}), {r['dropped']} flagged as duplicates; "
-          f"threshold {CONFIG.threshold}, num_perm {CONFIG.num_perm}, bands {r['bands']} x rows {r['rows']}")
-    print(f"ours: {r['ours_docs_per_s']:.0f} docs/s")
-    print(f"datasketch loop: {r['datasketch_docs_per_s']:.0f} docs/s (on the first {r['baseline_docs']} docs)")
-    print(f"speedup: {r['speedup']:.1f}x")
-    print(f"agreement on keep: {r['agreement']:.4f}")
-    print(f"peak memory: {r['peak_mib_per_million']:.0f} MiB per million docs "
-          f"(tracemalloc peak at {r['docs'] // 2} and {r['docs']} docs, linear fit)")
-    return r
+    if args.rss_child:
+        print(json.dumps(_rss_child(args.rss_child, args.seed, args.workers)))
+        return []
+    try:
+        import rensa  # noqa: F401
+        has_rensa = True
+    except ImportError:
+        has_rensa = False
+        print("rensa is not installed (pip install rensa==0.5.0; the test extra pins it): no rensa column")
+    results = []
+    print(f"threshold {CONFIG.threshold}, num_perm {CONFIG.num_perm}, char {CONFIG.shingle_size}-grams; rensa "
+          f"{RENSA_BANDS} bands; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"{'docs':>8} {'contender':<22} {'docs/s':>9} {'precision':>9} {'recall':>7}")
+    for docs in args.docs:
+        r = run(docs, min(args.baseline_docs, docs), args.seed, args.rounds, args.workers, args.sample, has_rensa)
+        if not args.no_rss:
+            full = peak_rss(docs, args.seed, 1)  # the default: one process
+            r["peak_mib_measured"] = full["added"] / 2**20
+            r["peak_mib_per_million"] = r["peak_mib_measured"] * 1_000_000 / docs  # linear from 0: an upper bound
+        rows = [("ours (1 process)", "ours_1"), (f"ours ({args.workers} processes)", f"ours_{args.workers}"),
+                ("rensa 0.5.0 loop", "rensa"), (f"datasketch (first {min(args.baseline_docs, docs)})", "datasketch")]
+        for label, key in rows:
+            if f"{key}_docs_per_s" in r:
+                print(f"{docs:>8} {label:<22} {r[f'{key}_docs_per_s']:>9.0f} {r[f'{key}_precision']:>9.3f} "
+                      f"{r[f'{key}_recall']:>7.3f}")
+        print(f"{docs:>8} sample {r['sample']} rows, {r['should_drop_in_sample']} should be dropped; best of "
+              f"{r['rounds']} interleaved rounds; load average {r['load_avg']:.1f} at the end")
+        if "peak_mib_per_million" in r:
+            print(f"{docs:>8} peak memory: {r['peak_mib_per_million']:.0f} MiB per million docs (peak RSS the dedup "
+                  f"added in a fresh process, one process: {r['peak_mib_measured']:.0f} MiB at {docs} docs, scaled "
+                  "linearly; `--rss-child 1000000` measures a million directly)")
+        results.append(r)
+    last = results[-1]
+    ours = last["ours"]
+    speed = f"{last['speed_vs_rensa']:.1f}" if "speed_vs_rensa" in last else "nan"
+    print(f"dedup: docs={last['docs']} speed_vs_rensa={speed} precision={last[f'{ours}_precision']:.2f} "
+          f"recall={last[f'{ours}_recall']:.2f}")
+    return results
 
 
 if __name__ == "__main__":
