@@ -1,15 +1,16 @@
 """Recipe section `questions`: where questions come from, mixed by count or by weight.
 
-Three kinds of source (a discriminated union on `kind`): `family` (programmatic, answers computed), `seed` (a local
+Four kinds of source (a discriminated union on `kind`): `family` (programmatic, answers computed), `seed` (a local
 JSONL/Parquet/CSV file or a Hub dataset, with a field mapping and answer parsing), `synth` (questions an LLM writes,
-from topics or evolved from seed questions, kept only when they pass validity and solvability checks).
+from topics or evolved from seed questions, kept only when they pass validity and solvability checks),
+`reasoning_gym` (one of reasoning-gym's procedural tasks, scored by its own scorer; extra `cotforge[gym]`).
 
 Each source gives either `n` (a count) or `weight`; weights share `questions.total` between their sources.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -39,6 +40,30 @@ class FamilySourceConfig(_Counted):
         if (self.n is None) == (self.weight is None):
             raise ValueError("give exactly one of `n` (a count) or `weight` (a share of questions.total)")
         return self
+
+
+class ReasoningGymSourceConfig(_Counted):
+    """Questions from a reasoning-gym task (`reasoning_gym.create_dataset(task, **config)`), scored by its scorer.
+
+    Mix several tasks by giving several sources, each with `n` or a `weight` of `questions.total`."""
+
+    kind: Literal["reasoning_gym"] = "reasoning_gym"
+    task: str = Field(pattern=r"^[a-z0-9_]+$")  # a registered reasoning-gym dataset name, e.g. "chain_sum"
+    config: dict[str, Any] = {}  # the task's config fields (its dataclass); these win over `level`
+    level: int | None = Field(default=None, ge=0)  # the task's curriculum level (0: easiest), all attributes at once
+    name: str | None = Field(default=None, pattern=SOURCE_NAME)  # source tag "reasoning_gym:<name>" (default: task)
+
+    @model_validator(mode="after")
+    def _count_or_weight(self):
+        if (self.n is None) == (self.weight is None):
+            raise ValueError("give exactly one of `n` (a count) or `weight` (a share of questions.total)")
+        if {"seed", "size"} & set(self.config):
+            raise ValueError("`config` may not set `seed` or `size`: cotforge derives one seed per item")
+        return self
+
+    @property
+    def tag(self) -> str:
+        return f"reasoning_gym:{self.name or self.task}"
 
 
 class HubDatasetConfig(StrictConfig):
@@ -137,7 +162,8 @@ class SynthSourceConfig(StrictConfig):
         return self
 
 
-QuestionSourceConfig = Annotated[Union[FamilySourceConfig, SeedSourceConfig, SynthSourceConfig],
+QuestionSourceConfig = Annotated[Union[FamilySourceConfig, SeedSourceConfig, SynthSourceConfig,
+                                       ReasoningGymSourceConfig],
                                  Field(discriminator="kind")]
 
 
