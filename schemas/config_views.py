@@ -96,6 +96,10 @@ class CalibrationViewConfig(StrictConfig):
     enabled: bool = True
 
 
+class GenerationsViewConfig(StrictConfig):
+    enabled: bool = True
+
+
 class ViewsConfig(StrictConfig):
     sft: SftViewConfig = SftViewConfig()
     sft_lenient: SftViewConfig = SftViewConfig(keep="majority")
@@ -104,3 +108,4 @@ class ViewsConfig(StrictConfig):
     prm: PrmViewConfig = PrmViewConfig()
     rlvr: RlvrViewConfig = RlvrViewConfig()
     calibration: CalibrationViewConfig = CalibrationViewConfig()
+    generations: GenerationsViewConfig = GenerationsViewConfig()

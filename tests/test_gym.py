@@ -166,3 +166,65 @@ def test_gym_score_out_of_range_errors_and_non_numbers_are_undecided(monkeypatch
                          (lambda a, e: float("nan"), "scorer_returned:nan")):
         monkeypatch.setattr(gym_check, "scorer", lambda task, cfg, fake=fake: fake)
         assert gym_check.score_answers("chain_sum", "{}", entry, ("1",)) == (None, reason)
+
+
+GYM_RECIPE = {
+    "name": "gym-sim", "seed": 5, "shard_size": 8,
+    "questions": {"total": 20, "sources": [
+        {"kind": "reasoning_gym", "task": "chain_sum", "weight": 2, "level": 0},
+        {"kind": "reasoning_gym", "task": "leg_counting", "weight": 1, "level": 1},
+        {"kind": "reasoning_gym", "task": "word_sorting", "weight": 1, "config": {"min_words": 3, "max_words": 4}},
+        {"kind": "reasoning_gym", "task": "spell_backward", "weight": 1}]},
+    "generation": {"backend": "simulated", "samples_per_question": 4, "simulated": {"step_error_rate": 0.3}},
+}
+
+
+@pytest.fixture(scope="module")
+def gym_build(tmp_path_factory):
+    from cotforge.flows.build import build
+
+    out = tmp_path_factory.mktemp("gym") / "out"
+    return out, build(parse_recipe(GYM_RECIPE), out=str(out), version="0.1.0")
+
+
+def test_gym_build_mixes_tasks_and_verifies_with_their_scorers(gym_build):
+    import polars as pl
+
+    from cotforge.tasks.publish.write import read_view
+
+    out, result = gym_build
+    counts = result.counts if hasattr(result, "counts") else result["counts"]
+    for task in ("chain_sum", "leg_counting", "word_sorting", "spell_backward"):
+        assert counts[f"questions from reasoning_gym:{task}"] > 0, task
+    generations = read_view(str(out / "0.1.0"), "generations")
+    assert set(generations["verifier"]) == {"reasoning_gym"}
+    checks = generations.select("correctness_by_verifier").explode("correctness_by_verifier").unnest(
+        "correctness_by_verifier").filter(
+        pl.col("verifier") == "reasoning_gym")
+    assert set(checks["version"]) == {"1+reasoning-gym==0.1.25"}
+    reasons = [r for rs in checks["reasons"].to_list() for r in rs]
+    assert "score=1.0" in reasons and any(r.startswith(("score=0", "partial_score=")) for r in reasons)
+    verdicts = [v for vs in checks["verdicts"].to_list() for v in vs]
+    for verdict, reason in zip(verdicts, reasons):  # only a full score verifies
+        assert (verdict is True) == (reason == "score=1.0"), (verdict, reason)
+    sft = read_view(str(out / "0.1.0"), "sft")
+    assert sft.height > 0 and set(sft["source"]) <= set(generations["source"])
+
+
+def test_gym_published_row_rescores_and_a_tampered_row_is_refused(gym_build):
+    datasets = require_module("datasets")
+    out, _ = gym_build
+    rows = datasets.load_dataset(str(out / "0.1.0"), "generations", split="train")
+    assert rows.num_rows > 0 and "generations" in rows.column_names
+    rescored = 0
+    for row in rows:
+        results = gym_check.rescore_row(row)
+        assert [v for v, _ in results] == row["correctness"], row["question_id"]  # the published verdicts again
+        rescored += len(results)
+    assert rescored > 10
+    row = dict(rows[0])
+    spec = json.loads(row["verifier_spec"])
+    spec["reasoning_gym"]["entry"]["answer"] = "0"  # an edited gold answer would make any "0" verified
+    row["verifier_spec"] = json.dumps(spec)
+    assert gym_check.rescore_row(row)[0][0] is None and gym_check.rescore_row(row)[0][1].startswith("entry_mismatch")
+    assert gym_check.rescore(row["verifier_spec"], "<answer>0</answer>", check_entry=False) == (True, "score=1.0")

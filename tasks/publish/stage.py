@@ -34,6 +34,7 @@ from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_builders, view_metadata
+from cotforge.tasks.views.generations import CARD_NOTE as GENERATIONS_NOTE
 
 
 @dataclass
@@ -116,7 +117,8 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
                                               recipe.description, recipe.publish.license, recipe_yaml, published,
                                               counts, lineage, mix=mix,
                                               plots=[f"report/{name}" for name in REPORT_PLOTS],
-                                              rules=verification_rules(recipe.verify, counts, code_questions)))
+                                              rules=verification_rules(recipe.verify, counts, code_questions)
+                                              + ([GENERATIONS_NOTE] if recipe.views.generations.enabled else [])))
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
