@@ -73,8 +73,8 @@ class HubDatasetConfig(StrictConfig):
     config: str | None = None  # dataset config (subset) name, e.g. "main" for gsm8k
     split: str = "train"
     revision: str | None = None  # branch, tag or commit sha; pin one for reproducible builds
-    # Files to read (glob patterns within the repo); None: the card's `configs` entry, else the usual layouts
-    # (`<config>/<split>-*.parquet`, `data/<split>-*`, `<split>.jsonl` ...).
+    # Files to read (glob patterns within the repo, read as one split); None: the files `datasets.load_dataset` reads
+    # for this config and split (the card's `configs` entry, else datasets' usual layouts). Needs `cotforge[hub]`.
     data_files: list[str] | None = None
 
 
