@@ -143,6 +143,7 @@ def test_gym_verifier_adversarial_answers_are_not_verified(pool):
         f"<answer>{gold}</answer>\nWait, actually it is {wrong}.": "hedged_answer",
         f"<answer>{wrong}</answer>": "score=0",
         "<answer></answer>": "no_stated_answer",
+        "".join(f"<answer>{int(gold) + d}</answer>" for d in range(-30, 1)): "conflicting_final_answers",  # a spray
     }
     results = _verify(pool, spec, list(cases))
     for (text, reason), (verdict, got) in zip(cases.items(), results):

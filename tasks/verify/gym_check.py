@@ -31,6 +31,7 @@ VERIFIER_VERSION = f"1+reasoning-gym=={gym_version()}"
 _STATEMENT = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?[ \t]*", re.I)
 _MARKUP = re.compile(r"</?answer>|\\boxed\{|\\fbox\{", re.I)
 _ALTERNATIVES = re.compile(r"\b(?:or|and/or)\b", re.I)  # "18 or 19" inside one answer
+_MAX_STATED = 20  # more distinct final answers than this is a spray, as the math verifier holds
 _IMPORT_HEADROOM_S = 15.0  # a fresh worker imports reasoning-gym (about 2 s) inside its first item's deadline
 
 
@@ -54,7 +55,10 @@ def stated_answers(text: str, check_hedge: bool = True) -> tuple[list[str], str 
     start, end, _ = found[-1]
     if check_hedge and (hedged_at(region, start, end) or _ALTERNATIVES.search(found[-1][2])):
         return [], "hedged_answer"
-    return list(dict.fromkeys(f[2].strip() for f in reversed(found))), None
+    answers = list(dict.fromkeys(f[2].strip() for f in reversed(found)))
+    if len(answers) > _MAX_STATED:  # a spray of candidates: no scorer needs to read them all to say no
+        return [], "conflicting_final_answers"
+    return answers, None
 
 
 def reads_as_hedge(gold) -> bool:
