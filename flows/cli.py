@@ -1,5 +1,6 @@
-"""The `cotforge` command: build a recipe (optionally pushing it to the Hub), push a finished version, check an output
-folder against its manifests, pull a published view, schedule builds and serve the schedules."""
+"""The `cotforge` command: validate a recipe and print its plan, build a recipe (optionally pushing it to the Hub),
+push a finished version, check an output folder against its manifests, pull a published view, schedule builds and
+serve the schedules."""
 
 from __future__ import annotations
 
@@ -76,6 +77,44 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if result.pushed:
         console.print(f"pushed: [bold]{result.pushed['repo_id']}[/bold] version {result.pushed['version']} "
                       f"(commit {result.pushed['commit'][:12]})")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cotforge.flows.plan import CHARS_PER_TOKEN, plan_recipe
+    from cotforge.schemas.recipe import RecipeError, load_recipe
+
+    console = Console()
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as error:
+        console.print(f"[red]bad recipe[/red] {error}")
+        return 2
+    try:
+        plan = plan_recipe(recipe)
+    except (ValueError, KeyError, OSError, RuntimeError) as error:  # a source that cannot be resolved
+        console.print(f"[red]cannot resolve the sources[/red] of {args.recipe}: {type(error).__name__}: {error}")
+        return 2
+    table = Table(title=f"{recipe.name}: questions per source (resolved, nothing sampled)")
+    for column in ("source", "asked", "questions", "rejected", "note"):
+        table.add_column(column, justify="left" if column in ("source", "note") else "right")
+    for s in plan.sources:
+        table.add_row(s.source, "all" if s.asked is None else str(s.asked),
+                      "?" if s.questions is None else str(s.questions), str(s.rejected), s.note)
+    console.print(table)
+    generation = recipe.generation
+    console.print(f"questions: {plan.questions}   requests: {plan.requests} (backend {generation.backend})   "
+                  f"samples: {plan.samples}" + (f" (up to {plan.max_samples})" if plan.max_samples != plan.samples
+                                                else ""))
+    console.print(f"token budget: prompts about {plan.prompt_tokens} (characters / {CHARS_PER_TOKEN}, once per "
+                  f"request), completions at most {plan.max_completion_tokens} ({plan.max_samples} samples x "
+                  f"max_tokens {generation.sampling.max_tokens})"
+                  + (f", PRM rollouts at most {plan.prm_rollout_tokens}" if plan.prm_rollout_tokens else ""))
+    for note in plan.notes:
+        console.print(f"note: {note}")
     return 0
 
 
@@ -158,10 +197,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    import cotforge
+
+    return cotforge.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cotforge", description="Build reasoning datasets from recipes.")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+    parser.add_argument("--version", action="version", version=f"cotforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("validate", help="check a recipe, resolve its sources and print the plan (nothing sampled)")
+    a.add_argument("recipe")
+    a.set_defaults(func=_cmd_validate)
     b = sub.add_parser("build", help="run a one-off build of a recipe")
     b.add_argument("recipe")
     b.add_argument("--out", help="output folder (default: the recipe's publish.out)")

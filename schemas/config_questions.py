@@ -1,15 +1,16 @@
 """Recipe section `questions`: where questions come from, mixed by count or by weight.
 
-Three kinds of source (a discriminated union on `kind`): `family` (programmatic, answers computed), `seed` (a local
+Four kinds of source (a discriminated union on `kind`): `family` (programmatic, answers computed), `seed` (a local
 JSONL/Parquet/CSV file or a Hub dataset, with a field mapping and answer parsing), `synth` (questions an LLM writes,
-from topics or evolved from seed questions, kept only when they pass validity and solvability checks).
+from topics or evolved from seed questions, kept only when they pass validity and solvability checks),
+`reasoning_gym` (one of reasoning-gym's procedural tasks, scored by its own scorer; extra `cotforge[gym]`).
 
 Each source gives either `n` (a count) or `weight`; weights share `questions.total` between their sources.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -41,6 +42,30 @@ class FamilySourceConfig(_Counted):
         return self
 
 
+class ReasoningGymSourceConfig(_Counted):
+    """Questions from a reasoning-gym task (`reasoning_gym.create_dataset(task, **config)`), scored by its scorer.
+
+    Mix several tasks by giving several sources, each with `n` or a `weight` of `questions.total`."""
+
+    kind: Literal["reasoning_gym"] = "reasoning_gym"
+    task: str = Field(pattern=r"^[a-z0-9_]+$")  # a registered reasoning-gym dataset name, e.g. "chain_sum"
+    config: dict[str, Any] = {}  # the task's config fields (its dataclass); these win over `level`
+    level: int | None = Field(default=None, ge=0)  # the task's curriculum level (0: easiest), all attributes at once
+    name: str | None = Field(default=None, pattern=SOURCE_NAME)  # source tag "reasoning_gym:<name>" (default: task)
+
+    @model_validator(mode="after")
+    def _count_or_weight(self):
+        if (self.n is None) == (self.weight is None):
+            raise ValueError("give exactly one of `n` (a count) or `weight` (a share of questions.total)")
+        if {"seed", "size"} & set(self.config):
+            raise ValueError("`config` may not set `seed` or `size`: cotforge derives one seed per item")
+        return self
+
+    @property
+    def tag(self) -> str:
+        return f"reasoning_gym:{self.name or self.task}"
+
+
 class HubDatasetConfig(StrictConfig):
     """A dataset repo on the Hub (or any Hub-compatible server named by HF_ENDPOINT)."""
 
@@ -48,8 +73,8 @@ class HubDatasetConfig(StrictConfig):
     config: str | None = None  # dataset config (subset) name, e.g. "main" for gsm8k
     split: str = "train"
     revision: str | None = None  # branch, tag or commit sha; pin one for reproducible builds
-    # Files to read (glob patterns within the repo); None: the card's `configs` entry, else the usual layouts
-    # (`<config>/<split>-*.parquet`, `data/<split>-*`, `<split>.jsonl` ...).
+    # Files to read (glob patterns within the repo, read as one split); None: the files `datasets.load_dataset` reads
+    # for this config and split (the card's `configs` entry, else datasets' usual layouts). Needs `cotforge[hub]`.
     data_files: list[str] | None = None
 
 
@@ -137,7 +162,8 @@ class SynthSourceConfig(StrictConfig):
         return self
 
 
-QuestionSourceConfig = Annotated[Union[FamilySourceConfig, SeedSourceConfig, SynthSourceConfig],
+QuestionSourceConfig = Annotated[Union[FamilySourceConfig, SeedSourceConfig, SynthSourceConfig,
+                                       ReasoningGymSourceConfig],
                                  Field(discriminator="kind")]
 
 

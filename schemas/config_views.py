@@ -127,6 +127,10 @@ class CalibrationViewConfig(StrictConfig):
     format: ChatFormat = "conversational"  # lists of messages, or standard strings
 
 
+class GenerationsViewConfig(StrictConfig):
+    enabled: bool = True
+
+
 class ViewsConfig(StrictConfig):
     sft: SftViewConfig = SftViewConfig()
     sft_lenient: SftViewConfig = SftViewConfig(keep="majority")
@@ -135,3 +139,4 @@ class ViewsConfig(StrictConfig):
     prm: PrmViewConfig = PrmViewConfig()
     rlvr: RlvrViewConfig = RlvrViewConfig()
     calibration: CalibrationViewConfig = CalibrationViewConfig()
+    generations: GenerationsViewConfig = GenerationsViewConfig()

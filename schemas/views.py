@@ -198,6 +198,46 @@ def format_model(model: type[ViewRow], format_: str) -> type[ViewRow]:
                         __doc__=f"{model.__doc__}\n\nFormat `{format_}`: {FORMATS[format_]}.", **fields)
 
 
+class VerifierVerdicts(BaseModel):
+    """One verifier's judgement of every generation of a question, parallel to `generations`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verifier: str  # registered verifier name: the question's own (math, reasoning_gym ...), format, language, length
+    version: str
+    verdicts: list[bool | None]  # one per generation; None: this verifier could not decide (or did not run on it)
+    reasons: list[str]
+
+
+class GenerationsRow(ViewRow):
+    """One question with every generation in parallel lists (the Hub's OpenR1-Math-220k layout): users filter for
+    themselves. `messages` is one verified, trainable generation as a whole chat (None when no generation is)."""
+
+    question_id: str
+    problem: str  # the question text
+    prompt: list[Message]  # the conversation the generations were sampled from (system prompt, then the question)
+    answer: str | None  # the gold answer (None: the source had none)
+    source: str
+    difficulty: int | None
+    verifier: str  # the question's verifier
+    verifier_spec: str | None  # what re-scoring needs (a reasoning-gym entry as JSON), else None
+    generations: list[str]  # every generation without a generation error, by sample index
+    sample_ids: list[str]
+    finish_reasons: list[str]
+    extracted_answers: list[str | None]
+    correctness: list[bool | None]  # the cascade's final verdict per generation
+    correctness_by_verifier: list[VerifierVerdicts]  # every verifier's verdict per generation
+    trainable: list[bool]  # finished, one stated final answer, not a fallback extraction alone
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
+    correctness_count: int  # generations whose final verdict is true
+    pass_rate: float | None  # the vote's pass rate (over every sample asked for, errors included)
+    difficulty_bin: str
+    messages: list[Message] | None  # prompt + one verified, trainable generation; None when there is none
+    model: str  # the model that generated them
+    added_in: str | None  # dataset version that first published the row; kept as later versions carry it
+
+
 Migration = Callable[[pl.DataFrame], pl.DataFrame]
 
 
@@ -310,6 +350,10 @@ VIEWS: dict[str, ViewSchema] = {
                        migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
     "calibration": ViewSchema("calibration", "1.2.0", CalibrationRow, "confidence calibration (`confidence_target`"
                               " per sample)", migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
+    "generations": ViewSchema("generations", "1.0.0", GenerationsRow, "one row per question with every generation "
+                              "in parallel lists (`generations`, `finish_reasons`, `extracted_answers`, `correctness` "
+                              "and per verifier, token counts), the gold answer and pass rate, and `messages` of one "
+                              "verified generation: the Hub's OpenR1-Math layout, to filter yourself"),
 }
 
 

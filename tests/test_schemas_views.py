@@ -110,8 +110,12 @@ def test_every_view_1_0_file_reads_with_added_in(tmp_path):
     from cotforge.tasks.publish.write import read_view
     from tests.test_fixture_views import FIXTURES
 
+    born_with_added_in = {"generations"}  # first released with the column: no older file to migrate
     for view in VIEWS.values():
         assert "added_in" in view.arrow.names and view.arrow.field("added_in").nullable
+        if view.name in born_with_added_in:
+            assert view.version == "1.0.0"
+            continue
         older = min((p for p in FIXTURES.glob(f"{view.name}/*.parquet") if p.stem.count(".") == 2),
                     key=lambda p: parse_version(p.stem))  # default-format fixtures (others: <version>.<format>)
         assert parse_version(older.stem) < parse_version(view.version)

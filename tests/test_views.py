@@ -193,3 +193,45 @@ def test_every_view_builds_with_its_registered_schema(joined):
         assert table.num_rows > 0, name
     off = ViewsConfig(rlvr={"enabled": False}, calibration={"enabled": False})
     assert set(view_builders(frame, None, off, "")) == set(VIEWS) - {"rlvr", "calibration"}
+
+
+def test_generations_view_lists_every_generation_in_parallel(joined):
+    from cotforge.schemas.config_views import GenerationsViewConfig
+    from cotforge.tasks.views.generations import build_generations
+
+    frame, generation = joined
+    rows = build_generations(frame, GenerationsViewConfig(), generation.system_prompt, "0.1.0").to_pylist()
+    kept = frame.filter(pl.col("keep") & pl.col("error").is_null())
+    assert len(rows) == kept["question_id"].n_unique() and rows
+    by_sample = {r["sample_id"]: r for r in frame.iter_rows(named=True)}
+    with_messages = 0
+    for row in rows:
+        n = len(row["generations"])
+        assert n == kept.filter(pl.col("question_id") == row["question_id"]).height
+        for column in ("sample_ids", "finish_reasons", "extracted_answers", "correctness", "trainable",
+                       "prompt_tokens", "completion_tokens"):
+            assert len(row[column]) == n, column
+        samples = [by_sample[s] for s in row["sample_ids"]]
+        assert [s["sample_index"] for s in samples] == sorted(s["sample_index"] for s in samples)
+        assert row["generations"] == [s["text"] for s in samples]
+        assert row["correctness"] == [s["verdict"] for s in samples]
+        assert row["correctness_count"] == sum(v is True for v in row["correctness"])
+        assert row["answer"] == samples[0]["gold_answer"] and row["pass_rate"] == samples[0]["pass_rate"]
+        names = [v["verifier"] for v in row["correctness_by_verifier"]]
+        assert names == ["math", "format", "language", "length"]
+        math = row["correctness_by_verifier"][0]
+        assert len(math["verdicts"]) == len(math["reasons"]) == n
+        assert math["verdicts"] == [next(c["verdict"] for c in s["checks"] if c["name"] == "math") for s in samples]
+        verified = [s for s in samples if s["verdict"] is True and s["trainable"]]
+        if verified:
+            with_messages += 1
+            assert row["messages"][:-1] == row["prompt"] and row["messages"][-1] == {
+                "role": "assistant", "content": verified[0]["text"]}
+        else:
+            assert row["messages"] is None
+        assert row["prompt"][0] == {"role": "system", "content": generation.system_prompt}
+        assert row["verifier_spec"] is None and row["added_in"] == "0.1.0"
+    assert with_messages > 0
+    wrong = build_generations(frame.with_columns(verdict=pl.lit(False)), GenerationsViewConfig(),
+                              generation.system_prompt).to_pylist()
+    assert all(r["messages"] is None and r["correctness_count"] == 0 for r in wrong)  # nothing verified: no chat

@@ -20,7 +20,7 @@ def join_records(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.Da
     if "trainable" not in verdicts.columns:  # verdicts written before the column existed: none is trainable
         verdicts = verdicts.with_columns(trainable=pl.lit(False), untrainable_reason=pl.lit("unknown"))
     v = verdicts.select("sample_id", "extracted_answer", "verdict", pl.col("reason").alias("verdict_reason"),
-                        "trainable", "untrainable_reason")
+                        "trainable", "untrainable_reason", *(["checks"] if "checks" in verdicts.columns else []))
     votes = votes.select("question_id", "majority_answer", "vote_share", "pass_rate", "n_samples", "n_answered",
                          "n_correct", "pseudo_label", "difficulty_bin", "reference_model")
     # one flag per question id (two sources can give the same question); a kept copy wins

@@ -57,6 +57,8 @@ def question_request(row: dict, config: GenerationConfig, n: int, seed: int, hin
     user = row["text"] + (f"\n\nHint: {hint}" if hint else "")
     messages = ({"role": "system", "content": config.system_prompt}, {"role": "user", "content": user})
     context = {"family": row.get("family"), "params": metadata.get("params")}
+    if "reasoning_gym" in metadata:  # the simulated solver answers these from the gold (or gets them wrong)
+        context["gold_answer"] = row.get("gold_answer")
     if prefix:
         context |= {"prefix_steps": prefix_steps, "prefix_error_at": None}  # a reference prefix holds no error
     return GenerationRequest(request_id=row["question_id"], messages=messages, n=n, seed=seed,

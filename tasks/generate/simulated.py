@@ -34,6 +34,8 @@ class SimulatedGenerator:
     def _complete(self, request: GenerationRequest, index: int) -> Completion:
         rng = random.Random(f"{request.seed}:{index}")
         family_name = request.context.get("family")
+        if family_name is None and "gold_answer" in request.context:
+            return self._complete_from_gold(request, index, rng)
         if family_name is None:
             return Completion(request.request_id, index, "", "error", 0, 0, retryable=False,
                               error="simulated solver needs a question from a programmatic family")
@@ -58,8 +60,30 @@ class SimulatedGenerator:
         return Completion(request.request_id, index, text, "stop", prompt_tokens, len(text.split()),
                           first_error_step=first_error)
 
+    def _complete_from_gold(self, request: GenerationRequest, index: int, rng: random.Random) -> Completion:
+        """A question without a family but with a gold answer (reasoning-gym): two steps, then the gold answer in
+        answer tags, or (with probability `step_error_rate`) a wrong one made from it."""
+        gold = request.context["gold_answer"] or ""
+        wrong = rng.random() < self.step_error_rate or not gold
+        answer = _wrong_answer(gold, rng) if wrong else gold
+        lines = ["Step 1: Read what the task asks for.", "Step 2: Work it out."]
+        if rng.random() >= self.format_error_rate:
+            lines.append(f"<answer>{answer}</answer>")
+        text = "\n".join(lines)
+        prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        return Completion(request.request_id, index, text, "stop", prompt_tokens, len(text.split()),
+                          first_error_step=1 if wrong else None)
+
     def close(self) -> None:
         pass
+
+
+def _wrong_answer(gold: str, rng: random.Random) -> str:
+    """Another answer than `gold`: a number off by a little, else the text reversed or extended."""
+    try:
+        return str(int(gold) + rng.choice([-2, -1, 1, 2]))
+    except ValueError:
+        return gold[::-1] if gold[::-1] != gold else gold + " x"
 
 
 _STEP_RESULT = re.compile(r"=\s*(-?\d+)\s*$")

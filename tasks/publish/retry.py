@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 log = logging.getLogger("cotforge.hub")  # the name these warnings have always been logged under
 T = TypeVar("T")
@@ -79,23 +80,32 @@ def _chain(error: BaseException):
         error = error.__cause__ or error.__context__
 
 
+def _wait(policy: RetryPolicy):
+    """Exponential backoff with jitter, capped; a `Retry-After` (seconds) from the server wins, capped too."""
+    backoff = wait_exponential(multiplier=policy.base_wait, max=policy.max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(getattr(error, "response", None), "headers", {}).get("Retry-After")
+        if retry_after and str(retry_after).isdigit():
+            return min(policy.max_wait, float(retry_after))
+        return backoff(state) * (0.5 + random.random() / 2)  # jitter, never below half the backoff
+    return wait
+
+
 def with_retries(what: str, fn: Callable[[], T], policy: RetryPolicy) -> T:
-    """Call `fn`, retrying on 429 / 5xx / network errors with exponential backoff; honour `Retry-After`."""
-    for attempt in range(policy.retries + 1):
-        try:
-            return fn()
-        except Exception as error:  # noqa: BLE001 - classified just below
-            if attempt >= policy.retries or not _retryable(error):
-                raise
-            wait = min(policy.max_wait, policy.base_wait * 2 ** attempt) * (0.5 + random.random() / 2)
-            retry_after = getattr(getattr(error, "response", None), "headers", {}).get("Retry-After")
-            if retry_after and str(retry_after).isdigit():
-                wait = min(policy.max_wait, float(retry_after))
-            status = http_status(error)
-            log.warning("%s failed (%s); retry %d/%d in %.1fs", what,
-                        f"HTTP {status}" if status else type(error).__name__, attempt + 1, policy.retries, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+    """Call `fn`, retrying on 429 / 5xx / network errors with exponential backoff (tenacity); honour `Retry-After`.
+    The last error is raised as it was once the retries are spent, or at once when it is not worth a retry."""
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception()
+        status = http_status(error)
+        log.warning("%s failed (%s); retry %d/%d in %.1fs", what,
+                    f"HTTP {status}" if status else type(error).__name__, state.attempt_number, policy.retries,
+                    state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = Retrying(stop=stop_after_attempt(policy.retries + 1), wait=_wait(policy),
+                        retry=retry_if_exception(_retryable), before_sleep=log_retry, reraise=True)
+    return retrying(fn)
 
 
 def hub_api(token: str | None = None):

@@ -35,6 +35,7 @@ from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_builders, view_format, view_metadata
+from cotforge.tasks.views.generations import CARD_NOTE as GENERATIONS_NOTE
 
 
 @dataclass
@@ -123,7 +124,8 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
                                               counts, lineage, mix=mix,
                                               plots=[f"report/{name}" for name in REPORT_PLOTS],
                                               rules=verification_rules(recipe.verify, counts, code_questions)
-                                              + labelling_rules(labelling, recipe.views.prm)))
+                                              + labelling_rules(labelling, recipe.views.prm)
+                                              + ([GENERATIONS_NOTE] if recipe.views.generations.enabled else [])))
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import fsspec
 
@@ -60,12 +59,17 @@ def hub_tags(api, repo_id: str, retry: RetryPolicy) -> dict[str, str]:
 
 
 def cached_hub_tags(repo_id: str) -> list[str]:
-    """Version tags this machine has in huggingface_hub's cache (for offline pulls)."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
+    """The refs (version tags, `main`) this machine has in huggingface_hub's cache (for offline pulls), read with
+    its public cache scanner."""
+    from huggingface_hub import constants, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
-    refs = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="dataset") / "refs"
-    return [p.name for p in refs.iterdir() if p.is_file()] if refs.is_dir() else []
+    try:
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)
+    except CacheNotFound:
+        return []
+    return sorted({ref for repo in cache.repos if repo.repo_type == "dataset" and repo.repo_id == repo_id
+                   for revision in repo.revisions for ref in revision.refs})
 
 
 def version_folder(out: str, version: str) -> str:

@@ -1,20 +1,18 @@
 """Seed sources as rows: local JSONL / Parquet / CSV files and Hub datasets (files of one config and split).
 
-Hub datasets are read with `huggingface_hub` (`list_repo_files` + `hf_hub_download`), so `HF_ENDPOINT`, `HF_TOKEN`
-and the local cache work as that library defines them (Polars' `hf://` reader would ignore `HF_ENDPOINT`).
+Hub datasets: 🤗 datasets resolves which files make a config and split (as `load_dataset` does), and
+`hf_hub_download` fetches them, so `HF_ENDPOINT`, `HF_TOKEN` and the local cache work as those libraries define them
+(Polars' `hf://` reader would ignore `HF_ENDPOINT`).
 """
 
 from __future__ import annotations
 
 import csv
-import fnmatch
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import yaml
 
 from cotforge.schemas.config_questions import HubDatasetConfig, SeedSourceConfig
 
@@ -63,56 +61,32 @@ def read_seed_file(path: str | Path, format: str = "auto") -> SeedRows:
     return SeedRows(rows, unreadable, dataset=str(path))
 
 
-def _card_patterns(card: str, config: str | None, split: str) -> list[str]:
-    """data_files patterns of one config and split from a dataset card's YAML header."""
-    match = re.match(r"^---\s*\n(.*?)\n---", card, re.S)
-    header = yaml.safe_load(match.group(1)) if match else None
-    configs = (header or {}).get("configs") or []
-    for entry in configs:
-        if entry.get("config_name", "default") != (config or "default"):
-            continue
-        data_files = entry.get("data_files")
-        if isinstance(data_files, (str, list)) and not (isinstance(data_files, list) and data_files and
-                                                        isinstance(data_files[0], dict)):
-            return [data_files] if isinstance(data_files, str) and split == "train" else \
-                list(data_files) if split == "train" else []
-        patterns: list[str] = []
-        for item in data_files or []:
-            if item.get("split") == split:
-                paths = item.get("path")
-                patterns += [paths] if isinstance(paths, str) else list(paths or [])
-        return patterns
-    return []
-
-
-def _default_patterns(config: str | None, split: str) -> list[str]:
-    base = [f"data/{split}-*", f"data/{split}.*", f"data/{split}/*", f"{split}-*", f"{split}.*", f"{split}/*"]
-    if config:
-        return [f"{config}/{split}-*", f"{config}/{split}.*", f"{config}/{split}/*", f"data/{config}/{split}-*",
-                f"data/{config}/{split}.*"] + ([f"data/{split}-*", f"{split}-*", f"{split}.*"]
-                                               if config in ("default", "main") else [])
-    return base
-
-
 def hub_seed_files(hub: HubDatasetConfig) -> tuple[list[str], str]:
-    """Download the files of one config and split of a Hub dataset; (local paths, "repo@commit")."""
+    """Download the files of one config and split of a Hub dataset; (local paths, "repo@commit").
+
+    Which files belong to the config and split is what `datasets.load_dataset` would read: 🤗 datasets resolves
+    them (the card's `configs`, else its usual layouts, or the recipe's `data_files` patterns); the files are then
+    downloaded into huggingface_hub's cache at the commit the revision resolved to."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    api = HfApi()
-    info = api.dataset_info(hub.repo, revision=hub.revision)
+    try:
+        from datasets import load_dataset_builder
+    except ImportError as error:
+        raise RuntimeError(f"Hub seed datasets are resolved by 🤗 datasets ({error}): pip install 'cotforge[hub]'") \
+            from None
+    info = HfApi().dataset_info(hub.repo, revision=hub.revision)
     commit = info.sha or hub.revision or "main"
-    files = [s.rfilename for s in (info.siblings or [])] or api.list_repo_files(hub.repo, repo_type="dataset",
-                                                                                 revision=commit)
-    patterns = hub.data_files
-    if patterns is None and "README.md" in files:
-        card = Path(hf_hub_download(hub.repo, "README.md", repo_type="dataset", revision=commit)).read_text()
-        patterns = _card_patterns(card, hub.config, hub.split) or None
-    patterns = patterns or _default_patterns(hub.config, hub.split)
-    selected = sorted(f for f in files if any(fnmatch.fnmatch(f, p) for p in patterns)
-                      and Path(f).suffix.lower() in SEED_FILE_SUFFIXES)
+    builder = load_dataset_builder(hub.repo, None if hub.data_files else hub.config, revision=commit,
+                                   data_files=hub.data_files)
+    resolved = builder.config.data_files or {}
+    split = "train" if hub.data_files and len(resolved) == 1 else hub.split  # bare patterns: datasets' "train"
+    marker = f"{hub.repo}@{commit}/"
+    found = [url.split(marker, 1)[1] for url in resolved.get(split, []) if marker in url]
+    selected = sorted(f for f in found if Path(f).suffix.lower() in SEED_FILE_SUFFIXES)
     if not selected:
         raise FileNotFoundError(f"Hub dataset {hub.repo} (revision {commit}): no data files for config "
-                                f"{hub.config!r}, split {hub.split!r} (looked for {patterns}; the repo has {files})")
+                                f"{hub.config!r}, split {hub.split!r} (datasets resolved splits {sorted(resolved)}: "
+                                f"{ {k: len(v) for k, v in resolved.items()} } files)")
     paths = [hf_hub_download(hub.repo, f, repo_type="dataset", revision=commit) for f in selected]
     return paths, f"{hub.repo}@{commit}"
 

@@ -26,7 +26,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cotforge.schemas.arrow import to_table
-from cotforge.schemas.config_questions import FamilySourceConfig, QuestionsConfig, SeedSourceConfig, SynthSourceConfig
+from cotforge.schemas.config_questions import (
+    FamilySourceConfig,
+    QuestionsConfig,
+    ReasoningGymSourceConfig,
+    SeedSourceConfig,
+    SynthSourceConfig,
+)
 from cotforge.schemas.records import Question, question_id_for
 from cotforge.tasks.core.context import BuildContext, BuildFailed
 from cotforge.tasks.core.shards import ShardRef, ShardStore, config_hash, shard_key
@@ -84,6 +90,11 @@ def collect_sources(config: QuestionsConfig, seed: int, recipe_hash: str, build_
             part = CollectedQuestions(family_questions(source, source_seed, recipe_hash, build_id, count))
         elif isinstance(source, SeedSourceConfig):
             part = CollectedQuestions(*seed_questions(source, count, source_seed, recipe_hash, build_id))
+        elif isinstance(source, ReasoningGymSourceConfig):
+            from cotforge.tasks.questions.gym import gym_questions  # the optional extra, imported when used
+
+            # The recipe seed, not the position's: item seeds hash (task, config, seed, index) themselves.
+            part = CollectedQuestions(*gym_questions(source, count, seed, recipe_hash, build_id))
         else:
             part = synth_questions(source, count, source_seed, recipe_hash, build_id, store, metadata,
                                    open_generators)

@@ -29,6 +29,7 @@ from cotforge.schemas.records import Check, Verdict, stable_id
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate.base import Generator
+from cotforge.tasks.verify import gym_check  # noqa: F401  (registers the `reasoning_gym` verifier)
 from cotforge.tasks.verify.extract import extract_answers
 from cotforge.tasks.verify.judge import JUDGE_VERSION, judge_samples
 from cotforge.tasks.verify.pool import VerifierPool
@@ -91,8 +92,9 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     if pool is None:
         with VerifierPool(config.workers) as own_pool:
             return verify_samples(samples, questions, recipe_hash, build_id, config, own_pool, judge, seed)
-    q = pl.from_arrow(questions).select("question_id", pl.col("text").alias("question"), "gold_answer", "verifier",
-                                        "answer_type", "tests")
+    q = pl.from_arrow(questions)
+    q = q.select("question_id", pl.col("text").alias("question"), "gold_answer", "verifier", "answer_type", "tests",
+                 pl.col("metadata_json") if "metadata_json" in q.columns else pl.lit("{}").alias("metadata_json"))
     s = pl.from_arrow(samples).select("sample_id", "question_id", "text", "error", "finish_reason")
     rows = s.join(q, on="question_id", how="left").to_dicts()
     for r in rows:
@@ -101,7 +103,7 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
                                   [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
     items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "",
-                        r["verifier"], e.others) for r, e in zip(rows, extractions)]
+                        r["verifier"], e.others, r["metadata_json"] or "{}") for r, e in zip(rows, extractions)]
     checks: list[list[Check]] = [[] for _ in rows]
     details: list[dict] = [{} for _ in rows]  # what the question's verifier adds (the code verifier's test counts)
 

@@ -123,6 +123,12 @@ def _hedged(region: str, final: _Marker) -> bool:
                 or _ALTERNATIVE.match(region, final.end))
 
 
+def hedged_at(region: str, start: int, end: int) -> bool:
+    """Whether an answer stated at region[start:end] is hedged: its sentence or what follows doubts or retracts it,
+    or an alternative follows it (the rule `extract_math` applies, for answers of any type)."""
+    return _hedged(region, _Marker("answer", start, end, region[start:end], None))
+
+
 def _restatements(region: str, after: int) -> list[str]:
     """Values the 20 lines after the final answer state on their own ("20", "It's 20.", "So we get $20$")."""
     found = []

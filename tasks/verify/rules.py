@@ -38,6 +38,7 @@ class VerifyItem:
     finish_reason: str
     verifier: str = ""  # the question's verifier
     others: tuple[str, ...] = ()  # other final answers the text states (normalised): a conflict if any is wrong
+    metadata_json: str = "{}"  # the question's metadata (a reasoning-gym entry for its scorer)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from cotforge.schemas.views import (
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
 from cotforge.tasks.views.formats import format_table
 from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
+from cotforge.tasks.views.generations import build_generations
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
 _FINAL_LINE = FINAL_ANSWER_LINE
@@ -269,6 +270,7 @@ def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views:
         "prm": lambda: build_prm(joined, step_labels, views.prm, added_in),
         "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt, added_in),
         "calibration": lambda: build_calibration(joined, views.calibration, system_prompt, added_in),
+        "generations": lambda: build_generations(joined, views.generations, system_prompt, added_in),
     }
     return {name: build for name, build in builders.items() if getattr(views, name).enabled}
 
