@@ -71,9 +71,11 @@ class OpenAIConfig(StrictConfig):
     # "auto": send n, and fall back to n separate requests if the server returns fewer choices.
     n_mode: Literal["auto", "native", "separate"] = "auto"
     # Back-pressure: a server's window halves on 429/503 or when its latency per token passes this many times the
-    # best seen (0: latency ignored), then grows back. A 429 while the server answers other requests is not counted
-    # against max_retries (it is asking us to slow down, which the window does), for up to `max_throttled_s`.
-    latency_factor: float = Field(default=3.0, ge=0.0)
+    # best seen (0: latency ignored), then grows back. A 429 is not counted against max_retries (the server asks us
+    # to slow down, which the window does) for up to `max_throttled_s` per request; a 503 is.
+    # (An engine's own queue raises latency too, by design: max_concurrency x n sequences over its slots; the factor
+    # sits above the 2-4x that keeping a continuous-batching engine full costs.)
+    latency_factor: float = Field(default=8.0, ge=0.0)
     max_throttled_s: float = Field(default=600.0, ge=0.0)
 
     @model_validator(mode="after")

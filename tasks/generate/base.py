@@ -87,4 +87,12 @@ def stream_completions(generator: Generator, requests: Iterable[GenerationReques
             by_request.setdefault(c.request_id, []).append(c)
         for r in batch:
             # (two requests of one batch never share an id: the sampler asks one request per question and round)
-            yield sorted(by_request.pop(r.request_id, []), key=lambda c: c.index)
+            yield whole_request(r, by_request.pop(r.request_id, []))
+
+
+def whole_request(request: GenerationRequest, completions: list[Completion]) -> list[Completion]:
+    """The request's n completions in index order; an index the backend did not return becomes an error row."""
+    by_index = {c.index: c for c in completions}
+    return [by_index.get(i) or Completion(request.request_id, i, "", "error", 0, 0,
+                                          error=f"backend returned {len(by_index)} of {request.n} completions")
+            for i in range(request.n)]

@@ -184,7 +184,7 @@ class OpenAIGenerator:
         error, attempt, first_try = "no attempt made", 0, loop.time()
         while True:
             server = server if server is not None else await self._acquire()
-            successes_before, began, status, retry_after = self._successes, loop.time(), None, None
+            began, status, retry_after = loop.time(), None, None
             self.usage["http_requests"] += 1
             try:
                 response = await clients[server].post("chat/completions", json=body)
@@ -204,9 +204,8 @@ class OpenAIGenerator:
                 self.windows[server].on_overload(loop.time(), retry_after)
             if status is not None and status not in RETRY_STATUS:
                 break  # a bad request stays bad: record it instead of retrying
-            # A 429 while other requests succeed is back-pressure, which the window answers: not a failed attempt.
-            throttled = status == 429 and self._successes > successes_before and \
-                loop.time() - first_try < self.config.max_throttled_s
+            # A 429 is back-pressure, which the window answers: not a failed attempt (for `max_throttled_s`).
+            throttled = status == 429 and loop.time() - first_try < self.config.max_throttled_s
             attempt += 0 if throttled else 1
             if attempt > self.config.max_retries:
                 break

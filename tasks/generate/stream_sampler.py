@@ -17,11 +17,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from cotforge.schemas.records import Sample
 from cotforge.tasks.generate.accounting import SamplingStats
-from cotforge.tasks.generate.base import Completion, GenerationRequest, Generator, stream_completions
+from cotforge.tasks.generate.base import Completion, GenerationRequest, Generator, stream_completions, whole_request
 from cotforge.tasks.generate.parts import PartBuffer, PartStore, retryable_failures, usable_rows
 from cotforge.tasks.generate.shard_job import ShardJob, request_name
 
@@ -145,7 +143,7 @@ class StreamSampler:
     def _take(self, completions: list[Completion]) -> None:
         waited = time.perf_counter() - self.last_event
         request, work = self.feed.take(completions[0].request_id)
-        completions = _whole(request, completions)
+        completions = whole_request(request, completions)
         job, stats = work.job, work.stats
         first_round = job.round == 0
         rows = job.complete(request, completions)
@@ -203,17 +201,3 @@ class StreamSampler:
         for work in list(self.open):
             if work.buffer is not None:
                 self._write_part(work)
-
-
-def _whole(request: GenerationRequest, completions: list[Completion]) -> list[Completion]:
-    """The request's n completions in index order; an index the backend did not return becomes an error row."""
-    by_index = {c.index: c for c in completions}
-    return [by_index.get(i) or Completion(request.request_id, i, "", "error", 0, 0,
-                                          error=f"backend returned {len(by_index)} of {request.n} completions")
-            for i in range(request.n)]
-
-
-def rows_table(rows: list[Sample]) -> pa.Table:
-    from cotforge.schemas.arrow import to_table
-
-    return to_table(rows, Sample)

@@ -16,7 +16,7 @@ class AimdWindow:
     ceiling: int
     floor: int = 1
     decrease: float = 0.5  # multiplicative decrease on overload
-    latency_factor: float = 3.0  # latency per token above this many times the best seen is overload; 0: off
+    latency_factor: float = 8.0  # latency per token above this many times the best seen is overload; 0: off
     warmup: int = 16  # successes before the latency rule has a baseline
     smoothing: float = 0.1  # EWMA weight of the newest latency
     limit: float = field(init=False)
