@@ -16,7 +16,6 @@ from dataclasses import asdict
 from prefect import flow
 
 from cotforge.flows.overlap import ShardWorker
-
 from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import RecordRefs
@@ -32,8 +31,7 @@ from cotforge.tasks.dedup.stage import (
     sample_dedup_shard,
 )
 from cotforge.tasks.generate import reference_model
-from cotforge.tasks.generate.accounting import check_samples
-from cotforge.tasks.generate.accounting import window_path
+from cotforge.tasks.generate.accounting import check_samples, window_path
 from cotforge.tasks.generate.lazy import SharedGenerators
 from cotforge.tasks.generate.sample import sample_shards
 from cotforge.tasks.label.steps import label_steps_shard

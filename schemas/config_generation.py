@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cotforge.schemas.config_base import StrictConfig
 
@@ -78,22 +78,35 @@ class OpenAIConfig(StrictConfig):
     latency_factor: float = Field(default=8.0, ge=0.0)
     max_throttled_s: float = Field(default=600.0, ge=0.0)
 
+    @field_validator("max_concurrency")
+    @classmethod
+    def _positive(cls, value):
+        if any(limit <= 0 for limit in (value if isinstance(value, list) else [value])):
+            raise ValueError("Input should be greater than 0")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _some_server(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one server")
+        return value
+
     @model_validator(mode="after")
     def _one_concurrency_per_server(self):
-        urls = self.base_url if isinstance(self.base_url, list) else [self.base_url]
-        if not urls:
-            raise ValueError("base_url: name at least one server")
-        limits = self.max_concurrency if isinstance(self.max_concurrency, list) else [self.max_concurrency]
-        if isinstance(self.max_concurrency, list) and len(limits) != len(urls):
-            raise ValueError(f"max_concurrency: {len(limits)} values for {len(urls)} servers in base_url")
-        if any(limit <= 0 for limit in limits):
-            raise ValueError("max_concurrency: must be greater than 0")
+        if isinstance(self.max_concurrency, list) and len(self.max_concurrency) != len(self.servers_urls):
+            raise ValueError(f"max_concurrency: {len(self.max_concurrency)} values for {len(self.servers_urls)} "
+                             "servers in base_url")
         return self
+
+    @property
+    def servers_urls(self) -> list[str]:
+        return self.base_url if isinstance(self.base_url, list) else [self.base_url]
 
     @property
     def servers(self) -> list[tuple[str, int]]:
         """(base URL, most requests in flight) per server."""
-        urls = self.base_url if isinstance(self.base_url, list) else [self.base_url]
+        urls = self.servers_urls
         limits = self.max_concurrency if isinstance(self.max_concurrency, list) else [self.max_concurrency] * len(urls)
         return list(zip(urls, limits))
 

@@ -20,6 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.fake_openai import chat_completion, send_json
 
 
+def sequence_length(seed: int, index: int, max_tokens: int, median: float = 150.0, sigma: float = 0.8) -> int:
+    """Tokens choice `index` of a request seeded `seed` generates: log-normal, capped at `max_tokens`."""
+    rng = random.Random(f"{seed}:{index}")
+    return max(1, min(max_tokens, int(rng.lognormvariate(math.log(median), sigma))))
+
+
 class Engine:
     def __init__(self, slots: int, tokens_per_s: float = 200.0, median_tokens: float = 150.0, sigma: float = 0.8,
                  max_waiting: int | None = None, retry_after_s: float = 0.2):
@@ -39,8 +45,7 @@ class Engine:
         self.thread.start()
 
     def length(self, seed: int, index: int, max_tokens: int) -> int:
-        rng = random.Random(f"{seed}:{index}")
-        return max(1, min(max_tokens, int(rng.lognormvariate(math.log(self.median), self.sigma))))
+        return sequence_length(seed, index, max_tokens, self.median, self.sigma)
 
     def submit(self, lengths: list[int]) -> list[float] | None:
         """Run one request's sequences; blocks until all finished; returns their decode seconds (None: rejected)."""
@@ -107,7 +112,15 @@ class EngineServer:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):  # /stats: the occupancy figures (for a bench that runs the engine in its own process)
+                send_json(self, 200, {"busy_slot_s": engine.busy_slot_s, "first_start": engine.first_start,
+                                      "last_finish": engine.last_finish, "requests": engine.requests,
+                                      "occupancy": engine.occupancy()})
+
             def do_POST(self):
+                if self.path.endswith("/reset"):
+                    engine.reset()
+                    return send_json(self, 200, {})
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 n, seed, cap = body.get("n", 1), body.get("seed", 0), body.get("max_tokens", 1024)
                 lengths = [engine.length(seed, i, cap) for i in range(n)]
@@ -132,3 +145,44 @@ class EngineServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.engine.stop()
+
+
+class EngineProcess:
+    """An engine served by its own process (`python -m tests.sim_engine`), so the client under test and the engine
+    do not share an interpreter; `stats()` reads its figures, `reset()` zeroes them."""
+
+    def __init__(self, slots: int, tokens_per_s: float = 200.0):
+        import subprocess
+        import sys
+
+        self.slots = slots
+        from pathlib import Path
+
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.sim_engine", str(slots), str(tokens_per_s)],
+                                        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        self.url = self.process.stdout.readline().strip()
+
+    def stats(self) -> dict:
+        import httpx
+
+        return httpx.get(f"{self.url}/stats", timeout=30).json()
+
+    def reset(self) -> None:
+        import httpx
+
+        httpx.post(f"{self.url}/reset", timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    import sys
+
+    with EngineServer(Engine(int(sys.argv[1]), tokens_per_s=float(sys.argv[2]))) as server:
+        print(server.url, flush=True)
+        threading.Event().wait()

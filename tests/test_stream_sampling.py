@@ -170,8 +170,8 @@ def test_stream_fallback_batches_generate_and_fills_missing_completions():
         def generate(self, requests):
             return [c for c in super().generate(requests) if c.index == 0]  # drops every other completion
 
-    from tests.test_sample_stage import arithmetic_questions as aq
     from cotforge.tasks.generate.sample import build_requests
+    from tests.test_sample_stage import arithmetic_questions as aq
 
     config = GenerationConfig(backend="simulated", samples_per_question=2)
     requests = build_requests(aq(5), config, 1)

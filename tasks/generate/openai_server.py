@@ -22,8 +22,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import httpx
 

@@ -17,6 +17,7 @@ prefix; those rows carry `guidance` (off-policy).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import contextmanager
 
@@ -29,7 +30,7 @@ from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.schemas.records import Sample, stable_id
 from cotforge.tasks.core.code import code_hash
 from cotforge.tasks.core.context import BuildContext
-from cotforge.tasks.core.shards import ShardRef, ShardStore, shard_key
+from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
 from cotforge.tasks.generate.accounting import SamplingStats, stats_path
 from cotforge.tasks.generate.adaptive import accepted_flags, plan_extra_samples  # noqa: F401 - re-exported
@@ -123,12 +124,18 @@ def _work(position: int, load_questions, finished, write, parts: PartStore, gene
         stats.gpus = int(getattr(generator, "gpus", 0) or 0)
         judge = None
         if pool is not None:
-            judge = lambda batch: accepted_flags(batch, questions, verify_config, pool)  # noqa: E731
-        to_samples = lambda reqs, comps, round_, guidance, offsets: completions_to_samples(  # noqa: E731
+            def judge(batch):
+                # (a shard resumed whole is judged in the backend's thread as it opens: one user of the pool at a time)
+                with _POOL_LOCK:
+                    return accepted_flags(batch, questions, verify_config, pool)
+        to_samples = lambda reqs, comps, round_, guidance, offsets: completions_to_samples(
             reqs, comps, generator, config, recipe_hash, build_id, offsets, round_, guidance)
         return ShardJob(position, questions, config, build_requests(questions, config, recipe_seed),
                         _plan_round(config, recipe_seed), to_samples, judge, resumed, stats)
     return ShardWork(position, finished, open_job, write, parts)
+
+
+_POOL_LOCK = threading.Lock()
 
 
 @contextmanager

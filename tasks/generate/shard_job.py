@@ -93,11 +93,10 @@ class ShardJob:
         return self._close_round() if not self.pending and not self.done else []
 
     def round_rows(self, index: int) -> list[Sample]:
-        round_, requests = self.rounds[index]
-        return [s for r in requests for s in self.samples[request_name(r)]]
+        return [s for r in self.rounds[index][1] for s in self.samples[request_name(r)]]
 
     def _close_round(self) -> list[GenerationRequest]:
-        round_, requests = self.rounds[-1]
+        round_ = self.rounds[-1][0]
         rows = self.round_rows(len(self.rounds) - 1)
         self.stats.per_round[str(round_)] = len(rows)
         if round_ == GUIDED_ROUND:
@@ -121,7 +120,7 @@ class ShardJob:
         if guided.enabled:
             more = []
             for qid, row in self.rows.items():
-                n, accepted, decided = tally.get(qid, (0, 0, 0))
+                _, accepted, decided = tally.get(qid, (0, 0, 0))
                 guide = guidance_for(row, self.config) if accepted == 0 and decided > 0 else None
                 if guide is not None:
                     more.append(self.plan_round(GUIDED_ROUND, row, guide))

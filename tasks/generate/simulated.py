@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from cotforge.tasks.generate.base import Completion, GenerationRequest
 from cotforge.tasks.questions.families import get_family

@@ -10,10 +10,12 @@ at 64 and at 256 slots, two ways in the same run:
 - streaming: one stream over every shard, inside a whole build (`run_build`), which also gives build time / sampling
   time (verification and votes run beside sampling; dedup, views and publish after it).
 
-Occupancy = busy slot-seconds / (slots x the engine's busy span). `ceiling` is the occupancy of an oracle that keeps
-the queue full from the first request to the last (the same lengths, FIFO): the drain at the end of a finite workload
-is in it, so no feed can beat it. The token rate is scaled up (`--rate`) so the bench takes a few minutes on a shared
-machine; the ratios do not depend on it. The last line reads `engine: occupancy=X build_over_sampling=Y`, the worse
+Occupancy = busy slot-seconds / (slots x the engine's busy span). `ceiling` is the occupancy of an oracle feed that
+queues every sequence at once (the same lengths, FIFO in question order): all it loses is the drain at the end of a
+finite, heavy-tailed workload (the last long sequences run on a nearly empty engine), which no feed can avoid; it is a
+reference, not a strict bound (another order drains a little differently). The token rate is scaled up (`--rate`) so
+the bench takes a few minutes on a shared machine; the occupancies do not depend on it, build/sampling does (the work
+after sampling takes fixed seconds). The last line reads `engine: occupancy=X build_over_sampling=Y`, the worse
 of the slot settings.
 
     python -m tests.bench.bench_engine
@@ -32,12 +34,11 @@ os.environ.setdefault("COTFORGE_PROGRESS", "0")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from cotforge.schemas.config_generation import GenerationConfig  # noqa: E402
-from cotforge.tasks.core.context import BuildContext  # noqa: E402
-from cotforge.tasks.core.shards import ShardStore  # noqa: E402
-from cotforge.tasks.generate.openai_server import OpenAIGenerator  # noqa: E402
-from cotforge.tasks.generate.sample import build_requests, sample_shard, sample_shards  # noqa: E402
-from tests.sim_engine import Engine, EngineServer  # noqa: E402
+from cotforge.tasks.core.context import BuildContext
+from cotforge.tasks.core.shards import ShardStore
+from cotforge.tasks.generate.openai_server import OpenAIGenerator
+from cotforge.tasks.generate.sample import build_requests, sample_shard, sample_shards
+from tests.sim_engine import Engine, EngineProcess, sequence_length
 
 MAX_TOKENS = 1024
 
@@ -64,21 +65,25 @@ def _recipe(name: str, questions: int, samples: int, url: str, slots: int) -> di
             "views": {"prm": {"enabled": False}}}
 
 
-def ceiling(engine: Engine, lengths: list[int]) -> float:
+def ceiling(slots: int, lengths: list[int]) -> float:
     """Occupancy of an oracle feed: every sequence queued at once, FIFO (the end-of-work drain is all it loses)."""
-    free = [0.0] * engine.slots
+    free = [0.0] * slots
     end = 0.0
     for tokens in lengths:
         start = heapq.heappop(free)
         end = max(end, start + tokens)
         heapq.heappush(free, start + tokens)
-    return sum(lengths) / (engine.slots * end)
+    return sum(lengths) / (slots * end)
 
 
 def _question_refs(store: ShardStore) -> list:
     refs = [store.done("questions", p.split("/")[-1][: -len(".done.json")])
             for p in sorted(store.fs.glob(f"{store.root}/_work/questions/*.done.json"))]
     return [r for r in refs if r.rows]
+
+
+def _occupancy(engine) -> float:
+    return engine.stats()["occupancy"] if isinstance(engine, EngineProcess) else engine.occupancy()
 
 
 def batchwise_occupancy(engine: Engine, recipe, questions: list, out: str) -> dict:
@@ -90,7 +95,7 @@ def batchwise_occupancy(engine: Engine, recipe, questions: list, out: str) -> di
     began = time.perf_counter()
     for i, table in enumerate(questions):
         sample_shard.fn(ctx, store.write("questions", f"q{i}", table), generator, recipe.generation)
-    return {"occupancy": engine.occupancy(), "sampling_s": time.perf_counter() - began}
+    return {"occupancy": _occupancy(engine), "sampling_s": time.perf_counter() - began}
 
 
 def streaming_occupancy(engine: Engine, recipe, questions: list, out: str) -> dict:
@@ -101,29 +106,30 @@ def streaming_occupancy(engine: Engine, recipe, questions: list, out: str) -> di
     began = time.perf_counter()
     sample_shards.fn(BuildContext(store, "bench", seed=recipe.seed), refs, OpenAIGenerator(recipe.generation.openai),
                      recipe.generation)
-    return {"occupancy": engine.occupancy(), "sampling_s": time.perf_counter() - began}
+    return {"occupancy": _occupancy(engine), "sampling_s": time.perf_counter() - began}
 
 
 def measure(slots: int, questions: int, samples: int, rate: float) -> dict:
     from cotforge.flows.build import run_build
     from cotforge.schemas.recipe import Recipe
 
-    engine = Engine(slots, tokens_per_s=rate)
-    with EngineServer(engine) as server, tempfile.TemporaryDirectory() as tmp:
-        recipe = Recipe.model_validate(_recipe(f"engine{slots}", questions, samples, server.url, slots))
+    # The engine runs in a process of its own: the client under test does not slow it down.
+    with EngineProcess(slots, tokens_per_s=rate) as engine, tempfile.TemporaryDirectory() as tmp:
+        engine.reset()
+        recipe = Recipe.model_validate(_recipe(f"engine{slots}", questions, samples, engine.url, slots))
         # Streaming, inside a whole build.
         began = time.perf_counter()
         result = run_build(recipe, out=f"{tmp}/stream")
         build_s = time.perf_counter() - began
-        stream = {"occupancy": engine.occupancy(), "sampling_s": result.timings["sample"], "build_s": build_s,
-                  "requests": engine.requests, "timings": result.timings}
+        stream = {"occupancy": _occupancy(engine), "sampling_s": result.timings["sample"], "build_s": build_s,
+                  "timings": result.timings}
         # The same question shards batch-wise, as the sampler fed the engine before streaming.
         store = ShardStore(f"{tmp}/stream")
         tables = [store.read(r) for r in _question_refs(store)]
         batch = batchwise_occupancy(engine, recipe, tables, f"{tmp}/batch")
-        lengths = [engine.length(r.seed, i, MAX_TOKENS) for table in tables
+        lengths = [sequence_length(r.seed, i, MAX_TOKENS) for table in tables
                    for r in build_requests(table, recipe.generation, recipe.seed) for i in range(r.n)]
-    return {"slots": slots, "stream": stream, "batch": batch, "ceiling": ceiling(engine, lengths),
+    return {"slots": slots, "stream": stream, "batch": batch, "ceiling": ceiling(slots, lengths),
             "sequences": len(lengths)}
 
 

@@ -2,10 +2,10 @@
 16-slot engine, the streaming sampler keeps it busier than the batch-wise feed, and close to the oracle's ceiling."""
 
 from cotforge.schemas.recipe import Recipe
-from tests.bench.bench_engine import MAX_TOKENS, batchwise_occupancy, ceiling, streaming_occupancy, _recipe
+from cotforge.tasks.generate.sample import build_requests
+from tests.bench.bench_engine import MAX_TOKENS, _recipe, batchwise_occupancy, ceiling, streaming_occupancy
 from tests.sim_engine import Engine, EngineServer
 from tests.test_sample_stage import arithmetic_questions
-from cotforge.tasks.generate.sample import build_requests
 
 
 def test_stream_bench_engine_streaming_beats_batchwise_occupancy(tmp_path):
@@ -18,6 +18,6 @@ def test_stream_bench_engine_streaming_beats_batchwise_occupancy(tmp_path):
         stream = streaming_occupancy(engine, recipe, shards, str(tmp_path / "stream"))
     lengths = [engine.length(r.seed, i, MAX_TOKENS) for s in shards
                for r in build_requests(s, recipe.generation, recipe.seed) for i in range(r.n)]
-    best = ceiling(engine, lengths)
+    best = ceiling(engine.slots, lengths)
     assert stream["occupancy"] > batch["occupancy"] + 0.1
     assert stream["occupancy"] > 0.85 * best
