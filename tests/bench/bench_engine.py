@@ -109,7 +109,7 @@ def streaming_occupancy(engine: Engine, recipe, questions: list, out: str) -> di
     return {"occupancy": _occupancy(engine), "sampling_s": time.perf_counter() - began}
 
 
-def measure(slots: int, questions: int, samples: int, rate: float) -> dict:
+def measure(slots: int, questions: int, samples: int, rate: float, batchwise: bool = True) -> dict:
     from cotforge.flows.build import run_build
     from cotforge.schemas.recipe import Recipe
 
@@ -126,7 +126,8 @@ def measure(slots: int, questions: int, samples: int, rate: float) -> dict:
         # The same question shards batch-wise, as the sampler fed the engine before streaming.
         store = ShardStore(f"{tmp}/stream")
         tables = [store.read(r) for r in _question_refs(store)]
-        batch = batchwise_occupancy(engine, recipe, tables, f"{tmp}/batch")
+        batch = batchwise_occupancy(engine, recipe, tables, f"{tmp}/batch") if batchwise else \
+            {"occupancy": float("nan"), "sampling_s": float("nan")}
         lengths = [sequence_length(r.seed, i, MAX_TOKENS) for table in tables
                    for r in build_requests(table, recipe.generation, recipe.seed) for i in range(r.n)]
     return {"slots": slots, "stream": stream, "batch": batch, "ceiling": ceiling(slots, lengths),
@@ -150,11 +151,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--slots", default="64,256")
     parser.add_argument("--rate", type=float, default=400.0, help="tokens/s per sequence (200 is the issue's)")
+    parser.add_argument("--no-batchwise", action="store_true", help="skip the baseline (e.g. at a slow, real rate)")
     args = parser.parse_args(argv)
     _warm_up()
     results = []
     for slots in [int(s) for s in args.slots.split(",")]:
-        r = measure(slots, args.questions, args.samples, args.rate)
+        r = measure(slots, args.questions, args.samples, args.rate, not args.no_batchwise)
         results.append(r)
         s, b = r["stream"], r["batch"]
         print(f"{slots} slots, {r['sequences']} sequences: batch-wise occupancy {b['occupancy']:.3f} "
