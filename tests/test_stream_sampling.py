@@ -233,3 +233,23 @@ def test_stream_completions_of_a_request_are_whole_and_indexed(tmp_path):
     assert all(isinstance(c, Completion) and {c.request_id} == {o[0].request_id} for o in out for c in o)
     assert json.dumps([c.text for o in out for c in o]) == json.dumps(
         [c.text for c in SimulatedGenerator().generate(requests)])
+
+
+def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, monkeypatch):
+    import cotforge.tasks.generate.lazy as lazy
+    from cotforge.flows.build import run_build
+    from cotforge.schemas.recipe import Recipe
+
+    started = []
+
+    def counting(config):
+        started.append(config.backend)
+        return SimulatedGenerator()
+    monkeypatch.setattr(lazy, "make_generator", counting)
+    recipe = Recipe.model_validate({"name": "shared", "seed": 2, "shard_size": 4,
+                                    "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 8}]},
+                                    "generation": {"backend": "simulated", "samples_per_question": 2},
+                                    "views": {"prm": {"enabled": True, "rollouts": 2}}})
+    result = run_build(recipe, out=str(tmp_path / "out"))
+    assert result.status == "published" and result.counts["rows in view prm"] > 0
+    assert started == ["simulated"]  # sampling and the rollouts shared one generator
