@@ -236,9 +236,9 @@ def test_stream_completions_of_a_request_are_whole_and_indexed(tmp_path):
 
 
 def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, monkeypatch):
-    import cotforge.tasks.generate.lazy as lazy
     from cotforge.flows.build import run_build
     from cotforge.schemas.recipe import Recipe
+    from cotforge.tasks.generate import lazy
 
     started = []
 
