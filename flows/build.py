@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 
 from prefect import flow
 
+from cotforge.flows.overlap import ShardWorker
 from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import RecordRefs
@@ -31,9 +32,9 @@ from cotforge.tasks.dedup.stage import (
     sketch_shard,
 )
 from cotforge.tasks.generate import reference_model
-from cotforge.tasks.generate.accounting import check_samples
-from cotforge.tasks.generate.lazy import LazyGenerator
-from cotforge.tasks.generate.sample import sample_shard
+from cotforge.tasks.generate.accounting import check_samples, window_path
+from cotforge.tasks.generate.lazy import SharedGenerators
+from cotforge.tasks.generate.sample import sample_shards
 from cotforge.tasks.label.steps import label_steps_shard
 from cotforge.tasks.publish.artifacts import flow_run_name, publish_build_artifacts, rename_flow_run
 from cotforge.tasks.publish.hub import push_build
@@ -93,17 +94,84 @@ def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, requ
         # Only questions no earlier version holds are sampled (an all-old shard list keeps one empty shard).
         fresh, refs["earlier_questions"] = new_questions_shards(ctx, refs["source_questions"], dedup)
         refs["questions"] = [r for r in fresh if r.rows] or fresh[:1]
-    generator = LazyGenerator(recipe.generation)
+    # One long-lived generator per engine, shared by sampling, the judge and PRM rollouts when they name the same one.
+    generators = SharedGenerators()
+    judge_config = recipe.verify.judge.generation if recipe.verify.judge else None
+    labeller_config = (recipe.views.prm.generation or recipe.generation) if recipe.views.prm.enabled else None
+    step_judge_config = recipe.views.prm.judge.generation if recipe.views.prm.enabled and \
+        recipe.views.prm.judge.enabled else None
     try:
-        with _timed(timings, "sample"), stage_bar("sample", sum(r.rows for r in refs["questions"])) as advance:
-            # One shard at a time: the generator holds one model and keeps it busy by itself.
-            refs["samples"] = [sample_shard(ctx, q, generator, recipe.generation, advance, verify_config=recipe.verify)
-                               for q in refs["questions"]]
+        generator = generators.claim(recipe.generation)
+        judge = generators.claim(judge_config) if judge_config else None
+        labeller = generators.claim(labeller_config) if labeller_config else None
+        step_judge = generators.claim(step_judge_config) if step_judge_config else None
+        _sample_and_verify(recipe, ctx, refs, timings, generator, judge)
+        generators.release(recipe.generation)
+        if judge_config:
+            generators.release(judge_config)
+        _dedup(recipe, ctx, refs, timings, dedup)
+        if recipe.views.prm.enabled:
+            with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
+                refs["step_labels"] = []
+                with VerifierPool(recipe.verify.workers) as pool:  # rollouts are judged like the samples were
+                    for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
+                        records = RecordRefs([q], [s], [v], [vt], refs["dedup"], refs["sample_dedup"])
+                        refs["step_labels"].append(label_steps_shard(
+                            ctx, records, labeller, recipe.views.prm, labeller_config, recipe.verify, pool,
+                            step_judge))
+                        advance()
     finally:
-        generator.close()
-    # Nothing usable (a backend down, every request failing): stop here, before anything is published.
-    check_samples(ctx.store, refs["questions"], refs["samples"], recipe.generation.max_error_rate,
-                  recipe.generation.backend, generator.log_path())
+        generators.close()
+    with _timed(timings, "publish"):
+        result = publish_views(ctx, recipe, refs, timings, previous, require_new_rows)
+    # Only now that the build has published do its rows enter the shared Redis index (dedup.redis), if it has one.
+    publish_shared_index(ctx, refs, recipe.dedup)
+    return result
+
+
+def _sample_and_verify(recipe: Recipe, ctx: BuildContext, refs: dict, timings: dict, generator, judge) -> None:
+    """Sample every question shard through one stream of the engine; verify and vote each finished shard on a CPU
+    worker meanwhile (local runner, no LLM judge: a judge would share the engine, Ray verifies on its workers), else
+    verify after sampling as before."""
+    overlap = recipe.runner.kind == "local" and judge is None
+    votes_args = (recipe.verify, reference_model(recipe.generation), recipe.generation.samples_per_question)
+    with VerifierPool(recipe.verify.workers) if overlap else nullcontext() as pool:
+        worker = None
+        if overlap:
+            def verify_and_vote(position: int, samples: ShardRef):
+                verdicts = verify_shard(ctx, samples, refs["questions"][position], recipe.verify, pool, None)
+                return verdicts, vote_shard(ctx, verdicts, refs["questions"][position], *votes_args)
+            worker = ShardWorker(verify_and_vote)
+        try:
+            with _timed(timings, "sample"), stage_bar("sample", sum(r.rows for r in refs["questions"])) as advance:
+                refs["samples"] = sample_shards(ctx, refs["questions"], generator, recipe.generation, advance,
+                                                verify_config=recipe.verify,
+                                                on_shard=worker.submit if worker else None)
+            window = getattr(generator.started, "window_log", None)
+            if window:
+                ctx.store.write_json(window_path(ctx.build_id), {"window": window})
+            # Nothing usable (a backend down, every request failing): stop here, before anything is published.
+            check_samples(ctx.store, refs["questions"], refs["samples"], recipe.generation.max_error_rate,
+                          recipe.generation.backend, generator.log_path())
+            if worker is not None:
+                with _timed(timings, "verify"):  # only what is left once sampling has ended
+                    done = worker.finish()
+                refs["verdicts"] = [done[i][0] for i in range(len(refs["samples"]))]
+                refs["votes"] = [done[i][1] for i in range(len(refs["samples"]))]
+                timings["verify+vote beside sampling (worker busy)"] = worker.busy_s
+                return
+        except BaseException:
+            if worker is not None:
+                worker.stop()
+            raise
+    _verify(recipe, ctx, refs, timings, judge)
+    with _timed(timings, "vote"):
+        # Pure per-shard work: submitted to the flow's task runner (Ray when the recipe says so).
+        refs["votes"] = map_shards(recipe, vote_shard, [(ctx, v, q, *votes_args)
+                                                        for v, q in zip(refs["verdicts"], refs["questions"])])
+
+
+def _verify(recipe: Recipe, ctx: BuildContext, refs: dict, timings: dict, judge) -> None:
     with _timed(timings, "verify"), stage_bar("verify", len(refs["samples"])) as advance:
         # On Ray each shard task opens its own VerifierPool (pool=None) in the worker that runs it, so the pool start
         # is paid per shard; Ray already runs a task per CPU, so that pool has one process unless the recipe sets
@@ -115,21 +183,14 @@ def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, requ
             refs["verdicts"] = map_shards(recipe, verify_shard, calls, advance)
         else:
             refs["verdicts"] = []
-            judge = LazyGenerator(recipe.verify.judge.generation) if recipe.verify.judge else None
             # One worker pool for all shards: spawning workers (and importing math-verify) is paid once per build.
             with VerifierPool(recipe.verify.workers) as pool:
-                try:
-                    for args in calls:
-                        refs["verdicts"].append(verify_shard(*args, pool, judge))
-                        advance()
-                finally:
-                    if judge is not None:
-                        judge.close()
-    with _timed(timings, "vote"):
-        # Pure per-shard work: submitted to the flow's task runner (Ray when the recipe says so).
-        refs["votes"] = map_shards(recipe, vote_shard, [
-            (ctx, v, q, recipe.verify, reference_model(recipe.generation), recipe.generation.samples_per_question)
-            for v, q in zip(refs["verdicts"], refs["questions"])])
+                for args in calls:
+                    refs["verdicts"].append(verify_shard(*args, pool, judge))
+                    advance()
+
+
+def _dedup(recipe: Recipe, ctx: BuildContext, refs: dict, timings: dict, dedup) -> None:
     with _timed(timings, "dedup"):
         refs["decontam"] = [decontam_shard(ctx, refs["questions"], recipe.dedup.decontam)]
         # Global dedup = shard tasks (sketches, on the task runner) plus one merge per kind.
@@ -141,29 +202,6 @@ def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, requ
                                      refs["dedup_sketches"])]
         refs["sample_dedup"] = [sample_dedup_shard(ctx, refs["samples"], refs["verdicts"], dedup,
                                                    refs["sample_dedup_sketches"])]
-    if recipe.views.prm.enabled:
-        with _timed(timings, "label_steps"), stage_bar("label_steps", len(refs["samples"])) as advance:
-            # Rollouts come from the recipe's generator unless the prm view names its own backend.
-            labeller = LazyGenerator(recipe.views.prm.generation or recipe.generation)
-            step_judge = LazyGenerator(recipe.views.prm.judge.generation) if recipe.views.prm.judge.enabled else None
-            try:
-                refs["step_labels"] = []
-                with VerifierPool(recipe.verify.workers) as pool:  # rollouts are judged like the samples were
-                    for q, s, v, vt in zip(refs["questions"], refs["samples"], refs["verdicts"], refs["votes"]):
-                        records = RecordRefs([q], [s], [v], [vt], refs["dedup"], refs["sample_dedup"])
-                        refs["step_labels"].append(label_steps_shard(
-                            ctx, records, labeller, recipe.views.prm, recipe.views.prm.generation or recipe.generation,
-                            recipe.verify, pool, step_judge))
-                        advance()
-            finally:
-                labeller.close()
-                if step_judge is not None:
-                    step_judge.close()
-    with _timed(timings, "publish"):
-        result = publish_views(ctx, recipe, refs, timings, previous, require_new_rows)
-    # Only now that the build has published do its rows enter the shared Redis index (dedup.redis), if it has one.
-    publish_shared_index(ctx, refs, recipe.dedup)
-    return result
 
 
 def map_shards(recipe: Recipe, shard_task, calls: list[tuple], advance: Callable[[], None] | None = None) -> list:

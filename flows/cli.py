@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 
 
@@ -48,9 +50,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         console.print(f"[red]cannot build[/red] {error}")
         return 2
     start = time.perf_counter()
+    # SIGTERM stops a build like Ctrl-C: the sampler writes every finished completion before the process ends.
+    previous_term = signal.signal(signal.SIGTERM, _interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         result = run_build(recipe, out=args.out, version=args.version, push=push,
                            private=True if args.private else None)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: every finished sample is saved; run the same command again to "
+                      "continue from there")
+        return 130
     except (VersionExistsError, OutputLocked) as error:
         console.print(f"[red]not published[/red] {error}")
         return 2
@@ -59,6 +68,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 3
     finally:
         stop_progress()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     if result.status == "unchanged":
         console.print(f"version {result.version} is already published in {os.path.abspath(result.folder)} with "
                       "these rows: nothing to do")
@@ -201,6 +212,10 @@ def _version() -> str:
     import cotforge
 
     return cotforge.__version__
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:

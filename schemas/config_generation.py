@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from cotforge.schemas.config_base import StrictConfig
 
@@ -57,18 +57,58 @@ class VllmConfig(StrictConfig):
 
 
 class OpenAIConfig(StrictConfig):
-    """Any OpenAI-compatible server: `vllm serve`, SGLang, llama.cpp's server, hosted APIs."""
+    """Any OpenAI-compatible server (`vllm serve`, SGLang, llama.cpp's server, hosted APIs), or several of them."""
 
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str | list[str] = "http://127.0.0.1:8000/v1"  # a list: one window spans them, routed by load
     model: str = "default"
     api_key_env: str | None = None  # NAME of the environment variable holding the key (the key never enters recipes)
-    max_concurrency: int = Field(default=8, gt=0)  # requests in flight at once
+    # Requests in flight at once, per server (a list: one per base_url): the most the window grows to.
+    max_concurrency: int | list[int] = Field(default=8)
     max_retries: int = Field(default=5, ge=0)  # on 429, 5xx, timeouts and dropped connections
     backoff_s: float = Field(default=1.0, ge=0.0)  # first retry delay; doubles each retry (with jitter)
     backoff_max_s: float = Field(default=30.0, ge=0.0)
     timeout_s: float = Field(default=120.0, gt=0)
     # "auto": send n, and fall back to n separate requests if the server returns fewer choices.
     n_mode: Literal["auto", "native", "separate"] = "auto"
+    # Back-pressure: a server's window halves on 429/503 or when its latency per token passes this many times the
+    # best seen (0: latency ignored), then grows back. A 429 is not counted against max_retries (the server asks us
+    # to slow down, which the window does) for up to `max_throttled_s` per request; a 503 is.
+    # (An engine's own queue raises latency too, by design: max_concurrency x n sequences over its slots; the factor
+    # sits above the 2-4x that keeping a continuous-batching engine full costs.)
+    latency_factor: float = Field(default=8.0, ge=0.0)
+    max_throttled_s: float = Field(default=600.0, ge=0.0)
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _positive(cls, value):
+        if any(limit <= 0 for limit in (value if isinstance(value, list) else [value])):
+            raise ValueError("Input should be greater than 0")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _some_server(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one server")
+        return value
+
+    @model_validator(mode="after")
+    def _one_concurrency_per_server(self):
+        if isinstance(self.max_concurrency, list) and len(self.max_concurrency) != len(self.servers_urls):
+            raise ValueError(f"max_concurrency: {len(self.max_concurrency)} values for {len(self.servers_urls)} "
+                             "servers in base_url")
+        return self
+
+    @property
+    def servers_urls(self) -> list[str]:
+        return self.base_url if isinstance(self.base_url, list) else [self.base_url]
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        """(base URL, most requests in flight) per server."""
+        urls = self.servers_urls
+        limits = self.max_concurrency if isinstance(self.max_concurrency, list) else [self.max_concurrency] * len(urls)
+        return list(zip(urls, limits))
 
 
 class AdaptiveConfig(StrictConfig):
@@ -95,8 +135,11 @@ class GenerationConfig(StrictConfig):
     samples_per_question: int = Field(default=4, gt=0)  # k0 when the adaptive budget is on
     sampling: SamplingConfig = SamplingConfig()
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    batch_requests: int = Field(default=32, gt=0)  # requests handed to the backend per call
-    part_requests: int = Field(default=256, gt=0)  # requests per resumable part written inside a shard
+    # Only for a backend without `stream` (the sampler then calls `generate` on batches of this many requests);
+    # streaming backends keep their own window full (vLLM: max_num_seqs, OpenAI-compatible: max_concurrency).
+    batch_requests: int = Field(default=32, gt=0)
+    part_requests: int = Field(default=256, gt=0)  # finished requests per resumable part written inside a shard
+    part_seconds: float = Field(default=30.0, gt=0)  # ... or a part is written once this old, if it fills slower
     # Above this share of samples with generation errors the build stops before publishing (and a rerun asks the
     # failed requests again): a backend that is down must not publish an empty or skewed version.
     max_error_rate: float = Field(default=0.5, ge=0.0, le=1.0)

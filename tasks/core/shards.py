@@ -65,6 +65,11 @@ class ShardStore:
             info = json.load(f)
         return ShardRef(stage, key, self._path(stage, key, ".parquet"), info["rows"])
 
+    def done_keys(self, stage: str, prefix: str) -> list[str]:
+        """The keys of the finished shards of `stage` whose key starts with `prefix` (sorted)."""
+        pattern = self._path(stage, prefix, "*.done.json")
+        return sorted(os.path.basename(p)[: -len(".done.json")] for p in self.fs.glob(pattern))
+
     def write(self, stage: str, key: str, table: pa.Table, metadata: dict[str, str] | None = None) -> ShardRef:
         """Write a shard atomically, then its completion marker."""
         path = self._path(stage, key, ".parquet")

@@ -43,9 +43,28 @@ def stats_path(key: str) -> str:
     return f"_work/samples/{key}.stats.json"
 
 
-def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float) -> dict:
-    """The build report's generation section: tokens, throughput, wall time, and accepted samples per token and per
-    GPU-hour. Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
+def window_path(build_id: str) -> str:
+    """Where a build saves its streaming backend's window over time (the last sampling run's)."""
+    return f"_work/samples/window-{build_id}.json"
+
+
+def window_summary(log: list, rows: int = 20) -> list[dict]:
+    """The window over time in at most `rows` rows: per time slice, the smallest and largest window and the mean
+    number of requests in flight. `log` holds (seconds, window, in flight) entries in time order."""
+    if not log:
+        return []
+    end = log[-1][0] or 1.0
+    slices: dict[int, list] = {}
+    for t, window, in_flight in log:
+        slices.setdefault(min(rows - 1, int(rows * t / end)), []).append((window, in_flight))
+    return [{"from_s": round(i * end / rows, 2), "window_min": min(w for w, _ in v), "window_max": max(w for w, _ in v),
+             "in_flight_mean": round(sum(f for _, f in v) / len(v), 1)} for i, v in sorted(slices.items())]
+
+
+def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float,
+                          window: list | None = None) -> dict:
+    """The build report's generation section: tokens, throughput, wall time, accepted samples per token and per
+    GPU-hour, and the streaming backend's window over time (`window`: its log, when it keeps one). Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
     run = SamplingStats()
     for ref in refs:
         # beside the shard's file (a shard with errors is referenced under a key that names them: see sample_shard)
@@ -73,6 +92,7 @@ def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verd
         "gpus": run.gpus,
         "accepted samples per GPU-hour": round(accepted / gpu_hours, 1) if gpu_hours else None,
         "errors": error_summary(samples) | {"this run": run.errors, "requests retried this run": run.retried_requests},
+        "sampling window": window_summary(window or []),
     }
 
 

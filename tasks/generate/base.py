@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,41 @@ class Generator(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingGenerator(Generator, Protocol):
+    def stream(self, requests: Iterable[GenerationRequest]) -> Iterator[list[Completion]]:
+        """Pull requests lazily from `requests` (as many as the backend can usefully keep in flight: vLLM
+        `max_num_seqs` sequences, OpenAI-compatible `max_concurrency` requests, ...), and yield the n completions
+        of each request (one list per request, indices 0..n-1) as soon as that request has finished, in finishing
+        order. Ends when `requests` is exhausted and every pulled request was yielded. Closing the iterator
+        (generator.close() / GeneratorExit) cancels what is still in flight."""
+
+
+def stream_completions(generator: Generator, requests: Iterable[GenerationRequest],
+                       batch_requests: int = 32) -> Iterator[list[Completion]]:
+    """The backend's own `stream` where it has one; otherwise the fallback: `generate` on batches of
+    `batch_requests` requests, each request's completions yielded once its batch has returned (in request order)."""
+    if isinstance(generator, StreamingGenerator):
+        yield from generator.stream(requests)
+        return
+    source = iter(requests)
+    while True:
+        batch = [r for _, r in zip(range(batch_requests), source)]
+        if not batch:
+            return
+        by_request: dict[str, list[Completion]] = {}
+        for c in generator.generate(batch):
+            by_request.setdefault(c.request_id, []).append(c)
+        for r in batch:
+            # (two requests of one batch never share an id: the sampler asks one request per question and round)
+            yield whole_request(r, by_request.pop(r.request_id, []))
+
+
+def whole_request(request: GenerationRequest, completions: list[Completion]) -> list[Completion]:
+    """The request's n completions in index order; an index the backend did not return becomes an error row."""
+    by_index = {c.index: c for c in completions}
+    return [by_index.get(i) or Completion(request.request_id, i, "", "error", 0, 0,
+                                          error=f"backend returned {len(by_index)} of {request.n} completions")
+            for i in range(request.n)]

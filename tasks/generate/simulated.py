@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from cotforge.tasks.generate.base import Completion, GenerationRequest
 from cotforge.tasks.questions.families import get_family
@@ -30,6 +30,11 @@ class SimulatedGenerator:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         return [self._complete(r, i) for r in requests for i in range(r.n)]
+
+    def stream(self, requests: Iterable[GenerationRequest]) -> Iterator[list[Completion]]:
+        """One request at a time, each yielded as it is solved (a window of one: the solver has no engine to fill)."""
+        for request in requests:
+            yield [self._complete(request, i) for i in range(request.n)]
 
     def _complete(self, request: GenerationRequest, index: int) -> Completion:
         rng = random.Random(f"{request.seed}:{index}")

@@ -146,7 +146,8 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
         lines += [""] + mix_markdown(mix)
     if generation:  # generate/accounting.py: generation_accounting: tokens, throughput, accepted per token / GPU-hour
         lines += ["", "## Generation", "", "| measure | value |", "|---|---|"]
-        lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items() if k != "errors"]
+        lines += [f"| {k} | {'n/a' if v is None else v} |" for k, v in generation.items()
+                  if k not in ("errors", "sampling window")]
         errors = generation.get("errors") or {}
         lines += [f"| samples with generation errors | {errors.get('total', 0)} ({errors.get('rate', 0):.1%}); "
                   f"{errors.get('this run', 0)} this run, {errors.get('requests retried this run', 0)} requests "
@@ -155,6 +156,11 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
             lines += ["", "### Generation errors", "", "| kind | samples | example |", "|---|---|---|"]
             lines += [f"| {k['kind']} | {k['count']} | {k['example'][:160].replace('|', '/')} |"
                       for k in errors["kinds"]]
+    if generation and generation.get("sampling window"):  # a streaming backend's in-flight window (back-pressure)
+        lines += ["", "### Sampling window over time", "", "| from (s) | window min | window max | in flight (mean) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {w['from_s']} | {w['window_min']} | {w['window_max']} | {w['in_flight_mean']} |"
+                  for w in generation["sampling window"]]
     if labelling:  # tasks/label/summary.py: rollouts spent, saving against per-step MC, flags, judge agreement
         lines += [""] + labelling_markdown(labelling)
     lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]

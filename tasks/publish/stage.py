@@ -3,6 +3,8 @@ previous version's rows carried, then the new rows), with the card, the report, 
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -16,7 +18,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import join_records
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
-from cotforge.tasks.generate.accounting import generation_accounting
+from cotforge.tasks.generate.accounting import generation_accounting, window_path
 from cotforge.tasks.label.summary import labelling_rules, labelling_summary
 from cotforge.tasks.publish.card import card_text, verification_rules
 from cotforge.tasks.publish.manifest import write_manifest
@@ -129,7 +131,9 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
-    generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0))
+    window_file = f"{store.root}/{window_path(build_id)}"
+    window = json.loads(store.fs.cat(window_file))["window"] if store.fs.exists(window_file) else None
+    generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0), window)
     view_table = [{k: getattr(v, k) for k in ("name", "schema_version", "rows", "new_rows", "carried_rows")}
                   for v in published]
     write_text(folder, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix,
