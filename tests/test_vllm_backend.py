@@ -158,7 +158,7 @@ def test_vllm_stream_yields_each_request_once_as_it_finishes_with_the_one_call_t
     """96 GSM8K prompts x n=4 (384 sequences, more than the engine's window): each request comes back once, the
     first ones before the last request is pulled, and with the texts one `LLM.chat` call over them gives (same
     per-request seeds, whatever the arrival order)."""
-    requests = _gsm8k_requests(96, n=4, max_tokens=12)
+    requests = _gsm8k_requests(96, n=4, max_tokens=8)
     assert sum(r.n for r in requests) > vllm_generator.window_sequences
     pulled = []
 
@@ -181,13 +181,19 @@ def test_vllm_stream_yields_each_request_once_as_it_finishes_with_the_one_call_t
 
 
 def test_vllm_stream_closed_mid_way_aborts_in_the_engine_and_a_fresh_stream_works(vllm_generator):
+    """The first request is short, so it comes back while the other 95 (380 sequences of up to 64 tokens) still run;
+    closing the stream then must leave vLLM holding nothing, and the engine serves the next stream as before."""
+    import dataclasses
+
     requests = _gsm8k_requests(96, n=4, max_tokens=64)
+    requests[0] = dataclasses.replace(requests[0], params=dataclasses.replace(requests[0].params, max_tokens=2))
     stream = vllm_generator.stream(iter(requests))
     first = next(stream)
     assert first[0].error is None
     stream.close()
     assert vllm_generator.engine_status() == [{"unfinished": 0, "streamed": 0}]  # the rest was aborted in vLLM
-    again = [c for cs in vllm_generator.stream(requests[:6]) for c in cs]
-    assert len(again) == 24 and all(c.error is None and c.text for c in again)
-    assert [c.text for c in vllm_generator.generate_in_one_call(requests[:1])] == \
-        [c.text for c in again if c.request_id == requests[0].request_id]
+    fresh = _gsm8k_requests(3, n=4, max_tokens=12)
+    again = [c for cs in vllm_generator.stream(fresh) for c in cs]
+    assert len(again) == 12 and all(c.error is None and c.text for c in again)
+    assert sorted((c.request_id, c.index, c.text) for c in vllm_generator.generate_in_one_call(fresh)) == \
+        sorted((c.request_id, c.index, c.text) for c in again)
