@@ -96,3 +96,13 @@ def test_one_at_a_time_path_still_serves(llama):
     finally:
         llama.parallel = 8
     assert a.error is None and b.error is None and a.text and b.text
+
+
+def test_prompts_longer_than_one_step_holds_wait_for_the_next_step(llama):
+    """8 slots of 200-token prompts do not fit one step's batch (n_ctx 512): the samples that wait are answered too."""
+    question = "Add these numbers one by one and explain each step: " + " + ".join(str(i) for i in range(60))
+    requests = [GenerationRequest(f"long{i}", ({"role": "user", "content": question},), 4, i,
+                                  SamplingParams(max_tokens=4)) for i in range(3)]
+    completions = llama.generate(requests)
+    assert len(completions) == 12 and all(c.error is None and c.completion_tokens > 0 for c in completions)
+    assert all(c.prompt_tokens > 150 for c in completions)

@@ -53,7 +53,7 @@ class BatchDecoder:
         self.llm, self.slots, self.n_ctx = llm, slots, n_ctx
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_seq_max = n_ctx * slots, slots
-        params.n_batch = params.n_ubatch = max(512, n_ctx)  # a whole prompt fits in one step
+        params.n_batch = params.n_ubatch = max(512, n_ctx) + slots  # a whole prompt and every slot's next token
         params.n_threads = params.n_threads_batch = n_threads
         self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
         if not self.ctx:
@@ -69,20 +69,24 @@ class BatchDecoder:
         memory = llama_cpp.llama_get_memory(self.ctx)
         llama_cpp.llama_memory_clear(memory, True)
         running: dict[int, tuple[Job, object, int]] = {}  # slot -> (job, sampler, index of its logits in the batch)
+        held: Job | None = None  # pulled, but its prompt did not fit in this step's batch
         exhausted = False
         try:
-            while running or not exhausted:
+            while running or held is not None or not exhausted:
                 size, admitted = 0, {}
-                for slot in (s for s in range(self.slots) if s not in running):
-                    job = None if exhausted else next(jobs, None)
+                for slot in [s for s in range(self.slots) if s not in running]:
+                    job, held = held, None
+                    if job is None and not exhausted:
+                        job = next(jobs, None)
+                        exhausted = job is None
                     if job is None:
-                        exhausted = True
                         break
-                    if len(job.prompt) >= self.n_ctx or size + len(job.prompt) > self.n_batch:
-                        if len(job.prompt) >= self.n_ctx:
-                            yield job, "", "length"  # no room left to answer in
-                            continue
-                        break  # (cannot happen: n_batch >= n_ctx and new prompts come first)
+                    if len(job.prompt) >= self.n_ctx:
+                        yield job, "", "length"  # no room left to answer in
+                        continue
+                    if size + len(job.prompt) + self.slots > self.n_batch:
+                        held = job  # next step (room is kept for the running sequences' tokens)
+                        break
                     llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
                     for position, token in enumerate(job.prompt):
                         size = self._add(size, token, position, slot, position == len(job.prompt) - 1)
