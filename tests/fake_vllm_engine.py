@@ -16,7 +16,7 @@ import time
 
 def sample(request: dict, index: int, device: str) -> dict:
     seed = request["seed"] + index
-    tokens = min(request["max_tokens"], 3 + seed % 7)
+    tokens = min(request["max_tokens"], 2 + seed % 23)
     return {"text": f"sample seed={seed} device={device}", "finish_reason": "stop", "prompt_tokens": 11,
             "completion_tokens": tokens, "logprobs": None}
 

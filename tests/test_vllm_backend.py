@@ -155,10 +155,10 @@ def test_vllm_build_of_the_arithmetic_recipe_has_no_generation_errors(tmp_path):
 
 
 def test_vllm_stream_yields_each_request_once_as_it_finishes_with_the_one_call_texts(vllm_generator):
-    """96 GSM8K prompts x n=4 (384 sequences, more than the engine's window): each request comes back once, the
+    """100 GSM8K prompts x n=4 (400 sequences, more than the engine's window): each request comes back once, the
     first ones before the last request is pulled, and with the texts one `LLM.chat` call over them gives (same
     per-request seeds, whatever the arrival order)."""
-    requests = _gsm8k_requests(96, n=4, max_tokens=8)
+    requests = _gsm8k_requests(100, n=4, max_tokens=8)
     assert sum(r.n for r in requests) > vllm_generator.window_sequences
     pulled = []
 

@@ -31,9 +31,9 @@ def fake_engine(monkeypatch):
         generator.close()
 
 
-def requests(count: int, n: int = 4, max_tokens: int = 8) -> list[GenerationRequest]:
+def requests(count: int, n: int = 4, max_tokens: int = 32) -> list[GenerationRequest]:
     messages = ({"role": "user", "content": "q"},)
-    return [GenerationRequest(f"q{i}", messages, n, 100 * i, SamplingParams(max_tokens=max_tokens))
+    return [GenerationRequest(f"q{i}", messages, n, (37 * i) % 101, SamplingParams(max_tokens=max_tokens))
             for i in range(count)]
 
 

@@ -65,8 +65,9 @@ def engine_env(config: VllmConfig, index: int) -> dict[str, str]:
 
 def window_sequences(config: VllmConfig) -> int:
     """Sequences one engine is given at once: its batch plus a queue that refills each freed slot without waiting
-    for the parent."""
-    return config.max_num_seqs + max(4, config.max_num_seqs // 4)
+    for the parent. The queue is half a batch because a request's n samples count until its last one ends, while
+    the engine frees each sample's slot as it ends (measured: a quarter batch left the engine short)."""
+    return config.max_num_seqs + max(8, config.max_num_seqs // 2)
 
 
 def model_name(config: VllmConfig) -> str:
