@@ -3,10 +3,10 @@
 On CPU a 135M model decodes one sequence below what the cores can do (each step is small matrix-vector work);
 decoding 8 sequences per step raised SmolLM2's throughput 1.33x, 3.40x and 3.8x in three runs on a shared 2-core
 CPU against one `create_completion` at a time, same prompts and max_tokens (tests/bench/bench_llamacpp_batch.py).
-Samples are continuous-batched: a slot is refilled with the next sample the step after its sequence ends. Each sample has its own sampler chain seeded with
-(seed + index), the chain `create_completion` builds by default (top-k 40, typical 1, top-p, min-p 0.05, temperature),
-so a sample does not depend on its neighbours' sampling (its logits may differ in the last bits from a one-sequence
-pass, as batched matrix products round differently).
+Samples are continuous-batched: a slot is refilled with the next sample the step after its sequence ends. Each
+sample has its own sampler chain seeded with (seed + index), the chain `create_completion` builds by default (top-k
+40, typical 1, top-p, min-p 0.05, temperature), so a sample does not depend on its neighbours' sampling (its logits
+may differ in the last bits from a one-sequence pass, as batched matrix products round differently).
 """
 
 from __future__ import annotations

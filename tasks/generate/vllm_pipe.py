@@ -1,4 +1,4 @@
-"""The pipe to one vLLM engine process (`vllm_engine.py`): start it, send JSON lines, read them back without blocking."""
+"""The pipe to one vLLM engine process (`vllm_engine.py`): start it, send JSON lines, read them back unblocked."""
 
 from __future__ import annotations
 
