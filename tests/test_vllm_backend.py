@@ -152,3 +152,48 @@ def test_vllm_build_of_the_arithmetic_recipe_has_no_generation_errors(tmp_path):
     report = json.loads((tmp_path / "out" / "0.1.0" / "report" / "report.json").read_text())
     assert result.counts["samples generated"] == 128
     assert report["generation"]["errors"]["total"] == 0, report["generation"]["errors"]
+
+
+def test_vllm_stream_yields_each_request_once_as_it_finishes_with_the_one_call_texts(vllm_generator):
+    """100 GSM8K prompts x n=4 (400 sequences, more than the engine's window): each request comes back once, the
+    first ones before the last request is pulled, and with the texts one `LLM.chat` call over them gives (same
+    per-request seeds, whatever the arrival order)."""
+    requests = _gsm8k_requests(100, n=4, max_tokens=8)
+    assert sum(r.n for r in requests) > vllm_generator.window_sequences
+    pulled = []
+
+    def source():
+        for request in requests:
+            pulled.append(request.request_id)
+            yield request
+
+    streamed, pulled_at_first = {}, None
+    for completions in vllm_generator.stream(source()):
+        pulled_at_first = len(pulled) if pulled_at_first is None else pulled_at_first
+        assert completions[0].request_id not in streamed  # exactly once
+        assert [c.index for c in completions] == [0, 1, 2, 3] and all(c.error is None for c in completions)
+        streamed[completions[0].request_id] = [c.text for c in completions]
+    assert set(streamed) == {r.request_id for r in requests}
+    assert pulled_at_first < len(requests)  # bounded window: answers came back while requests were still waiting
+    one_call = vllm_generator.generate_in_one_call(requests[:24])
+    assert {r.request_id: [c.text for c in one_call if c.request_id == r.request_id] for r in requests[:24]} \
+        == {r.request_id: streamed[r.request_id] for r in requests[:24]}
+
+
+def test_vllm_stream_closed_mid_way_aborts_in_the_engine_and_a_fresh_stream_works(vllm_generator):
+    """The first request is short, so it comes back while the other 95 (380 sequences of up to 64 tokens) still run;
+    closing the stream then must leave vLLM holding nothing, and the engine serves the next stream as before."""
+    import dataclasses
+
+    requests = _gsm8k_requests(96, n=4, max_tokens=64)
+    requests[0] = dataclasses.replace(requests[0], params=dataclasses.replace(requests[0].params, max_tokens=2))
+    stream = vllm_generator.stream(iter(requests))
+    first = next(stream)
+    assert first[0].error is None
+    stream.close()
+    assert vllm_generator.engine_status() == [{"unfinished": 0, "streamed": 0}]  # the rest was aborted in vLLM
+    fresh = _gsm8k_requests(3, n=4, max_tokens=12)
+    again = [c for cs in vllm_generator.stream(fresh) for c in cs]
+    assert len(again) == 12 and all(c.error is None and c.text for c in again)
+    assert sorted((c.request_id, c.index, c.text) for c in vllm_generator.generate_in_one_call(fresh)) == \
+        sorted((c.request_id, c.index, c.text) for c in again)

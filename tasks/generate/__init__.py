@@ -18,7 +18,7 @@ def make_generator(config: GenerationConfig) -> Generator:
         from cotforge.tasks.generate.llamacpp import LlamaCppGenerator
 
         c = config.llamacpp
-        return LlamaCppGenerator(c.model_path, n_ctx=c.n_ctx, n_threads=c.n_threads)
+        return LlamaCppGenerator(c.model_path, n_ctx=c.n_ctx, n_threads=c.n_threads, parallel=c.parallel)
     if config.backend == "vllm":
         from cotforge.tasks.generate.vllm_offline import VllmGenerator
 

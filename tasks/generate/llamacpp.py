@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Sequence
+from collections import deque
+from typing import Iterable, Iterator, Sequence
 
 from cotforge.tasks.generate.base import Completion, GenerationRequest
 
@@ -27,7 +28,8 @@ def model_name(model_path: str | None) -> str:
 class LlamaCppGenerator:
     backend = "llamacpp"
 
-    def __init__(self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int | None = None):
+    def __init__(self, model_path: str | None = None, n_ctx: int = 2048, n_threads: int | None = None,
+                 parallel: int = 8):
         from llama_cpp import Llama  # imported here: the package compiles llama.cpp and is only needed on this path
 
         self.model_path = model_path or default_model_path()
@@ -38,13 +40,70 @@ class LlamaCppGenerator:
         self._llm = Llama(**self._options)
         self._llm_logits = None  # a second context keeping every token's logits, opened on the first log-prob request
         self._formatter, self._eos = _chat_formatter(self._llm)
+        self.parallel, self._n_ctx, self._decoder = parallel, n_ctx, None
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        out = []
-        for request in requests:
-            for index in range(request.n):
-                out.append(self._complete(request, index))
-        return out
+        """n completions per request, in request order."""
+        slots: list = [None] * len(requests)
+        for position, completions in self._stream(requests):
+            slots[position] = completions
+        return [c for completions in slots for c in completions]
+
+    def stream(self, requests: Iterable[GenerationRequest]) -> Iterator[list[Completion]]:
+        """The StreamingGenerator contract: samples fill `parallel` decoding slots as they free up; each request's
+        n completions come back when its last sample ends."""
+        for _, completions in self._stream(requests):
+            yield completions
+
+    def _stream(self, requests: Iterable[GenerationRequest]) -> Iterator[tuple[int, list[Completion]]]:
+        if self.parallel <= 1:
+            for position, request in enumerate(requests):
+                yield position, [self._complete(request, index) for index in range(request.n)]
+            return
+        from cotforge.tasks.generate.llamacpp_batch import BatchDecoder, Job
+
+        if self._decoder is None:
+            self._decoder = BatchDecoder(self._llm, self.parallel, self._n_ctx, self._options["n_threads"])
+        ready: deque = deque()  # answered without the batch decoder (log-probs, failures)
+        open_requests: dict[int, tuple[GenerationRequest, list]] = {}  # position -> (request, completions so far)
+        source = enumerate(requests)
+
+        def jobs() -> Iterator[Job]:
+            for position, request in source:
+                p = request.params
+                if p.logprobs is not None:  # needs every position's logits: the one-at-a-time path
+                    ready.append((position, [self._complete(request, index) for index in range(request.n)]))
+                    continue
+                try:
+                    prompt = self._llm.tokenize(self.render_prompt(request.messages, request.assistant_prefix)
+                                                .encode(), add_bos=False, special=True)
+                except Exception as error:  # noqa: BLE001 - recorded on the request's rows
+                    ready.append((position, _failed(request, error)))
+                    continue
+                open_requests[position] = (request, [None] * request.n)
+                for index in range(request.n):
+                    yield Job((position, index), prompt, p.max_tokens, p.temperature, p.top_p, request.seed + index,
+                              tuple(p.stop))
+
+        try:
+            for job, text, finish_reason in self._decoder.run(jobs()):
+                position, index = job.key
+                request, done = open_requests[position]
+                done[index] = Completion(request.request_id, index, text, finish_reason, len(job.prompt),
+                                         len(job.tokens))
+                if all(c is not None for c in done):
+                    del open_requests[position]
+                    yield position, done
+                while ready:
+                    yield ready.popleft()
+        except Exception as error:  # noqa: BLE001 - a failed decode is recorded on the rows, never a crash
+            for position, (request, _) in list(open_requests.items()):
+                yield position, _failed(request, error)
+            open_requests.clear()
+            for position, request in source:
+                yield position, _failed(request, error)
+        while ready:
+            yield ready.popleft()
 
     def render_prompt(self, messages: Sequence[dict[str, str]], assistant_prefix: str = "") -> str:
         """The chat template of the GGUF applied to `messages`, opening the assistant turn and starting it with
@@ -82,9 +141,17 @@ class LlamaCppGenerator:
         return self._llm_logits
 
     def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
         for llm in (self._llm, self._llm_logits):
             if llm is not None and hasattr(llm, "close"):
                 llm.close()
+
+
+def _failed(request: GenerationRequest, error: Exception) -> list[Completion]:
+    return [Completion(request.request_id, i, "", "error", 0, 0, error=f"{type(error).__name__}: {error}")
+            for i in range(request.n)]
 
 
 def file_digest(path: str) -> str:
