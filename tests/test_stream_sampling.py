@@ -253,3 +253,26 @@ def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, 
     result = run_build(recipe, out=str(tmp_path / "out"))
     assert result.status == "published" and result.counts["rows in view prm"] > 0
     assert started == ["simulated"]  # sampling and the rollouts shared one generator
+
+
+def test_stream_rerun_of_a_finished_build_starts_no_engine(tmp_path, monkeypatch):
+    """Every samples shard is written: the second run streams nothing, so it must not load a model."""
+    from cotforge.flows.build import run_build
+    from cotforge.schemas.recipe import Recipe
+    from cotforge.tasks.generate import lazy
+
+    started = []
+
+    def counting(config):
+        started.append(config.backend)
+        return SimulatedGenerator()
+    monkeypatch.setattr(lazy, "make_generator", counting)
+    recipe = Recipe.model_validate({"name": "cached", "seed": 2, "shard_size": 4,
+                                    "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 8}]},
+                                    "generation": {"backend": "simulated", "samples_per_question": 2},
+                                    "views": {"prm": {"enabled": False}}})
+    first = run_build(recipe, out=str(tmp_path / "out"), version="0.1.0")
+    assert first.status == "published" and started == ["simulated"]
+    again = run_build(recipe, out=str(tmp_path / "out"), version="0.1.0")
+    assert again.counts == first.counts
+    assert started == ["simulated"]  # the rerun read every shard and started nothing

@@ -75,7 +75,8 @@ def stream_completions(generator: Generator, requests: Iterable[GenerationReques
                        batch_requests: int = 32) -> Iterator[list[Completion]]:
     """The backend's own `stream` where it has one; otherwise the fallback: `generate` on batches of
     `batch_requests` requests, each request's completions yielded once its batch has returned (in request order)."""
-    if isinstance(generator, StreamingGenerator):
+    # (the class is asked, not the instance: a lazy generator must not start its backend to answer)
+    if callable(getattr(type(generator), "stream", None)):
         yield from generator.stream(requests)
         return
     source = iter(requests)

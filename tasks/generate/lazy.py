@@ -3,8 +3,11 @@ one long-lived generator per model for the whole build, shared by sampling, PRM 
 
 from __future__ import annotations
 
+import itertools
+
 from cotforge.schemas.config_generation import GenerationConfig
 from cotforge.tasks.generate import make_generator
+from cotforge.tasks.generate.base import stream_completions
 
 
 class LazyGenerator:
@@ -20,12 +23,16 @@ class LazyGenerator:
         return self._generator
 
     def __getattr__(self, name):
-        if name == "stream":  # only a backend that streams has one (the sampler falls back to `generate` otherwise)
-            inner = self._get()
-            if not hasattr(inner, "stream"):
-                raise AttributeError(name)
-            return inner.stream
         return getattr(self._get(), name)
+
+    def stream(self, requests):
+        """The backend's stream (or `generate` in batches), started only once there is a request to send: a build
+        whose shards are all written never loads a model."""
+        source = iter(requests)
+        first = next(source, None)
+        if first is None:
+            return
+        yield from stream_completions(self._get(), itertools.chain([first], source), self.config.batch_requests)
 
     def generate(self, requests):
         return self._get().generate(requests)
