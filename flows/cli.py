@@ -20,17 +20,24 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def _load_or_say(console, path: str):
+    """The recipe at `path`, or None after printing which field is wrong and why."""
+    from cotforge.schemas.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(path)
+    except RecipeError as error:
+        console.print(f"[red]bad recipe[/red] {error}")
+        return None
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cotforge.schemas.recipe import RecipeError, load_recipe
-
     console = Console()
-    try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as error:
-        console.print(f"[red]bad recipe[/red] {error}")
+    recipe = _load_or_say(console, args.recipe)
+    if recipe is None:
         return 2
     from cotforge.flows.build import run_build
     from cotforge.tasks.core.context import BuildFailed
@@ -96,13 +103,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from cotforge.flows.plan import CHARS_PER_TOKEN, plan_recipe
-    from cotforge.schemas.recipe import RecipeError, load_recipe
 
     console = Console()
-    try:
-        recipe = load_recipe(args.recipe)
-    except RecipeError as error:
-        console.print(f"[red]bad recipe[/red] {error}")
+    recipe = _load_or_say(console, args.recipe)
+    if recipe is None:
         return 2
     try:
         plan = plan_recipe(recipe)

@@ -235,17 +235,23 @@ def test_stream_completions_of_a_request_are_whole_and_indexed(tmp_path):
         [c.text for c in SimulatedGenerator().generate(requests)])
 
 
-def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, monkeypatch):
-    from cotforge.flows.build import run_build
-    from cotforge.schemas.recipe import Recipe
+@pytest.fixture
+def started(monkeypatch) -> list[str]:
+    """The backends the build's lazy generators start (each a simulated one)."""
     from cotforge.tasks.generate import lazy
 
-    started = []
+    backends: list[str] = []
 
     def counting(config):
-        started.append(config.backend)
+        backends.append(config.backend)
         return SimulatedGenerator()
     monkeypatch.setattr(lazy, "make_generator", counting)
+    return backends
+
+
+def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, started):
+    from cotforge.flows.build import run_build
+    from cotforge.schemas.recipe import Recipe
     recipe = Recipe.model_validate({"name": "shared", "seed": 2, "shard_size": 4,
                                     "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 8}]},
                                     "generation": {"backend": "simulated", "samples_per_question": 2},
@@ -255,18 +261,10 @@ def test_stream_build_starts_one_engine_for_sampling_and_prm_rollouts(tmp_path, 
     assert started == ["simulated"]  # sampling and the rollouts shared one generator
 
 
-def test_stream_rerun_of_a_finished_build_starts_no_engine(tmp_path, monkeypatch):
+def test_stream_rerun_of_a_finished_build_starts_no_engine(tmp_path, started):
     """Every samples shard is written: the second run streams nothing, so it must not load a model."""
     from cotforge.flows.build import run_build
     from cotforge.schemas.recipe import Recipe
-    from cotforge.tasks.generate import lazy
-
-    started = []
-
-    def counting(config):
-        started.append(config.backend)
-        return SimulatedGenerator()
-    monkeypatch.setattr(lazy, "make_generator", counting)
     recipe = Recipe.model_validate({"name": "cached", "seed": 2, "shard_size": 4,
                                     "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 8}]},
                                     "generation": {"backend": "simulated", "samples_per_question": 2},
