@@ -66,3 +66,19 @@ def two_versions(tmp_path_factory):
     first = build(parse_recipe(VERSION_RECIPE), out=str(out), version="0.1.0")
     second = build(parse_recipe(VERSION_RECIPE_2), out=str(out), version="0.2.0")
     return out, first, second
+
+
+def kill_once_parts_written(script: str, parts_dir, count: int, poll_s: float = 0.05) -> None:
+    """Run `script` in a real Python process and SIGKILL it once `count` parts are finished in `parts_dir` (or after
+    60 s): a stage killed mid-way, for the resume tests."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(parts_dir.glob("*.done.json"))) < count:
+        time.sleep(poll_s)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

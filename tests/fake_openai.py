@@ -21,18 +21,12 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: dict, heade
     handler.wfile.write(data)
 
 
-class OpenAIShapedServer:
-    """Serves `answer` on a free port of 127.0.0.1; `url` is the base URL a recipe's `openai.base_url` takes."""
+class LocalHTTPServer:
+    """A handler class served from a background thread on a free port of 127.0.0.1 (a context manager); `url` is the
+    base URL a recipe's `openai.base_url` takes."""
 
-    def __init__(self, answer: Callable[[dict], tuple[int, dict]]):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                send_json(self, *answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def serve(self, handler: type[BaseHTTPRequestHandler], server_class=ThreadingHTTPServer) -> None:
+        self.httpd = server_class(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def __enter__(self):
@@ -42,6 +36,20 @@ class OpenAIShapedServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class OpenAIShapedServer(LocalHTTPServer):
+    """Serves `answer`: each POST's JSON body in, (status, payload) out."""
+
+    def __init__(self, answer: Callable[[dict], tuple[int, dict]]):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                send_json(self, *answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+
+        self.serve(Handler)
 
 
 def chat_completion(texts: list[str], completion_tokens: int = 8) -> dict:

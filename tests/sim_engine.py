@@ -17,7 +17,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.fake_openai import chat_completion, send_json
+from tests.fake_openai import LocalHTTPServer, chat_completion, send_json
 
 
 def sequence_length(seed: int, index: int, max_tokens: int, median: float = 150.0, sigma: float = 0.8) -> int:
@@ -100,7 +100,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # hundreds of connections open at once
 
 
-class EngineServer:
+class EngineServer(LocalHTTPServer):
     """`engine` behind /v1/chat/completions on a free port of 127.0.0.1 (`url` is what `openai.base_url` takes)."""
 
     def __init__(self, engine: Engine):
@@ -134,16 +134,10 @@ class EngineServer:
                     choice["finish_reason"] = "length" if tokens >= cap else "stop"
                 send_json(self, 200, payload)
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
+        self.serve(Handler, _Server)
 
     def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__exit__(*exc)
         self.engine.stop()
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from cotforge.tasks.generate import make_generator
 from cotforge.tasks.generate.base import GenerationRequest, SamplingParams
 from cotforge.tasks.generate.openai_server import OpenAIGenerator
 from tests.conftest import require_module
-from tests.fake_openai import send_json
+from tests.fake_openai import LocalHTTPServer, send_json
 
 
 def _free_port() -> int:
@@ -111,7 +111,7 @@ def test_sampling_stage_runs_on_the_openai_backend(llama_server):
 # ----------------------------------------------------------------------------------- fault-injecting local server
 
 
-class FaultServer:
+class FaultServer(LocalHTTPServer):
     """A tiny OpenAI-shaped server: the first `faults` POSTs fail (429, 503, or a dropped connection), then it answers
     with n choices (or 1, like llama.cpp, when `honour_n` is False). Records every request body and header."""
 
@@ -159,16 +159,7 @@ class FaultServer:
             def _send(self, status, payload, headers=None):
                 send_json(self, status, payload, headers)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def _config(url, **kw):

@@ -1,13 +1,8 @@
 """The sampling stage: resumable parts (killed for real and resumed), adaptive budget, guided re-sampling, accounting."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -28,8 +23,7 @@ from cotforge.tasks.generate.sample import (
 )
 from cotforge.tasks.generate.simulated import SimulatedGenerator
 from cotforge.tasks.questions.families import get_family
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, kill_once_parts_written
 
 
 def arithmetic_questions(n: int = 12, difficulty: int = 3, seed: int = 1) -> pa.Table:
@@ -94,13 +88,8 @@ def test_killed_stage_resumes_with_only_missing_requests_and_identical_rows(tmp_
 
     # A real process, SIGKILLed once a few parts (not all) are on disk.
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(root=str(ROOT), out=str(out))])
     parts_dir = out / "_work" / PART_STAGE
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(parts_dir.glob("*.done.json"))) < 2:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_parts_written(KILL_SCRIPT.format(root=str(ROOT), out=str(out)), parts_dir, 2, 0.05)
     finished_parts = len(list(parts_dir.glob("*.done.json")))
     assert 2 <= finished_parts < 6, "the kill must land mid-stage (24 questions = 6 parts of 4)"
     assert not list((out / "_work" / "samples").glob("*.done.json"))

@@ -3,11 +3,7 @@ rounds; killed mid-stream and resumed with only the missing requests; parts clos
 kernels (AIMD window, routing, part bookkeeping, the request feed)."""
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -24,7 +20,7 @@ from cotforge.tasks.generate.parts import PART_STAGE, PartBuffer, usable_rows
 from cotforge.tasks.generate.sample import sample_shard, sample_shards
 from cotforge.tasks.generate.simulated import SimulatedGenerator
 from cotforge.tasks.generate.window import AimdWindow, pick_server
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kill_once_parts_written
 from tests.test_sample_stage import CountingGenerator, arithmetic_questions
 
 
@@ -118,13 +114,8 @@ def test_stream_killed_mid_stream_resumes_with_only_missing_requests_and_same_ro
     reference = [store.read(r) for r in sample_shards.fn(BuildContext(store, "rh", seed=5), refs,
                                                            ShufflingStream(), config)]
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(root=str(ROOT), out=str(out))])
     parts_dir = out / "_work" / PART_STAGE
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(parts_dir.glob("*.done.json"))) < 3:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_parts_written(KILL_SCRIPT.format(root=str(ROOT), out=str(out)), parts_dir, 3, 0.02)
     saved = sum(pl.read_parquet(p).height for p in parts_dir.glob("*.parquet"))
     assert 0 < saved < 24 * 2, "the kill must land mid-stream"
     store, refs = _shards(out)

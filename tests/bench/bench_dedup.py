@@ -87,30 +87,38 @@ def exact_jaccard_pairs(sets: list[set[bytes]], threshold: float) -> set[tuple[i
     return pairs
 
 
-def datasketch_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
-    """The plain way: exact dedup by normalised text, then per document a MinHash updated shingle by shingle, an LSH
-    query, a Jaccard check of each candidate and an insert; keep the earliest member of each cluster."""
+def library_loop(texts: list[str], config: MinHashConfig, lsh, sketch) -> list[bool]:
+    """The plain way to dedup with a MinHash library: exact dedup by normalised text, then per document a sketch of
+    its character shingles (`sketch(shingles)`), an LSH query, the estimate of each candidate checked against the
+    threshold, an insert; the earliest member of each cluster kept."""
     n = len(texts)
     uf = UnionFind(n)
     first: dict[str, int] = {}
-    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
-    sketches: dict[int, MinHash] = {}
+    sketches = {}
+    size = config.shingle_size
     for i, text in enumerate(texts):
         norm = normalize_text(text)
         j = first.setdefault(norm, i)
         if j != i:
             uf.union(j, i)
             continue
-        # datasketch's default shingle hash (sha1) and batched update: its ordinary, fastest use
-        m = MinHash(num_perm=config.num_perm, seed=config.seed)
         data = norm.encode()
-        m.update_batch([data[k:k + config.shingle_size] for k in range(max(len(data) - config.shingle_size + 1, 1))])
+        m = sketch([data[k:k + size] for k in range(max(len(data) - size + 1, 1))])
         for c in lsh.query(m):
             if m.jaccard(sketches[c]) >= config.threshold:
                 uf.union(c, i)
         lsh.insert(i, m)
         sketches[i] = m
     return [uf.find(i) == i for i in range(n)]
+
+
+def datasketch_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
+    """datasketch in its ordinary, fastest use: its default shingle hash (sha1) and a batched update."""
+    def sketch(shingles):
+        m = MinHash(num_perm=config.num_perm, seed=config.seed)
+        m.update_batch(shingles)
+        return m
+    return library_loop(texts, config, MinHashLSH(threshold=config.threshold, num_perm=config.num_perm), sketch)
 
 
 def exact_truth(texts: list[str], base: list[int], sample: list[int], config: MinHashConfig,
@@ -133,31 +141,14 @@ def exact_truth(texts: list[str], base: list[int], sample: list[int], config: Mi
 
 
 def rensa_loop(texts: list[str], config: MinHashConfig) -> list[bool]:
-    """rensa driven like the datasketch loop: per document an RMinHash of the same shingles, an LSH query, the
-    estimate of each candidate against the threshold, an insert; the earliest member of each cluster kept."""
+    """rensa driven like the datasketch loop: an RMinHash of the same shingles per document."""
     from rensa import RMinHash, RMinHashLSH
 
-    n = len(texts)
-    uf = UnionFind(n)
-    first: dict[str, int] = {}
-    lsh = RMinHashLSH(config.threshold, config.num_perm, RENSA_BANDS)
-    sketches = {}
-    size = config.shingle_size
-    for i, text in enumerate(texts):
-        norm = normalize_text(text)
-        j = first.setdefault(norm, i)
-        if j != i:
-            uf.union(j, i)
-            continue
-        data = norm.encode()
+    def sketch(shingles):
         m = RMinHash(config.num_perm, config.seed)
-        m.update([data[k:k + size] for k in range(max(len(data) - size + 1, 1))])
-        for c in lsh.query(m):
-            if m.jaccard(sketches[c]) >= config.threshold:
-                uf.union(c, i)
-        lsh.insert(i, m)
-        sketches[i] = m
-    return [uf.find(i) == i for i in range(n)]
+        m.update(shingles)
+        return m
+    return library_loop(texts, config, RMinHashLSH(config.threshold, config.num_perm, RENSA_BANDS), sketch)
 
 
 def _ours(texts: list[str], workers: int) -> list[bool]:
