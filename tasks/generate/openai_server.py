@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import httpx
 
 from cotforge.schemas.config_generation import OpenAIConfig
+from cotforge.tasks.core.backoff import backoff_delay, parse_retry_after
 from cotforge.tasks.generate.base import Completion, GenerationRequest
 from cotforge.tasks.generate.window import AimdWindow, pick_server
 
@@ -196,7 +196,7 @@ class OpenAIGenerator:
                     self._answered(server, began, sum(c.completion_tokens for c in out.values()))
                     return out
                 error = f"HTTP {status}: {response.text[:300]}"
-                retry_after = _retry_after(response.headers.get("retry-after"))
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
             finally:
                 self.in_flight[server] -= 1
             if status in OVERLOAD_STATUS:
@@ -209,7 +209,7 @@ class OpenAIGenerator:
             if attempt > self.config.max_retries:
                 break
             self.usage["retries"] += 1
-            await asyncio.sleep(_retry_delay(attempt, retry_after, self.config))
+            await asyncio.sleep(backoff_delay(attempt, self.config.backoff_s, self.config.backoff_max_s, retry_after))
             server = None
         return {first_index + j: Completion(request.request_id, first_index + j, "", "error", 0, 0, error=error)
                 for j in range(n)}
@@ -274,16 +274,3 @@ def _split(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _retry_delay(attempt: int, retry_after: float | None, config: OpenAIConfig) -> float:
-    """The server's Retry-After, else exponential backoff with jitter; never above `backoff_max_s`."""
-    if retry_after is not None:
-        return min(retry_after, config.backoff_max_s)
-    delay = min(config.backoff_max_s, config.backoff_s * 2 ** max(0, attempt - 1))
-    return delay * (0.5 + random.random() / 2)

@@ -7,11 +7,12 @@ push side, and the push side can use the version helpers: imports point one way,
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from cotforge.tasks.core.backoff import backoff_delay, parse_retry_after
 
 log = logging.getLogger("cotforge.hub")  # the name these warnings have always been logged under
 T = TypeVar("T")
@@ -82,14 +83,11 @@ def _chain(error: BaseException):
 
 def _wait(policy: RetryPolicy):
     """Exponential backoff with jitter, capped; a `Retry-After` (seconds) from the server wins, capped too."""
-    backoff = wait_exponential(multiplier=policy.base_wait, max=policy.max_wait)
-
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(getattr(error, "response", None), "headers", {}).get("Retry-After")
-        if retry_after and str(retry_after).isdigit():
-            return min(policy.max_wait, float(retry_after))
-        return backoff(state) * (0.5 + random.random() / 2)  # jitter, never below half the backoff
+        headers = getattr(getattr(error, "response", None), "headers", None) or {}
+        return backoff_delay(state.attempt_number, policy.base_wait, policy.max_wait,
+                             parse_retry_after(headers.get("Retry-After")))
     return wait
 
 
