@@ -19,12 +19,13 @@ import pytest  # noqa: E402
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def missing_component(reason: str) -> None:
+def missing_component(reason: str, module: bool = False) -> None:
     """A real component the test needs is missing. Outside CI that is a skip with its reason; in CI (CI=true, as
-    .ci/run runs) the setup should have installed it, so the test fails instead of hiding a broken setup."""
+    .ci/run runs) the setup should have installed it, so the test fails instead of hiding a broken setup.
+    `module`: called at a test module's top level (the whole module is skipped or fails)."""
     if IN_CI:
         pytest.fail(f"missing in CI (the setup should have installed it): {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module)
 
 
 def require_module(name: str, reason: str = ""):

@@ -14,6 +14,7 @@ from cotforge.tasks.questions.seed_files import SeedRows
 from cotforge.tasks.questions.seeds import parse_seed_rows
 from cotforge.tasks.verify.cascade import verify_samples
 from cotforge.tasks.verify.pool import VerifierPool
+from tests.conftest import missing_component
 from tests.verify_helpers import sample, tables
 
 GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
@@ -28,8 +29,9 @@ def as_model_output(solution: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not GSM8K.is_dir(), reason="the shared GSM8K copy (../shared/data/gsm8k) is not on this machine")
 def test_every_gsm8k_gold_solution_verifies():
+    if not GSM8K.is_dir():  # CI clones beside ../shared: there its absence is a broken setup, not a skip
+        missing_component("the shared GSM8K copy (../shared/data/gsm8k) is not on this machine")
     rows = [json.loads(line) for split in ("train", "test") for line in (GSM8K / f"{split}.jsonl").open()]
     assert len(rows) == 7473 + 1319
     source = SeedSourceConfig(name="gsm8k", path=str(GSM8K), answer_format="gsm8k")

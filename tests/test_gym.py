@@ -7,14 +7,12 @@ import json
 import pytest
 
 from cotforge.schemas.recipe import parse_recipe
-from tests.conftest import IN_CI, require_module
+from tests.conftest import missing_component, require_module
 
 try:
     import reasoning_gym  # noqa: F401
-except ImportError as error:  # the optional extra: scripts/test.sh installs it, so CI fails instead of skipping
-    if IN_CI:
-        raise ImportError(f"missing in CI (scripts/test.sh installs cotforge[gym]): {error}") from error
-    pytest.skip(f"reasoning-gym is not installed ({error}): pip install 'cotforge[gym]'", allow_module_level=True)
+except ImportError as error:  # the optional extra: scripts/test.sh installs it
+    missing_component(f"reasoning-gym is not installed ({error}): pip install 'cotforge[gym]'", module=True)
 
 from cotforge.schemas.config_questions import QuestionsConfig, ReasoningGymSourceConfig  # noqa: E402
 from cotforge.tasks.questions import gym  # noqa: E402
@@ -23,7 +21,6 @@ from cotforge.tasks.verify import gym_check  # noqa: E402
 from cotforge.tasks.verify.pool import VerifierPool  # noqa: E402
 from cotforge.tasks.verify.rules import VERIFIERS, VerifyContext, VerifyItem  # noqa: E402
 from cotforge.schemas.config_verify import VerifyConfig  # noqa: E402
-from tests.conftest import missing_component  # noqa: E402
 
 
 def _source(**kw) -> ReasoningGymSourceConfig:

@@ -24,6 +24,7 @@ from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.tasks.questions.seeds import RowError, parse_boxed
 from cotforge.tasks.verify.cascade import verify_samples
 from cotforge.tasks.verify.pool import VerifierPool
+from tests.conftest import missing_component
 from tests.verify_helpers import question, sample, tables
 
 try:
@@ -182,7 +183,7 @@ def print_report(cases: list[dict], verdicts: dict[str, dict]) -> None:
 @pytest.fixture(scope="module")
 def case_verdicts():
     if not CASES.is_file():
-        pytest.skip("the shared Math-Verify cases (../shared/data/math-verify-cases) are not on this machine")
+        missing_component("the shared Math-Verify cases (../shared/data/math-verify-cases) are not on this machine")
     cases = load_cases()
     with VerifierPool(2) as pool:
         rows = run_cases(cases, pool)
