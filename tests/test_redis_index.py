@@ -160,8 +160,10 @@ def _seed_rows(start: int, stop: int, variant: str = "") -> list[dict]:
             for i in range(start, stop)]
 
 
-def _racing_build(port: int, folder: str, rows: list[dict], seed: int, reverse: bool, barrier, results) -> None:
-    """One build's questions, samples and dedup against the shared index, then its publish step."""
+def _racing_build(port: int, folder: str, rows: list[dict], seed: int, reverse: bool, barrier, step, results) -> None:
+    """One build's questions, samples and dedup against the shared index, then its publish step. The question claims
+    go in lockstep with the other build (`step`, one barrier per row), so which build wins a contested question
+    depends on the claim order, not on which process the OS schedules first; the rest runs freely."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     import cotforge.tasks.dedup.shared_index as shared
     from cotforge.schemas.config_generation import GenerationConfig
@@ -176,12 +178,16 @@ def _racing_build(port: int, folder: str, rows: list[dict], seed: int, reverse: 
 
     shared.BATCH = 1  # one script call per row, so the two builds interleave row by row
     calls = []
+    lockstep = {"rows": len(rows)}  # the question claims come first, one per row of this build
     original = shared.SharedIndex._run
 
     def paced(self, state, ids, signatures, groups, texts=None):  # the real method, one row per call, paced
         order = range(len(ids)) if not reverse else range(len(ids) - 1, -1, -1)
         out = [None] * len(ids)
         for i in order:
+            if state == "claimed" and lockstep["rows"] > 0:
+                lockstep["rows"] -= 1
+                step.wait(60)
             calls.append(time.time())
             out[i] = original(self, state, [ids[i]], signatures[i:i + 1], [groups[i]] if groups else None,
                               [texts[i]] if texts else None)[0]
@@ -245,12 +251,12 @@ def _near_duplicates(texts_a: list[str], texts_b: list[str], config: MinHashConf
 def test_redis_two_builds_racing_keep_no_near_duplicate_twice(redis_port, tmp_path):
     """A has questions 0..29; B has 10..24 word for word and near-duplicates of 25..39: 20 contested questions, and
     the rationales of the 15 shared ones (same recipe seed: the simulated solver writes the same rationales). The two
-    builds claim row by row, in opposite orders, at the same time, against one redis-server."""
+    builds claim row by row, in opposite orders, in lockstep, against one redis-server."""
     context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
+    barrier, step, results = context.Barrier(2), context.Barrier(2), context.Queue()
     sides = (("a", _seed_rows(0, 30), False), ("b", _seed_rows(10, 25) + _seed_rows(25, 40, " then"), True))
     builds = [context.Process(target=_racing_build, args=(redis_port, str(tmp_path / name), rows, 1, reverse,
-                                                          barrier, results))
+                                                          barrier, step, results))
               for name, rows, reverse in sides]
     for build in builds:
         build.start()
@@ -265,9 +271,10 @@ def test_redis_two_builds_racing_keep_no_near_duplicate_twice(redis_port, tmp_pa
     assert len(kept_a) + len(kept_b) == 40  # and none lost: each contested question kept by exactly one build
     reasons = {r for side in (a, b) for *_, keep, r in side["questions"] if not keep}
     assert "concurrent_build" in reasons and reasons <= {"concurrent_build", "earlier_version"}
-    # The race was real: each build won some contested questions and lost the others.
-    assert 0 < sum(not keep for *_, keep, _ in a["questions"]) < 20
-    assert 0 < sum(not keep for *_, keep, _ in b["questions"]) < 20
+    # The race was real: in lockstep and opposite orders the claims meet in the middle, so each build wins half of
+    # the 20 contested questions and loses the other half.
+    assert sum(not keep for *_, keep, _ in a["questions"]) == 10
+    assert sum(not keep for *_, keep, _ in b["questions"]) == 10
 
     shared = {q for _, q, *_ in a["samples"]} & {q for _, q, *_ in b["samples"]}
     assert len(shared) == 15
