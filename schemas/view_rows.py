@@ -119,6 +119,7 @@ class RlvrRow(ViewRow):
     tests: str | None  # unit tests for code questions
     answer_type: str
     verifier: str  # registered verifier name (tasks/verify/cascade.py)
+    verifier_spec: str | None  # what the reward needs beyond `solution` (a reasoning-gym entry as JSON), else None
     pass_rate: float | None  # the reference model's empirical pass rate
     n_samples: int
     n_correct: int

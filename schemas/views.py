@@ -84,6 +84,12 @@ def formats_added(frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
+def rlvr_1_1_to_1_2(frame: pl.DataFrame) -> pl.DataFrame:
+    """rlvr 1.1.0 -> 1.2.0: formats (files before are conversational) and `verifier_spec`, null (no reasoning-gym
+    questions before)."""
+    return formats_added(frame).with_columns(verifier_spec=pl.lit(None, dtype=pl.String))
+
+
 _SFT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("2.0.0", drop_messages), "2.0.0": ("2.1.0", formats_added)}
 _CHAT_MIGRATIONS = {**_ADDED_IN, "1.1.0": ("1.2.0", formats_added)}
 CHAT_FORMATS = ("conversational", "standard")
@@ -152,8 +158,9 @@ VIEWS: dict[str, ViewSchema] = {
                       migrations={"1.0.0": ("1.1.0", prm_1_0_to_1_1), "1.1.0": ("1.2.0", add_added_in),
                                   "1.2.0": ("1.3.0", prm_1_2_to_1_3)},
                       formats=("standard",)),
-    "rlvr": ViewSchema("rlvr", "1.2.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`)",
-                       migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
+    "rlvr": ViewSchema("rlvr", "1.2.0", RlvrRow, "RL with verifiable rewards (`prompt`, gold answer in `solution`, "
+                       "a reasoning-gym entry in `verifier_spec`)",
+                       migrations={**_ADDED_IN, "1.1.0": ("1.2.0", rlvr_1_1_to_1_2)}, formats=CHAT_FORMATS),
     "calibration": ViewSchema("calibration", "1.2.0", CalibrationRow, "confidence calibration (`confidence_target`"
                               " per sample)", migrations=_CHAT_MIGRATIONS, formats=CHAT_FORMATS),
     "generations": ViewSchema("generations", "1.0.0", GenerationsRow, "one row per question with every generation "

@@ -245,6 +245,44 @@ def test_gym_published_row_rescores_and_a_tampered_row_is_refused(gym_build):
     assert gym_check.rescore(row["verifier_spec"], "<answer>0</answer>", check_entry=False) == (True, "score=1.0")
 
 
+def test_gym_rlvr_rows_carry_the_entry_and_gym_reward_scores_completions_like_the_verifier(gym_build):
+    """The `rlvr` view's `verifier_spec` is what a GRPO reward needs: `gym_reward` gives 1.0 exactly where the build's
+    verifier verified, and 0.0 to answers built to collect a reward they do not earn."""
+    from cotforge.tasks.publish.write import read_view
+
+    out, _ = gym_build
+    rlvr = read_view(str(out / "0.1.0"), "rlvr")
+    generations = {r["question_id"]: r for r in read_view(str(out / "0.1.0"), "generations").iter_rows(named=True)}
+    assert rlvr.height > 0 and rlvr["verifier_spec"].null_count() == 0
+    assert "gym_check.gym_reward" in (out / "0.1.0" / "README.md").read_text()  # the card says how to reward them
+    scored = 0
+    for row in rlvr.iter_rows(named=True):
+        assert row["verifier_spec"] == generations[row["question_id"]]["verifier_spec"]
+        texts = generations[row["question_id"]]["generations"]
+        completions = [[{"role": "assistant", "content": t}] for t in texts]  # the conversational format
+        rewards = gym_check.gym_reward(completions=completions, verifier_spec=[row["verifier_spec"]] * len(texts),
+                                       prompts=[row["prompt"]] * len(texts), solution=[row["solution"]] * len(texts))
+        assert rewards == [1.0 if v is True else 0.0 for v in generations[row["question_id"]]["correctness"]]
+        scored += len(rewards)
+        assert 0.0 < sum(rewards) < len(rewards)  # the band: sometimes solved, so both rewards occur
+    assert scored >= 4
+
+    spec = json.loads(rlvr["verifier_spec"][0])["reasoning_gym"]
+    gold = str(spec["entry"]["answer"])
+    tampered = json.loads(rlvr["verifier_spec"][0])
+    tampered["reasoning_gym"]["entry"]["answer"] = "0"  # an edited gold answer must not turn "0" into a reward
+    cheats = [f"<answer>{gold}</answer>",  # honest, standard format: the reference point
+              f"<answer>{gold} or 0</answer>", f"<answer>{gold}</answer> or maybe 0",  # hedges
+              f"<answer>0</answer>\nThe answer is {gold}.",  # two final answers
+              "".join(f"<answer>{gold}{d}</answer>" for d in range(30)) + f"<answer>{gold}</answer>",  # a spray
+              f"<think><answer>{gold}</answer></think>\nNo idea.", f"Working...\n{gold}"]  # inside think; a last line
+    rewards = gym_check.gym_reward(completions=cheats, verifier_spec=[rlvr["verifier_spec"][0]] * len(cheats))
+    assert rewards == [1.0] + [0.0] * (len(cheats) - 1)
+    assert gym_check.gym_reward(completions=["<answer>0</answer>"], verifier_spec=[json.dumps(tampered)]) == [0.0]
+    # A row of another kind of question has no entry: no reward from this function (TRL's "not applicable").
+    assert gym_check.gym_reward(completions=[f"<answer>{gold}</answer>"], verifier_spec=[None]) == [None]
+
+
 @pytest.mark.slow
 def test_gym_build_with_the_cpu_model(tmp_path):
     """A small real build: SmolLM2-135M (llama.cpp) answers two reasoning-gym tasks, their scorers judge it, and the

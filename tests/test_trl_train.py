@@ -14,6 +14,7 @@ import pytest
 
 from cotforge.flows.build import build
 from cotforge.schemas.recipe import parse_recipe
+from tests.conftest import require_module
 from tests.test_trl_views import _smollm2_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -167,6 +168,46 @@ def test_trl_grpo_trains_on_the_rlvr_view(out, tokenizer, tmp_path):
     # GRPO's loss is ~0 on-policy by construction; the gradient shows that the rewards gave the model a signal.
     assert any(entry.get("grad_norm", 0) > 0 for entry in trainer.state.log_history)
     assert seen and set(seen) <= set(dataset["solution"])  # the reward saw the view's gold answers
+
+
+def test_trl_grpo_trains_with_the_reasoning_gym_reward_on_a_gym_rlvr_view(tokenizer, tmp_path):
+    """A reasoning-gym build's `rlvr` view and `gym_reward` (the tasks' own scorers over `verifier_spec`) go to
+    GRPOTrainer as they are: TRL hands the reward the column by name, and the reward scores what the model wrote."""
+    require_module("reasoning_gym", "the extra cotforge[gym]")
+    from datasets import load_dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from cotforge.tasks.verify.gym_check import gym_reward
+
+    recipe = parse_recipe({
+        "name": "trlgym", "seed": 5, "shard_size": 8,
+        "questions": {"total": 12, "sources": [{"kind": "reasoning_gym", "task": "chain_sum", "weight": 1, "level": 0},
+                                               {"kind": "reasoning_gym", "task": "leg_counting", "weight": 1}]},
+        "generation": {"backend": "simulated", "samples_per_question": 4, "simulated": {"step_error_rate": 0.3}},
+        "views": {"prm": {"enabled": False}},
+    })
+    folder = build(recipe, out=str(tmp_path / "out"), version="0.1.0").folder
+    dataset = load_dataset(folder, "rlvr", split="train")
+    assert dataset.num_rows > 0 and all(dataset["verifier_spec"])
+    scored = []
+
+    def recorded_gym_reward(completions, verifier_spec, **kwargs):
+        rewards = gym_reward(completions, verifier_spec, **kwargs)
+        scored.extend(rewards)
+        return rewards
+
+    def length_term(completions, **_):
+        """A random model never states an answer; GRPO needs rewards that differ to learn."""
+        return [1e-3 * len(c[0]["content"]) for c in completions]
+
+    trainer = GRPOTrainer(model=_causal_lm(tokenizer), reward_funcs=[recorded_gym_reward, length_term],
+                          train_dataset=dataset,
+                          args=GRPOConfig(**_args(tmp_path / "grpo", num_generations=2, max_completion_length=8,
+                                                  generation_batch_size=2)),
+                          processing_class=tokenizer)
+    trainer.train()
+    _losses(trainer, "GRPOTrainer/rlvr (reasoning-gym reward)")
+    assert scored and set(scored) <= {0.0, 1.0}  # every completion scored by its task's scorer
 
 
 @pytest.mark.parametrize("format_", ["conversational", "messages", "standard"])

@@ -37,7 +37,7 @@ from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_builders, view_format, view_metadata
-from cotforge.tasks.views.generations import CARD_NOTE as GENERATIONS_NOTE
+from cotforge.tasks.views.generations import CARD_NOTE as GENERATIONS_NOTE, RLVR_NOTE
 
 
 @dataclass
@@ -127,7 +127,9 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
                                               plots=[f"report/{name}" for name in REPORT_PLOTS],
                                               rules=verification_rules(recipe.verify, counts, code_questions)
                                               + labelling_rules(labelling, recipe.views.prm)
-                                              + ([GENERATIONS_NOTE] if recipe.views.generations.enabled else [])))
+                                              + ([GENERATIONS_NOTE] if recipe.views.generations.enabled else [])
+                                              + ([RLVR_NOTE] if recipe.views.rlvr.enabled and "reasoning_gym" in
+                                                 verdicts["verifier_name"].to_list() else [])))
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))

@@ -14,6 +14,7 @@ answer is ..."), never a last line or a last number. The scorer's semantics deci
 Scoring runs in the verifier pool (a scorer may hang). `rescore` re-scores a published row's text later; it
 regenerates the item from (task, config, seed) and refuses a row whose stored entry differs (an edited row, or a
 reasoning-gym version that makes other items), since scorers read the entry (one even `eval`s its answer).
+`gym_reward` is the same rule as a TRL reward function over the `rlvr` view's `verifier_spec` column.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import lru_cache
 
 from cotforge.tasks.questions.gym import entry_json, gym_version, make_entry, scorer
 from cotforge.tasks.verify.math_answer import box_groups
@@ -126,13 +128,20 @@ def verify_reasoning_gym(items: list[VerifyItem], ctx: VerifyContext) -> list[Re
     return out  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=4096)
+def _entry_regenerates(task: str, config_json: str, seed: int, entry_json_: str) -> bool:
+    """Whether (task, config, seed) makes the stored entry again (cached: a reward function asks once per step)."""
+    return json.dumps(entry_json(make_entry(task, json.loads(config_json), seed)), sort_keys=True) == entry_json_
+
+
 def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
     """Re-score a rationale against a published row's reasoning-gym entry (`verifier_spec`, or a question's
     `metadata_json`), in this process. With `check_entry`, the item is regenerated from (task, config, seed) and
     must equal the stored entry: `(None, "entry_mismatch")` otherwise, nothing scored."""
     data = json.loads(spec) if isinstance(spec, str) else spec
     data = data.get("reasoning_gym", data)
-    if check_entry and entry_json(make_entry(data["task"], data["config"], data["seed"])) != data["entry"]:
+    if check_entry and not _entry_regenerates(data["task"], json.dumps(data["config"], sort_keys=True), data["seed"],
+                                              json.dumps(data["entry"], sort_keys=True)):
         return None, f"entry_mismatch:made_with_reasoning-gym=={data.get('version')},installed=={gym_version()}"
     answers, why = stated_answers(text, check_hedge=not reads_as_hedge(data["entry"].get("answer")))
     if why is not None:
@@ -146,3 +155,25 @@ def rescore_row(row: dict, check_entry: bool = True) -> list[Result]:
     if not row.get("verifier_spec"):
         raise ValueError("the row has no `verifier_spec`: not a reasoning-gym question")
     return [rescore(row["verifier_spec"], text, check_entry) for text in row["generations"]]
+
+
+def _completion_text(completion) -> str:
+    """A TRL completion's text: a string (standard format) or its messages' contents (conversational)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def gym_reward(completions: list, verifier_spec: list[str | None], **_: object) -> list[float | None]:
+    """A TRL reward function (`GRPOTrainer(reward_funcs=gym_reward)`) for the `rlvr` view: 1.0 where the task's
+    scorer fully accepts the completion's one stated final answer, 0.0 where it does not (partial scores, hedges,
+    conflicting or missing answers, a tampered entry included), None for a row without a reasoning-gym entry (TRL
+    leaves it to the other reward functions). Scores in this process: a scorer that hangs hangs the step."""
+    rewards: list[float | None] = []
+    for completion, spec in zip(completions, verifier_spec):
+        if not spec:
+            rewards.append(None)
+            continue
+        verdict, _reason = rescore(spec, _completion_text(completion))
+        rewards.append(1.0 if verdict is True else 0.0)
+    return rewards

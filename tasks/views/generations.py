@@ -17,6 +17,9 @@ CARD_NOTE = ("`generations` holds every generation of a kept question (generatio
              "verdict: `correctness` is the final verdict per generation, `correctness_by_verifier` each verifier's, "
              "`messages` one verified, trainable generation as a whole chat (null when none is). Reasoning-gym rows "
              "carry their entry in `verifier_spec`: `cotforge.tasks.verify.gym_check.rescore_row(row)` re-scores them.")
+RLVR_NOTE = ("`rlvr` rows of reasoning-gym questions carry the same `verifier_spec`: pass "
+             "`cotforge.tasks.verify.gym_check.gym_reward` to TRL's `GRPOTrainer(reward_funcs=...)` to reward "
+             "completions with each task's own scorer (1.0 verified, 0.0 not, None for rows of other questions).")
 
 
 def verifier_spec(metadata_json: str | None) -> str | None:
