@@ -1,8 +1,9 @@
 """MinHash kernels: shingles, signatures, LSH bands, candidate pairs and estimated Jaccard (no Prefect, no I/O).
 
 Signatures are datasketch's (scheme "affine32": h -> fmix32(h), then a_k * h + b_k mod 2^32 with datasketch's own
-permutation parameters), computed for a whole batch at once with numpy instead of one shingle at a time, so they can
-be inserted into any datasketch `MinHashLSH` (in memory or Redis) as `LeanMinHash`es. Shingles are byte k-grams or word
+permutation parameters), computed for a whole batch at once instead of one shingle at a time, so they can be
+inserted into any datasketch `MinHashLSH` (in memory or Redis) as `LeanMinHash`es. The permutation minimum runs as a
+numba-compiled pass when numba is installed (`kernels.compiled` decides), else in numpy blocks: bit-identical. Shingles are byte k-grams or word
 n-grams of the normalised text; each shingle is hashed either with a vectorised polynomial hash ("fast") or with
 datasketch's default `sha1_hash32` ("sha1", bit-identical to `MinHash.update`, ~20x slower).
 
@@ -23,6 +24,7 @@ from datasketch.hashfunc import sha1_hash32
 
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import normalize_text
+from cotforge.tasks.dedup import kernels
 
 _MASK64 = (1 << 64) - 1
 _P = 0x9E3779B97F4A7C15  # odd, so invertible mod 2^64
@@ -162,12 +164,14 @@ def shingle_hashes(docs: list[bytes], config: MinHashConfig) -> tuple[np.ndarray
 
 
 def _min_permuted(hv: np.ndarray, doc: np.ndarray, n: int, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out[d, k] = min over the shingles h of document d of (a_k * h + b_k) mod 2^32.
-
-    Documents of similar shingle counts are laid out as one (shingles, documents) block, short ones padded with their
+    """out[d, k] = min over the shingles h of document d of (a_k * h + b_k) mod 2^32 (`doc` sorted). The compiled
+    kernel when numba is installed (`kernels.compiled`), else numpy: documents of similar shingle counts are laid out as one (shingles, documents) block, short ones padded with their
     own first shingle (which leaves the minimum unchanged); then one multiply, add and column minimum per permutation
     over the whole block: three cache-resident numpy passes instead of a Python loop per document."""
     counts = np.bincount(doc, minlength=n)
+    if (fast := kernels.compiled()) is not None:
+        fast.min_permuted(hv, np.r_[0, np.cumsum(counts)], a, b, out)
+        return
     first = np.cumsum(counts) - counts
     by_count = np.argsort(counts, kind="stable")
     for lo in range(0, n, _BLOCK_DOCS):

@@ -3,6 +3,7 @@ its figures are sane (no speed threshold: speed is the benchmark's business, not
 
 import re
 
+from cotforge.tasks.dedup import kernels
 from tests.bench.bench_dedup import main
 from tests.conftest import missing_component
 
@@ -21,3 +22,8 @@ def test_bench_dedup_prints_sane_figures(capsys):
         assert r["should_drop_in_sample"] > 20  # the corpus really has duplicates in the sample
         assert r["ours_1_precision"] >= 0.98 and r["ours_1_recall"] >= 0.95  # exact-checked at every size
         assert r["rensa_docs_per_s"] > 0 and r["datasketch_docs_per_s"] > 0 and r["peak_mib_per_million"] > 0
+    if kernels.compiled() is None:
+        missing_component("numba is not installed (the test extra pins it): no compiled-vs-numpy row")
+    assert "ours, numpy kernel" in out and "compiled kernels" in out
+    for r in results:  # the numpy kernels flag exactly the rows the compiled ones do
+        assert r["kernels_agree"] and r["numpy_1_precision"] == r["ours_1_precision"] and r["speed_vs_numpy_kernel"] > 0
