@@ -109,7 +109,7 @@ def test_signatures_equal_on_both_paths_and_datasketch(fast, monkeypatch, num_pe
 
 
 def test_signatures_equal_across_batches_with_uneven_lengths(fast, monkeypatch):
-    import cotforge.tasks.dedup.minhash as minhash
+    from cotforge.tasks.dedup import minhash
 
     rng = np.random.default_rng(11)
     texts = [" ".join(f"w{rng.integers(50)}" for _ in range(rng.integers(0, 400 if i % 50 else 4_000)))

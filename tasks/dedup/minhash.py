@@ -3,9 +3,10 @@
 Signatures are datasketch's (scheme "affine32": h -> fmix32(h), then a_k * h + b_k mod 2^32 with datasketch's own
 permutation parameters), computed for a whole batch at once instead of one shingle at a time, so they can be
 inserted into any datasketch `MinHashLSH` (in memory or Redis) as `LeanMinHash`es. The permutation minimum runs as a
-numba-compiled pass when numba is installed (`kernels.compiled` decides), else in numpy blocks: bit-identical. Shingles are byte k-grams or word
-n-grams of the normalised text; each shingle is hashed either with a vectorised polynomial hash ("fast") or with
-datasketch's default `sha1_hash32` ("sha1", bit-identical to `MinHash.update`, ~20x slower).
+numba-compiled pass when numba is installed (`kernels.compiled` decides), else in numpy blocks: bit-identical.
+Shingles are byte k-grams or word n-grams of the normalised text; each shingle is hashed either with a vectorised
+polynomial hash ("fast") or with datasketch's default `sha1_hash32` ("sha1", bit-identical to `MinHash.update`, ~20x
+slower).
 
 LSH banding: with b bands of r rows, two texts of Jaccard similarity s share at least one band with probability
 1 - (1 - s^r)^b, an S-curve whose steepest point sits near (1/b)^(1/r). Here the LSH only proposes candidates, so it
@@ -165,9 +166,10 @@ def shingle_hashes(docs: list[bytes], config: MinHashConfig) -> tuple[np.ndarray
 
 def _min_permuted(hv: np.ndarray, doc: np.ndarray, n: int, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out[d, k] = min over the shingles h of document d of (a_k * h + b_k) mod 2^32 (`doc` sorted). The compiled
-    kernel when numba is installed (`kernels.compiled`), else numpy: documents of similar shingle counts are laid out as one (shingles, documents) block, short ones padded with their
-    own first shingle (which leaves the minimum unchanged); then one multiply, add and column minimum per permutation
-    over the whole block: three cache-resident numpy passes instead of a Python loop per document."""
+    kernel when numba is installed (`kernels.compiled`), else numpy: documents of similar shingle counts are laid out
+    as one (shingles, documents) block, short ones padded with their own first shingle (which leaves the minimum
+    unchanged); then one multiply, add and column minimum per permutation over the whole block: three cache-resident
+    numpy passes instead of a Python loop per document."""
     counts = np.bincount(doc, minlength=n)
     if (fast := kernels.compiled()) is not None:
         fast.min_permuted(hv, np.r_[0, np.cumsum(counts)], a, b, out)

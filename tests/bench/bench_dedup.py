@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             r["peak_mib_measured"] = full["added"] / 2**20
             r["peak_mib_per_million"] = r["peak_mib_measured"] * 1_000_000 / docs  # linear from 0: an upper bound
         rows = [("ours (1 process)", "ours_1"), (f"ours ({args.workers} processes)", f"ours_{args.workers}"),
-                ("ours, numpy kernel", "numpy_1"), ("rensa 0.5.0 loop", "rensa"), (f"datasketch (first {min(args.baseline_docs, docs)})", "datasketch")]
+                ("ours, numpy kernel", "numpy_1"), ("rensa 0.5.0 loop", "rensa"),
+                (f"datasketch (first {min(args.baseline_docs, docs)})", "datasketch")]
         for label, key in rows:
             if f"{key}_docs_per_s" in r:
                 print(f"{docs:>8} {label:<22} {r[f'{key}_docs_per_s']:>9.0f} {r[f'{key}_precision']:>9.3f} "
