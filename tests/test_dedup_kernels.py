@@ -133,6 +133,41 @@ def test_numpy_paths_run_without_numba(monkeypatch):
         kernels._jitted.cache_clear()  # the next caller imports the real numba again
 
 
+def test_kernels_compile_without_a_writable_cache(fast, monkeypatch):
+    import numba
+    from numba.core.caching import NullCache
+
+    real_njit = numba.njit
+
+    def njit(*args, **options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")  # what numba raises then
+        return real_njit(*args, **options)
+    monkeypatch.setattr(numba, "njit", njit)
+    kernels._jitted.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+            uncached = kernels.compiled()
+        assert isinstance(uncached.min_permuted._cache, NullCache)  # compiled, just not cached
+        out = np.empty((1, 4), dtype=np.uint32)
+        a, b = _permutations(4, 1)
+        uncached.min_permuted(np.array([3, 9], dtype=np.uint32), np.array([0, 2]), a, b, out)
+        assert np.array_equal(out, _reference_min(np.array([3, 9], dtype=np.uint32), [2], a, b))
+    finally:
+        kernels._jitted.cache_clear()
+
+
+def test_threads_sign_as_one_thread(fast):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = planted_corpus(2_000, 6)[0]
+    config = MinHashConfig()
+    serial = minhash_signatures(texts, config)
+    with ThreadPoolExecutor(4) as pool:  # nogil kernels, called from several threads at once
+        parts = list(pool.map(lambda lo: minhash_signatures(texts[lo:lo + 250], config), range(0, 2_000, 250)))
+    assert np.array_equal(np.concatenate(parts), serial)
+
+
 def test_exact_jaccard_both_paths_equal_python_sets(fast, monkeypatch):
     rng = np.random.default_rng(2)
     sets = [set(), set(), {5}, {5}, {1, 2, 3}, {4, 5, 6}, set(range(0, 1000, 3)), set(range(0, 1000, 2)),

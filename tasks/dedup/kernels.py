@@ -9,8 +9,9 @@
 Compile cost, once per machine: with an empty numba cache the first calls take ~2.9 s (measured on 2 shared cores:
 0.2 s importing numba, 2.5 s compiling `min_permuted`, 0.15 s `intersection_sizes`); later processes load the machine
 code from numba's cache (`__pycache__` beside this file, or numba's per-user cache where that is read-only;
-`NUMBA_CACHE_DIR` overrides both) in ~0.15 s. Processes that compile at once each write the cache atomically (tested),
-and forked workers inherit what their parent compiled. `nogil`: threads calling a kernel run it in parallel.
+`NUMBA_CACHE_DIR` overrides both) in ~0.15 s; with neither writable, a warning, and every process compiles. Processes
+that compile at once each write the cache atomically (tested), and forked workers inherit what their parent compiled.
+`nogil`: threads calling a kernel run it in parallel.
 
 The functions here are plain Python loops (no numpy vector calls), written for numba; they are never run uncompiled.
 """
@@ -18,6 +19,7 @@ The functions here are plain Python loops (no numpy vector calls), written for n
 from __future__ import annotations
 
 import functools
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -79,5 +81,13 @@ def _jitted() -> SimpleNamespace | None:
         import numba
     except ImportError:  # numba not installed, or a build that does not match this numpy
         return None
-    jit = numba.njit(cache=True, nogil=True)
+    try:
+        return _compile_with(numba.njit(cache=True, nogil=True))
+    except RuntimeError as error:  # numba found no writable cache folder: compile in every process instead
+        warnings.warn(f"dedup kernels: numba cannot cache ({error}); set NUMBA_CACHE_DIR to a writable folder, or "
+                      "each process compiles them again (~3 s)", RuntimeWarning, stacklevel=3)
+        return _compile_with(numba.njit(nogil=True))
+
+
+def _compile_with(jit) -> SimpleNamespace:
     return SimpleNamespace(min_permuted=jit(_min_permuted_loops), intersection_sizes=jit(_intersection_sizes_loops))
