@@ -6,10 +6,10 @@
 - numba missing (or failing to import), or `USE_COMPILED = False` (tests force the fallback this way): the numpy paths
   in `minhash` and `confirm` run. Both paths give bit-identical results (tests compare them, and datasketch).
 
-Compile cost, once per machine: with an empty numba cache the first calls take ~2.9 s (measured on 2 shared cores:
-0.2 s importing numba, 2.5 s compiling `min_permuted`, 0.15 s `intersection_sizes`); later processes load the machine
-code from numba's cache (`__pycache__` beside this file, or numba's per-user cache where that is read-only;
-`NUMBA_CACHE_DIR` overrides both) in ~0.15 s; with neither writable, a warning, and every process compiles. Processes
+Compile cost, once per machine: with an empty numba cache the first calls take 3-4.5 s (measured on 2 shared cores:
+0.2 s importing numba, 2.5-4 s compiling `min_permuted`, 0.15-0.25 s `intersection_sizes`); later processes load the
+machine code from numba's cache (`__pycache__` beside this file, or numba's per-user cache where that is read-only;
+`NUMBA_CACHE_DIR` overrides both) in ~0.2 s; with neither writable, a warning, and every process compiles. Processes
 that compile at once each write the cache atomically (tested), and forked workers inherit what their parent compiled.
 `nogil`: threads calling a kernel run it in parallel.
 
