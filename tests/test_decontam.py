@@ -71,3 +71,29 @@ def test_decontam_from_hub_dataset(tmp_path, hub_server):
     hits = find_contamination(["how many legs do 3 spiders and 2 cats have together ?"], {"mini": texts},
                               DecontamConfig(ngram=5))
     assert {h["method"] for h in hits} == {"ngram", "minhash"}
+
+
+@pytest.mark.parametrize("above", [True, False])
+def test_decontam_minhash_near_the_threshold_follows_exact_jaccard(above):
+    """A pair the MinHash estimate misjudges at the threshold (found by the dedup tests' search) is decided by exact
+    Jaccard: flagged when exact >= threshold though the estimate says no, passed when the estimate alone would flag."""
+    from tests.test_dedup_exact import _misjudged_pair
+
+    question, bench_text, exact, estimate = _misjudged_pair(above)
+    assert (estimate >= 0.8) != (exact >= 0.8)
+    config = DecontamConfig(ngram=100, minhash_threshold=0.8, minhash=MinHashConfig(threshold=0.8))  # minhash alone
+    hits = find_contamination([question], {"bench": [bench_text]}, config)
+    if above:
+        assert [(h["method"], h["eval_row"]) for h in hits] == [("minhash", 0)]
+        assert hits[0]["score"] == pytest.approx(exact, abs=1e-3)
+    else:
+        assert hits == []
+
+
+def test_decontam_question_padded_to_dodge_minhash_is_caught_by_ngrams():
+    """A benchmark question buried in ten times its length of filler: too dissimilar for MinHash, not for n-grams."""
+    bench = load_eval_texts(GSM8K)[11]
+    filler = " ".join(f"word{i}" for i in range(10 * len(bench.split())))
+    padded = f"{filler} {bench} {filler}"
+    hits = find_contamination([padded], {"gsm8k": [bench]}, DecontamConfig())
+    assert [(h["method"], h["eval_row"]) for h in hits] == [("ngram", 0)]
