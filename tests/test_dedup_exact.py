@@ -197,7 +197,7 @@ def test_dedup_confirm_links_gives_the_clusters_of_checking_every_pair():
     estimate = estimated_jaccard(signatures, pairs)
     texts_of = lambda nodes: [norms[k] for k in nodes.tolist()]  # noqa: E731
     full = confirm_pairs(pairs, estimate, texts_of, CONFIG)
-    links = confirm_links(pairs, estimate, texts_of, CONFIG, len(texts))
+    links = confirm_links(pairs, estimate, texts_of, CONFIG)
 
     def components(similar):
         edges = pairs[similar]

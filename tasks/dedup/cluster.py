@@ -175,7 +175,7 @@ def cluster_sketches(ids: list[str], sketch: Sketch, texts_of, config: MinHashCo
             out.append(normalize_fast(next(it) or "") if is_current else prior_texts[node - len(reps)])
         return out
 
-    decided = confirm_links(pairs, estimated_jaccard(pool, pairs), node_texts, config, len(pool))
+    decided = confirm_links(pairs, estimated_jaccard(pool, pairs), node_texts, config)
     accepted, accepted_sim = pairs[decided["similar"]], decided["similarity"][decided["similar"]]
     node_index = np.concatenate([reps, np.arange(n, n + m)])
     edges = np.concatenate([np.stack([rep_of, np.arange(n)], axis=1), node_index[accepted]]).astype(np.int64)

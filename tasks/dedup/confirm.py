@@ -150,22 +150,15 @@ def _root(forest: dict[int, int], i: int) -> int:
     return i
 
 
-def confirm_links(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: MinHashConfig, nodes: int) -> dict:
+def confirm_links(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: MinHashConfig) -> dict:
     """`confirm_pairs` for clustering, where only connectivity matters: a pair whose two nodes are already joined by
     confirmed pairs is left unchecked ("skipped", not similar), as its edge would change no cluster. Unsure pairs are
     checked in rounds, each round a spanning forest of what is still unconnected (highest estimates first)."""
     lo, hi = decisive_band(config.threshold, config.num_perm)
     similar, similarity = estimate >= hi, estimate.astype(np.float64).copy()
-    parent = list(range(nodes))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    parent: dict[int, int] = {}  # the forest of confirmed pairs (a node absent is its own root)
     for i, j in pairs[similar].tolist():
-        parent[find(i)] = find(j)
+        parent[_root(parent, i)] = _root(parent, j)
     unsure = np.flatnonzero((estimate >= lo) & (estimate < hi))
     pending = unsure[np.argsort(-estimate[unsure], kind="stable")].tolist()
     exact = estimated = skipped = 0
@@ -173,7 +166,7 @@ def confirm_links(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: Min
         trial: dict[int, int] = {}  # the forest this round would build if every pair in it held
         batch, rest = [], []
         for p in pending:
-            a, b = find(int(pairs[p, 0])), find(int(pairs[p, 1]))
+            a, b = _root(parent, int(pairs[p, 0])), _root(parent, int(pairs[p, 1]))
             if a == b:
                 skipped += 1
                 continue
@@ -187,7 +180,7 @@ def confirm_links(pairs: np.ndarray, estimate: np.ndarray, texts_of, config: Min
         counts = _check(pairs, estimate, checked, texts_of, config, similar, similarity)
         exact, estimated = exact + counts[0], estimated + counts[1]
         for i, j in pairs[checked[similar[checked]]].tolist():
-            parent[find(i)] = find(j)
+            parent[_root(parent, i)] = _root(parent, j)
         pending = rest
     return {"similar": similar, "similarity": similarity, "exact": exact, "estimated": estimated,
             "skipped": skipped}
