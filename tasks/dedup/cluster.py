@@ -255,7 +255,8 @@ def dedup_questions(questions: pa.Table, config: MinHashConfig, recipe_hash: str
     texts = questions.column("text").to_pylist()
     hits = [sorted((contamination or {}).get(q, [])) for q in ids]
     sketch = sketch or sketch_texts(texts, config)
-    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, verified=[(verified or {}).get(q) for q in ids], contamination=hits, prior=prior)
+    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config,
+                              verified=[(verified or {}).get(q) for q in ids], contamination=hits, prior=prior)
     flags = [DedupFlag(question_id=q, cluster_id=result.cluster_id[i], keep=result.keep[i],
                        drop_reason=result.drop_reason[i], similarity=result.similarity[i], contamination=hits[i],
                        recipe_hash=recipe_hash, build_id=build_id) for i, q in enumerate(ids)]
@@ -270,8 +271,8 @@ def dedup_samples(samples: pa.Table, config: MinHashConfig, recipe_hash: str, bu
     question_ids = samples.column("question_id").to_pylist()
     texts = samples.column("text").to_pylist()
     sketch = sketch or sketch_texts(texts, config)
-    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, groups=question_ids, verified=[(verified or {}).get(s) for s in ids],
-                              prior=prior)
+    result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, groups=question_ids,
+                              verified=[(verified or {}).get(s) for s in ids], prior=prior)
     flags = [SampleDedupFlag(sample_id=s, question_id=question_ids[i], cluster_id=result.cluster_id[i],
                              keep=result.keep[i], drop_reason=result.drop_reason[i],
                              similarity=result.similarity[i], recipe_hash=recipe_hash, build_id=build_id)
