@@ -11,7 +11,8 @@ from cotforge.tasks.core.join import RecordRefs
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.generate.base import Completion
 from cotforge.tasks.generate.simulated import SimulatedGenerator
-from cotforge.tasks.label.steps import label_steps, label_steps_shard, segment_lines
+from cotforge.tasks.label.segment import segment_lines
+from cotforge.tasks.label.steps import label_steps, label_steps_shard
 from cotforge.tasks.views.builders import build_prm
 from tests.views_support import simulated_joined, simulated_records
 

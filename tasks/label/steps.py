@@ -38,8 +38,8 @@ from cotforge.tasks.core.join import RecordRefs, read_joined
 from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate import Generator
 from cotforge.tasks.label.consensus import consensus
-from cotforge.tasks.label.rollouts import judge_rollouts, make_pending, roll_out, rollout_sampling  # noqa: F401
-from cotforge.tasks.label.segment import SEGMENTERS, segment_lines  # noqa: F401
+from cotforge.tasks.label.rollouts import make_pending, roll_out
+from cotforge.tasks.label.segment import SEGMENTERS
 from cotforge.tasks.label.step_judge import judge_agreement, judge_steps
 from cotforge.tasks.verify.cascade import verifier_versions
 from cotforge.tasks.verify.pool import VerifierPool
