@@ -37,7 +37,6 @@ class Pending:
     verified: bool
     cheap_check: bool
     keys: list[str]  # the result key of each prefix 0..K-2
-    seed_base: str
     rollouts: int = 0  # completions requested for this sample (errors included)
     requests: int = 0
     errors: int = 0  # of those, completions the backend failed to produce
@@ -63,7 +62,7 @@ def make_pending(row: dict, raw: list[str], config: PrmViewConfig, cheap_check: 
         keys = [prefix_key(row["question_id"], raw, i) for i in range(len(raw) - 1)]
     else:
         keys = [f"{row['sample_id']}:{i}" for i in range(len(raw) - 1)]
-    return Pending(row, raw, row["verdict"] is True, cheap_check, keys, row["sample_id"])
+    return Pending(row, raw, row["verdict"] is True, cheap_check, keys)
 
 
 def _request(item: Pending, step: int, n: int, chunk: int, config: PrmViewConfig, generation: GenerationConfig,
@@ -73,8 +72,9 @@ def _request(item: Pending, step: int, n: int, chunk: int, config: PrmViewConfig
     metadata = json.loads(row.get("metadata_json") or "{}")
     context = {"family": row.get("family"), "params": metadata.get("params"), "prefix_steps": step + 1,
                "prefix_error_at": row.get("first_error_step")}
-    base = item.seed_base if chunk == 0 else f"{item.seed_base}#{chunk}"
-    request_id = f"{item.seed_base}:{step}" if chunk == 0 else f"{item.seed_base}:{step}:{chunk}"
+    sample_id = row["sample_id"]
+    base = sample_id if chunk == 0 else f"{sample_id}#{chunk}"
+    request_id = f"{sample_id}:{step}" if chunk == 0 else f"{sample_id}:{step}:{chunk}"
     return GenerationRequest(request_id=request_id, messages=messages, n=n,
                              seed=rollout_seed(recipe_seed, base, step), params=rollout_sampling(config, generation),
                              assistant_prefix="\n".join(item.raw[:step + 1]) + "\n", context=context)
