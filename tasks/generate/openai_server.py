@@ -60,7 +60,6 @@ class OpenAIGenerator:
         self.server_stats = [{"url": url, "requests": 0, "busy_s": 0.0} for url, _ in self.servers]
         self.window_log: list[tuple[float, int, int]] = []  # (s since the first stream, window, requests in flight)
         self._clock_zero: float | None = None
-        self._successes = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """n completions per request, in request order, index order (the stream, collected)."""
@@ -216,7 +215,6 @@ class OpenAIGenerator:
 
     def _answered(self, server: int, began: float, tokens: int) -> None:
         now = asyncio.get_running_loop().time()
-        self._successes += 1
         self.windows[server].on_success(now, now - began, tokens)
         self.server_stats[server]["requests"] += 1
         self.server_stats[server]["busy_s"] += now - began
