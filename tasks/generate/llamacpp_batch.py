@@ -124,12 +124,13 @@ class BatchDecoder:
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             return self._text(job), "stop"
         job.tokens.append(token)
-        text = self._text(job)
-        cut = min((text.find(s) for s in job.stop if s and s in text), default=-1)
-        if cut >= 0:
-            return text[:cut], "stop"
+        if job.stop:  # (the text so far is decoded per step only when a stop string may be in it)
+            text = self._text(job)
+            cut = min((text.find(s) for s in job.stop if s and s in text), default=-1)
+            if cut >= 0:
+                return text[:cut], "stop"
         if len(job.tokens) >= job.max_tokens or len(job.prompt) + len(job.tokens) >= self.n_ctx:
-            return text, "length"
+            return self._text(job), "length"
         return None
 
     def _text(self, job: Job) -> str:
