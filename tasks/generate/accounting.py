@@ -64,7 +64,8 @@ def window_summary(log: list, rows: int = 20) -> list[dict]:
 def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float,
                           window: list | None = None) -> dict:
     """The build report's generation section: tokens, throughput, wall time, accepted samples per token and per
-    GPU-hour, and the streaming backend's window over time (`window`: its log, when it keeps one). Totals come from the sample rows (complete even after a resume); throughput from this run's stats."""
+    GPU-hour, and the streaming backend's window over time (`window`: its log, when it keeps one). Totals come from
+    the sample rows (complete even after a resume); throughput from this run's stats."""
     run = SamplingStats()
     for ref in refs:
         # beside the shard's file (a shard with errors is referenced under a key that names them: see sample_shard)

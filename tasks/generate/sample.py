@@ -119,7 +119,8 @@ def _plan_round(config: GenerationConfig, recipe_seed: int):
 
 
 def _work(position: int, load_questions, finished, write, parts: PartStore, generator: Generator,
-          config: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str, pool, verify_config) -> ShardWork:
+          config: GenerationConfig, recipe_seed: int, recipe_hash: str, build_id: str, pool,
+          verify_config) -> ShardWork:
     """One shard as the stream sampler sees it."""
     def open_job(resumed, stats: SamplingStats) -> ShardJob:
         questions = load_questions()
