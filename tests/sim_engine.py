@@ -145,14 +145,15 @@ class EngineProcess:
     """An engine served by its own process (`python -m tests.sim_engine`), so the client under test and the engine
     do not share an interpreter; `stats()` reads its figures, `reset()` zeroes them."""
 
-    def __init__(self, slots: int, tokens_per_s: float = 200.0):
+    def __init__(self, slots: int, tokens_per_s: float = 200.0, median_tokens: float = 150.0, sigma: float = 0.8):
         import subprocess
         import sys
 
-        self.slots = slots
+        self.slots, self.tokens_per_s = slots, tokens_per_s
         from pathlib import Path
 
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.sim_engine", str(slots), str(tokens_per_s)],
+        argv = [str(slots), str(tokens_per_s), str(median_tokens), str(sigma)]
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.sim_engine", *argv],
                                         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
         self.url = self.process.stdout.readline().strip()
 
@@ -177,6 +178,7 @@ class EngineProcess:
 if __name__ == "__main__":
     import sys
 
-    with EngineServer(Engine(int(sys.argv[1]), tokens_per_s=float(sys.argv[2]))) as server:
+    slots, tokens_per_s, median_tokens, sigma = int(sys.argv[1]), *map(float, sys.argv[2:5])
+    with EngineServer(Engine(slots, tokens_per_s, median_tokens, sigma)) as server:
         print(server.url, flush=True)
         threading.Event().wait()
