@@ -5,6 +5,7 @@ kernels (AIMD window, routing, part bookkeeping, the request feed)."""
 import json
 import random
 import textwrap
+import threading
 import time
 
 import polars as pl
@@ -26,12 +27,13 @@ from tests.test_sample_stage import CountingGenerator, arithmetic_questions
 
 class ShufflingStream:
     """The simulated solver as a streaming engine with a window: it pulls `window` requests, then hands back a random
-    one of those in flight before pulling the next, so completions arrive in an order unrelated to the requests'."""
+    one of those in flight before pulling the next, so completions arrive in an order unrelated to the requests'.
+    `stall_after`: it hangs after that many answers (a stream that cannot finish before it is killed)."""
 
-    def __init__(self, window: int = 7, seed: int = 0, delay: float = 0.0, **kwargs):
+    def __init__(self, window: int = 7, seed: int = 0, delay: float = 0.0, stall_after: int | None = None, **kwargs):
         self.inner = SimulatedGenerator(**kwargs)
         self.backend, self.model, self.revision = self.inner.backend, self.inner.model, self.inner.revision
-        self.window, self.rng, self.delay = window, random.Random(seed), delay
+        self.window, self.rng, self.delay, self.stall_after = window, random.Random(seed), delay, stall_after
         self.asked: list[tuple[str, int, int]] = []
         self.in_flight_ids: list[list[str]] = []
 
@@ -48,6 +50,8 @@ class ShufflingStream:
                 return
             self.in_flight_ids.append([r.request_id for r in flight])
             time.sleep(self.delay)
+            if len(self.in_flight_ids) > (self.stall_after or float("inf")):
+                threading.Event().wait()
             yield self.inner.generate([flight.pop(self.rng.randrange(len(flight)))])
 
     def close(self):
@@ -104,7 +108,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
     store, refs = _shards({out!r})
     config = GenerationConfig(backend="simulated", samples_per_question=2, part_requests=3)
-    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=5, delay=0.15), config)
+    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=5, delay=0.15, stall_after=15), config)
 """)
 
 
