@@ -108,7 +108,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
     store, refs = _shards({out!r})
     config = GenerationConfig(backend="simulated", samples_per_question=2, part_requests=3)
-    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=5, delay=0.15, stall_after=15), config)
+    stream = ShufflingStream(window=5, delay=0.15, stall_after=15)  # 15 of 24 answers, then it hangs until killed
+    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, stream, config)
 """)
 
 
