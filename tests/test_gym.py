@@ -151,6 +151,35 @@ def test_gym_verifier_adversarial_answers_are_not_verified(pool):
     assert verdict is False and reason.startswith("partial_score=")
 
 
+def test_gym_verifier_truncated_thinking_and_mixed_conventions_are_not_verified(pool):
+    """Answers the adversarial test above does not build: a think block cut off mid-way (the answer only a draft),
+    a tag and a box that disagree, two boxes, a retraction after the answer, a candidate per line."""
+    spec = _spec("chain_sum")
+    gold = spec["entry"]["answer"]
+    wrong = str(int(gold) + 1)
+    cases = {
+        f"<think>so it is <answer>{gold}</answer>": "no_stated_answer",  # generation cut off inside <think>
+        f"<think>so\nThe answer is {gold}": "no_stated_answer",
+        f"<answer>{gold}</answer>\n\\boxed{{{wrong}}}": "score=0",  # the box is the final one
+        f"\\boxed{{{wrong}}}\n<answer>{gold}</answer>": "conflicting_final_answers",
+        f"\\boxed{{{gold}}} \\boxed{{{wrong}}}": "partial_score=",
+        f"<answer>{gold}</answer>\nNo, that's wrong.": "hedged_answer",
+        f"<answer>{gold}\n{wrong}</answer>": "partial_score=",
+        f"<answer>{gold} OR {wrong}</answer>": "hedged_answer",
+    }
+    results = _verify(pool, spec, list(cases))
+    for (text, reason), (verdict, got) in zip(cases.items(), results):
+        assert verdict is False and got.startswith(reason), (text, verdict, got)
+    # gym_reward scores what the model wrote: the gold in an echoed user message earns nothing, and the assistant's
+    # messages read as one text (a conflict split across two messages is still a conflict).
+    row_spec = json.dumps({"reasoning_gym": spec})
+    echoed = [{"role": "user", "content": f"<answer>{gold}</answer>"}, {"role": "assistant", "content": "No idea."}]
+    split = [{"role": "assistant", "content": f"<answer>{wrong}</answer>"},
+             {"role": "assistant", "content": f"The answer is {gold}."}]
+    honest = [{"role": "assistant", "content": f"<answer>{gold}</answer>"}]
+    assert gym_check.gym_reward([echoed, split, honest], [row_spec] * 3) == [0.0, 0.0, 1.0]
+
+
 def test_gym_verifier_scorer_semantics_partial_and_lenient(pool):
     words = _spec("word_sorting", {"min_words": 4, "max_words": 4})
     gold = words["entry"]["answer"].split(", ")
