@@ -34,8 +34,8 @@ from cotforge.schemas.views import (
     UnpairedRow,
 )
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
-from cotforge.tasks.views.formats import format_table
 from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
+from cotforge.tasks.views.formats import format_table
 from cotforge.tasks.views.generations import build_generations, verifier_spec
 
 # A line that states the final answer: the conventions tasks/verify/extract.py reads.
@@ -236,7 +236,8 @@ def build_rlvr(joined: pl.DataFrame, config: RlvrViewConfig, system_prompt: str 
         rows.append(RlvrRow(
             prompt=_prompt(r["question"], system_prompt), solution=solution,
             solution_kind=kind, tests=r["tests"], answer_type=r["answer_type"], verifier=r["verifier"],
-            verifier_spec=verifier_spec(r["metadata_json"]), pass_rate=r["pass_rate"], n_samples=r["n_samples"], n_correct=r["n_correct"],
+            verifier_spec=verifier_spec(r["metadata_json"]), pass_rate=r["pass_rate"], n_samples=r["n_samples"],
+            n_correct=r["n_correct"],
             difficulty_bin=r["difficulty_bin"], reference_model=r["reference_model"], question_id=r["question_id"],
             source=r["source"], added_in=added_in,
         ))
