@@ -180,6 +180,23 @@ def test_gym_verifier_truncated_thinking_and_mixed_conventions_are_not_verified(
     assert gym_check.gym_reward([echoed, split, honest], [row_spec] * 3) == [0.0, 0.0, 1.0]
 
 
+def test_gym_gold_in_hedge_words_still_rejects_a_retraction_after_the_answer(pool):
+    """A gold answer that itself reads as a hedge (a "?" or an "or" in it) lets the scorer judge the answer's words,
+    but a retraction, a doubt or an alternative around the answer is still a hedge: never verified."""
+    entry = {"question": "Restore the order of the words: Slavs? the North for The", "metadata": {},
+             "answer": "The North for the Slavs?"}
+    spec = {"task": "sentence_reordering", "config": gym.effective_config("sentence_reordering", {}, None),
+            "entry": entry}
+    gold = entry["answer"]
+    assert gym_check.reads_as_hedge(gold)
+    texts = [f"<answer>{gold}</answer>\nWait, actually that is wrong; it is Slavs the North.",
+             f"<answer>{gold}</answer> or maybe The Slavs for the North?", f"<answer>{gold}</answer>\nI'm not sure.",
+             f"The answer is {gold}\nHmm, no: scratch that."]
+    results = _verify(pool, spec, texts + [f"<answer>{gold}</answer>"])
+    assert results == [(False, "hedged_answer")] * len(texts) + [(True, "score=1.0")]
+    assert [gym_check.rescore(spec, t, check_entry=False) for t in texts] == [(False, "hedged_answer")] * len(texts)
+
+
 def test_gym_verifier_scorer_semantics_partial_and_lenient(pool):
     words = _spec("word_sorting", {"min_words": 4, "max_words": 4})
     gold = words["entry"]["answer"].split(", ")

@@ -39,7 +39,9 @@ _IMPORT_HEADROOM_S = 15.0  # a fresh worker imports reasoning-gym (about 2 s) in
 
 def stated_answers(text: str, check_hedge: bool = True) -> tuple[list[str], str | None]:
     """(final answers the text states, last first, each once; why none counts). Only the part after a closed
-    `</think>` may state one; a statement line holding a tag or box is counted by the tag or box."""
+    `</think>` may state one; a statement line holding a tag or box is counted by the tag or box. Without
+    `check_hedge`, the final answer's own words are not read as a hedge, but a retraction or alternative around it
+    still is."""
     region = answer_region(text)
     found: list[tuple[int, int, str]] = [(s, e, inner) for s, e, inner in answer_tags(region)]
     found += [(s, e, inner) for s, e, inner in box_groups(region)]
@@ -55,7 +57,11 @@ def stated_answers(text: str, check_hedge: bool = True) -> tuple[list[str], str 
         return [], "answer_inside_think" if inside else "no_stated_answer"
     found.sort(key=lambda f: f[1])
     start, end, _ = found[-1]
-    if check_hedge and (hedged_at(region, start, end) or _ALTERNATIVES.search(found[-1][2])):
+    if check_hedge:
+        hedged = hedged_at(region, start, end) or _ALTERNATIVES.search(found[-1][2])
+    else:  # the answer's own words are not read (its gold holds hedge words); what surrounds it still is
+        hedged = hedged_at(region[:start] + "_" + region[end:], start, start + 1)
+    if hedged:
         return [], "hedged_answer"
     answers = list(dict.fromkeys(f[2].strip() for f in reversed(found)))
     if len(answers) > _MAX_STATED:  # a spray of candidates: no scorer needs to read them all to say no
@@ -64,7 +70,8 @@ def stated_answers(text: str, check_hedge: bool = True) -> tuple[list[str], str 
 
 
 def reads_as_hedge(gold) -> bool:
-    """Whether a gold answer itself holds the words the hedge rule looks for (then only the scorer judges)."""
+    """Whether a gold answer itself holds the words the hedge rule looks for (then the scorer judges the answer's
+    words; the text around the answer is still read for hedges)."""
     return isinstance(gold, str) and bool(hedged_at(gold, 0, 0) or _ALTERNATIVES.search(gold))
 
 
