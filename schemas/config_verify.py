@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from cotforge.schemas.config_base import StrictConfig
 from cotforge.schemas.config_generation import GenerationConfig
@@ -86,6 +87,41 @@ class JudgeConfig(StrictConfig):
     assistant_prefix: str = ""
 
 
+ANSWER_FORMS = ("boxed", "answer_tag", "answer_is", "is_the_answer", "hashes", "answer_line", "bare")
+AnswerForm = Literal["boxed", "answer_tag", "answer_is", "is_the_answer", "hashes", "answer_line", "bare"]
+
+
+class ContractConfig(StrictConfig):
+    """The answer contract every verifier reads a final answer by (tasks/verify/contract.py): the forms a final
+    answer may be stated in, and the reasoning blocks whose text is never the answer."""
+
+    # boxed: \boxed{X}; answer_tag: <answer>X</answer>; answer_is: "The (final) answer is X"; is_the_answer: "So X is
+    # the answer"; hashes: "#### X"; answer_line: "Answer: X" (also on the next line, "**Final Answer**" over a
+    # display); bare: the answer region is nothing but X.
+    forms: list[AnswerForm] = list(ANSWER_FORMS)
+    reasoning_tags: list[str] = ["think", "thinking", "reasoning"]  # <think>...</think> and the like
+
+    @field_validator("forms")
+    @classmethod
+    def _forms(cls, forms: list[str]) -> list[str]:
+        if not forms:
+            raise ValueError("verify.contract.forms: name at least one accepted answer form")
+        if len(set(forms)) != len(forms):
+            raise ValueError("verify.contract.forms: a form is listed twice")
+        return forms
+
+    @field_validator("reasoning_tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        bad = [t for t in tags if not re.fullmatch(r"[A-Za-z][\w-]{0,31}", t)]
+        if bad:
+            raise ValueError(f"verify.contract.reasoning_tags: {bad[0]!r} is no tag name (letters, digits, '_', '-'; "
+                             "written without brackets)")
+        if "answer" in [t.lower() for t in tags]:
+            raise ValueError("verify.contract.reasoning_tags: 'answer' holds the answer, it cannot be reasoning")
+        return tags
+
+
 class VerifyConfig(StrictConfig):
     timeout_s: float = Field(default=5.0, gt=0)  # hard wall-clock limit per verification in the worker pool
     workers: int | None = Field(default=None, ge=1)  # verifier processes; None: one per core
@@ -97,6 +133,7 @@ class VerifyConfig(StrictConfig):
     length: LengthConfig = LengthConfig()
     judge: JudgeConfig | None = None
     math: MathConfig = MathConfig()
+    contract: ContractConfig = ContractConfig()
 
     @model_validator(mode="after")
     def _edges_sorted(self) -> "VerifyConfig":

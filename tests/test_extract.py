@@ -4,23 +4,24 @@ from cotforge.tasks.verify.extract import (
     as_rational,
     extract_answer,
     extract_answers,
-    extract_choice,
     extract_code,
-    final_answer_markers,
     normalize_answer,
 )
 
 
-def test_boxed_wins_and_keeps_nested_braces():
-    text = "Step 1: 3 + 4 = 7\nThe answer is 8.\nSo \\boxed{\\frac{1}{2}} is final."
-    assert extract_answer(text) == ("\\frac{1}{2}", "boxed")
+def test_boxed_keeps_nested_braces_and_a_restated_answer_is_one_answer():
+    text = "Step 1: 3 + 4 = 7\nThe answer is 1/2.\nSo \\boxed{\\frac{1}{2}}."
+    assert extract_answer(text) == ("\\boxed{\\frac{1}{2}}", "boxed")  # a box read as LaTeX
     assert normalize_answer("\\frac{1}{2}") == "1/2"
+    # Another answer before the final one is a conflict, not "the last one wins".
+    assert extract_answer("The answer is 8.\nSo \\boxed{\\frac{1}{2}} is final.") == (None, "conflicting_answers")
 
 
-def test_answer_tag_then_answer_is_then_last_number():
+def test_answer_tag_then_answer_is_and_no_last_number_fallback():
     assert extract_answer("<think>2+2</think><answer> 4 </answer>") == ("4", "answer_tag")
-    assert extract_answer("Adding gives 41.\nThe answer is 42 apples.") == ("42", "answer_is")
-    assert extract_answer("So we get 3, then 1,250 total") == ("1,250", "last_number")
+    assert extract_answer("Adding gives 41.\nThe answer is 42 apples.", question="How many apples?") == (
+        "42", "answer_is")
+    assert extract_answer("So we get 3, then 1,250 total") == (None, "no_answer_found")  # never a guess
 
 
 def test_failures_are_reasons():
@@ -43,62 +44,62 @@ def test_numbers_normalise_to_one_spelling_decimals_stay_decimals():
 
 
 def test_option_letters():
-    assert extract_choice("I think it is B.\nThe answer is (C).") == ("C", "option_letter")
-    assert extract_choice("Final: \\boxed{D}") == ("D", "boxed")
-    assert extract_choice("Reasoning...\n(A)\n") == ("A", "option_letter")
-    assert extract_choice("no letter given") == (None, "no_option_letter")
+    assert extract_answer("I think it is B.\nThe answer is (C).", "choice") == ("C", "answer_is")
+    assert extract_answer("Final: \\boxed{D}", "choice") == ("D", "boxed")
+    assert extract_answer("Reasoning...\nAnswer: A\n", "choice") == ("A", "answer_line")
+    assert extract_answer("no letter given", "choice") == (None, "no_answer_found")
     assert normalize_answer("(b)", "choice") == "B"
 
 
-def test_code_block_prefers_python_fence():
+def test_code_block_is_the_final_block_defining_the_asked_function():
+    tests = "assert f(1) == 2\n"
     text = "Here:\n```text\nnot code\n```\n```python\ndef f(x):\n    return x + 1\n```\nDone."
-    assert extract_code(text) == "def f(x):\n    return x + 1\n"
-    assert extract_answer(text, "code")[1] == "code_block"
-
-
-def test_final_answer_markers_count_every_statement():
-    assert final_answer_markers("The answer is 4. Actually \\boxed{5}") == ["5", "4"]
-    assert final_answer_markers("Step 1: 2+2=4") == []
+    assert extract_code(text, tests) == "def f(x):\n    return x + 1\n"
+    assert extract_answer(text, "code", tests=tests)[1] == "code_block"
+    example = text + "\nUsage:\n```python\nprint(f(3))\n```\n"
+    assert extract_code(example, tests) == "def f(x):\n    return x + 1\n"  # the usage example is not tested
 
 
 def test_math_statement_keeps_its_whole_expression_and_stops_at_prose():
     def answer(text):
-        return extract_answers([text], ["number"])[0]
+        return extract_answers([text], ["number"], ["How many apples? How long is the side in cm?"])[0]
 
     assert answer(r"The answer is 4\sqrt{2} cm.").answer == r"4\sqrt{2}"
     assert answer("The answer is (2, 5).").answer == "(2, 5)"
     assert answer("The answer is 10^{6}.").answer == "10^{6}"
-    assert answer("The answer is 18 apples, since 3 boxes hold 6 each.").answer == "18"
-    assert answer("Final Answer: The final answer is 15 gallons * 8 pints / gallon = 120 pints").answer == "120"
-    assert answer("Final Answer: The largest $n$ is 34.").answer == "34"
+    # Prose after the answer is a second claim: the contract breaks, nothing is read out of it.
+    assert answer("The answer is 18 apples, since 3 boxes hold 6 each.").method == "text_after_answer"
+    assert answer("Final Answer: The final answer is 15 gallons * 8 pints / gallon = 120 pints").method == \
+        "words_after_expression"
+    assert answer("Final Answer: The largest $n$ is 34.").method == "no_expression"
     assert answer("The answer is $1,000.").answer == "1000"  # a currency sign, not math
     assert (answer("Answer: $x \\in [-2,7]$").answer, answer("Answer: $x \\in [-2,7]$").method) == (
-        "x \\in [-2,7]", "answer_is")
+        "x \\in [-2,7]", "answer_line")
     tagged = answer("<answer>28 percent</answer>")
     assert (tagged.answer, tagged.method) == ("28\\%", "answer_tag")
 
 
-def test_math_boxes_group_as_one_answer_and_other_answers_travel_along():
+def test_math_boxes_group_as_one_answer_and_a_second_answer_is_a_conflict():
     grouped = extract_answers([r"\boxed{-2} \quad \text{and} \quad \boxed{1}"], ["number"])[0]
-    assert (grouped.answer, grouped.method, grouped.others) == ("-2, 1", "boxed", ())
+    assert (grouped.answer, grouped.method) == ("-2, 1", "boxed")
     far = extract_answers([r"We first get \boxed{7}." + " More work follows here." * 4 + r" So \boxed{3}."],
                           ["number"])[0]
-    assert (far.answer, far.others) == ("3", ("7",))
+    assert (far.answer, far.method) == (None, "conflicting_answers")
     restated = extract_answers(["The answer is 18.\nIt's 20."], ["number"])[0]
-    assert (restated.answer, restated.others) == ("18", ("20",))
+    assert (restated.answer, restated.method) == (None, "text_after_answer")
 
 
-def test_math_fallback_hedges_and_thinking():
+def test_math_hedges_and_thinking():
     def found(text):
         e = extract_answers([text], ["number"])[0]
         return e.answer, e.method
 
-    assert found("I am not sure. Maybe 18") == ("18", "last_number")  # the verifier refuses it: FALLBACK_METHODS
-    assert found("The answer is 18.\nActually I think it's 20.") == (None, "hedged_answer")
-    assert found("The answer is 18... no wait, 20.") == (None, "hedged_answer")
-    assert found("$\\frac13 $") == ("\\frac13", "bare_answer")  # a text that is nothing but an answer
+    assert found("I am not sure. Maybe 18") == (None, "no_answer_found")
+    assert found("The answer is 18.\nActually I think it's 20.") == (None, "text_after_answer")
+    assert found("The answer is 18... no wait, 20.") == (None, "text_after_answer")
+    assert found("$\\frac13 $") == ("\\frac13", "bare")  # a text that is nothing but an answer
     assert found("<think>maybe 17? wait</think>The answer is 18.") == ("18", "answer_is")
-    assert found("<think>The answer is 18.") == (None, "no_answer_found")  # it never finished thinking
+    assert found("<think>The answer is 18.") == (None, "unclosed_reasoning")  # it never finished thinking
 
 
 def test_one_normalisation_for_gold_and_prediction():

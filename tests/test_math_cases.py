@@ -6,7 +6,10 @@ is printed per form with every disagreement; cases cotforge cannot express are l
   where they change Math-Verify's own result;
 - bare predictions that state no final answer (no box, no answer statement, not an answer alone): cotforge reads
   only their last number, which never verifies a row (each must come back None, `fallback_only`);
-- the boxed and "answer is" forms of predictions that are whole solution texts, not answers.
+- the boxed and "answer is" forms of predictions that are whole solution texts, not answers;
+- texts that break the answer contract (tasks/verify/contract.py: words after the final answer such as "I hope it
+  is correct. <|im_start|>user", a second candidate, a relation like `x \\approx 11` where the gold is a value): they
+  are refused with the contract's reason, listed, and never accepted.
 A wrong acceptance (cotforge True where Math-Verify expects False) fails the test in any form.
 """
 
@@ -23,6 +26,7 @@ import pytest
 from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.tasks.questions.seeds import RowError, parse_boxed
 from cotforge.tasks.verify.cascade import verify_samples
+from cotforge.tasks.verify.contract import CONTRACT_REASONS
 from cotforge.tasks.verify.pool import VerifierPool
 from tests.conftest import missing_component
 from tests.verify_helpers import question, sample, tables
@@ -36,6 +40,7 @@ pytestmark = pytest.mark.slow  # 810 verifications and Math-Verify's own verdict
 
 CASES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math-verify-cases" / "cases.jsonl"
 FORMS = ("bare", "boxed", "answer_is")
+REFUSALS = CONTRACT_REASONS | {"alternative_in_answer", "relation_in_answer"}  # the contract's, and the math verifier's
 PREFIX = "Working through the problem step by step gives the result.\n"
 _SPAN = re.compile(r"^\s*(?:\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\])\s*$", re.S)
 _PROSE_WORD = re.compile(r"(?<![\\\w])[A-Za-z]{3,}(?![\w{])")
@@ -135,8 +140,7 @@ def judge_cases(cases: list[dict], rows: dict) -> dict[str, dict]:
             if form != "bare" and is_solution_text(case["pred"]):
                 report["skipped"][case["id"]] = "the prediction is a solution text, not an answer"
                 continue
-            if form == "bare" and row["extraction_method"] in ("last_number", None) and row["reason"] in (
-                    "fallback_only", "no_answer_found"):
+            if row["verdict"] is not True and row["reason"] in REFUSALS:
                 report["refused"].append((case["id"], row["reason"]))
                 continue
             entry = (case["id"], case["expected"], row["verdict"], row["reason"], row["extracted_answer"])
@@ -174,7 +178,7 @@ def print_report(cases: list[dict], verdicts: dict[str, dict]) -> None:
                   f"this text {int(alone)}; answer {answer!r:.60}; pred {case['pred'][-70:]!r}")
         for case_id, why in sorted(r["skipped"].items()):
             print(f"  skipped #{case_id}: {why}")
-        print(f"  refused: {sorted(case_id for case_id, _ in r['refused'])}")
+        print(f"  refused: {sorted(r['refused'])}")
     print("\nagreement per answer kind (agreeing/judged): " + ", ".join(FORMS))
     for kind, forms in agreement_by_kind(cases, verdicts).items():
         print(f"  {kind:24s} " + "  ".join(f"{a}/{n}" for a, n in forms.values()))
@@ -200,9 +204,14 @@ def test_math_verify_cases_agree_in_every_form(case_verdicts):
         assert len(r["agree"]) / n >= 0.99, f"{form}: agreement {len(r['agree'])}/{n}"
 
 
-def test_predictions_without_a_stated_answer_are_refused_never_accepted(case_verdicts):
-    """The bare predictions cotforge could only read by their last number: each verdict is None, never True."""
+def test_predictions_that_break_the_contract_are_refused_never_accepted(case_verdicts):
+    """The predictions that state no single final answer last (a last number in prose, text after the box): each
+    verdict is False with the contract's reason, never True; the forms built as answers are rarely refused."""
     cases, rows, verdicts = case_verdicts
     refused = verdicts["bare"]["refused"]
     assert refused  # the cases hold such predictions ("the number is not 10 which is 1,000.99€")
-    assert all(rows[(case_id, "bare")]["verdict"] is None for case_id, _ in refused)
+    for form in FORMS:
+        assert all(rows[(case_id, form)]["verdict"] is False for case_id, _ in verdicts[form]["refused"])
+    for form in ("boxed", "answer_is"):  # built as answers: refused only for a relation or words in the answer
+        assert {reason for _, reason in verdicts[form]["refused"]} <= {
+            "relation_in_answer", "alternative_in_answer", "words_in_answer", "no_expression"}, verdicts[form]

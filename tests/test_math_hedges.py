@@ -1,5 +1,6 @@
-"""Answers built to fool the `math` verifier: hedges, conflicting answers, fallbacks, huge numbers, look-alike digits
-and LaTeX tricks. Each goes through the build's verify path (extraction, normalisation, the verifier in a VerifierPool)
+"""Answers built to fool the `math` verifier: hedges, conflicting answers, no stated answer, huge numbers, look-alike
+digits and LaTeX tricks; since the answer contract (tasks/verify/contract.py) each hedge is refused by what it breaks
+(text after the answer, a qualified or second statement, words in the answer), not by its hedge word. Each goes through the build's verify path (extraction, normalisation, the verifier in a VerifierPool)
 and must come back false or null with the reason named here; the honest answers next to them must verify, so a
 verifier that said no to everything fails too. `pytest -k hedge` runs them."""
 
@@ -15,40 +16,41 @@ from tests.verify_helpers import question, sample, tables
 LONG = " Then we check the computation once more, step by step, with the numbers of the question." * 2
 # (name, model output, (verdict, reason)); the gold is 18 unless the name says otherwise.
 HEDGES = [
-    ("two_values_or", "The answer is 18 or 19.", (False, "several_answers")),
-    ("two_values_math_spans", "The answer is $18$ or $19$.", (False, "several_answers")),
-    ("two_values_text_or", r"The answer is $\boxed{\text{18}\text{ or }19}$.", (False, "several_answers")),
-    ("plus_minus", r"The answer is $\pm 18$.", (False, "several_answers")),
+    ("two_values_or", "The answer is 18 or 19.", (False, "alternative_in_answer")),
+    ("two_values_math_spans", "The answer is $18$ or $19$.", (False, "alternative_in_answer")),
+    ("two_values_text_or", r"The answer is $\boxed{\text{18}\text{ or }19}$.", (False, "alternative_in_answer")),
+    ("plus_minus", r"The answer is $\pm 18$.", (False, "alternative_in_answer")),
+    ("restated_bare_after", "The answer is 18.\n18", (False, "text_after_answer")),  # a second statement, unmarked
     ("adjacent_boxes", r"So \boxed{18}\boxed{19}", (False, "several_answers")),
-    ("boxes_with_or", r"Either way: \boxed{18} or \boxed{19}", (False, "hedged_answer")),
+    ("boxes_with_or", r"Either way: \boxed{18} or \boxed{19}", (False, "several_answers")),
     ("conflicting_boxes", r"First I get \boxed{19}." + LONG + r" So the total is \boxed{18}.",
-     (False, "conflicting_final_answers")),
+     (False, "conflicting_answers")),
     ("conflicting_statements", "The answer is 19.\nLet me redo it: 6 * 3 = 18.\nThe answer is 18.",
-     (False, "conflicting_final_answers")),
-    ("box_then_other_statement", r"We get \boxed{18}." + LONG + " The answer is 20.", (False, "math_mismatch")),
-    ("retraction_after_statement", "The answer is 18.\nActually I think it's 20.", (False, "hedged_answer")),
-    ("retraction_matching_gold", "The answer is 20.\nActually I think it's 18.", (False, "hedged_answer")),
-    ("no_wait_in_statement", "The answer is 18... no wait, 20.", (False, "hedged_answer")),
-    ("no_wait_back_to_gold", "The answer is 20... no wait, 18.", (False, "hedged_answer")),
-    ("comma_or_maybe", "The answer is 18, or maybe 19.", (False, "hedged_answer")),
-    ("probably", "The answer is probably 18.", (False, "hedged_answer")),
-    ("i_think_before", "I think the answer is 18.", (False, "hedged_answer")),
-    ("question_mark", "The answer is 18?", (False, "hedged_answer")),
-    ("trailing_off", "The answer is 18...", (False, "hedged_answer")),
-    ("not_sure_after", "The answer is 18. I am not sure, though.", (False, "hedged_answer")),
-    ("tag_then_or", "<answer>18</answer> or 19", (False, "hedged_answer")),
-    ("bare_value_restated_after", "The answer is 18.\n20", (False, "conflicting_final_answers")),
-    ("its_another_value_after", "The answer is 18.\nIt's 20.", (False, "conflicting_final_answers")),
-    ("maybe_fallback", "I am not sure. Maybe 18", (None, "fallback_only")),
-    ("no_wait_fallback", "18... no wait, 20", (None, "fallback_only")),
+     (False, "conflicting_answers")),
+    ("box_then_other_statement", r"We get \boxed{18}." + LONG + " The answer is 20.", (False, "conflicting_answers")),
+    ("retraction_after_statement", "The answer is 18.\nActually I think it's 20.", (False, "text_after_answer")),
+    ("retraction_matching_gold", "The answer is 20.\nActually I think it's 18.", (False, "text_after_answer")),
+    ("no_wait_in_statement", "The answer is 18... no wait, 20.", (False, "text_after_answer")),
+    ("no_wait_back_to_gold", "The answer is 20... no wait, 18.", (False, "text_after_answer")),
+    ("comma_or_maybe", "The answer is 18, or maybe 19.", (False, "text_after_answer")),
+    ("probably", "The answer is probably 18.", (False, "no_expression")),
+    ("i_think_before", "I think the answer is 18.", (False, "qualified_statement")),
+    ("question_mark", "The answer is 18?", (False, "text_after_answer")),
+    ("trailing_off", "The answer is 18...", (False, "text_after_answer")),
+    ("not_sure_after", "The answer is 18. I am not sure, though.", (False, "text_after_answer")),
+    ("tag_then_or", "<answer>18</answer> or 19", (False, "text_after_answer")),
+    ("bare_value_restated_after", "The answer is 18.\n20", (False, "text_after_answer")),
+    ("its_another_value_after", "The answer is 18.\nIt's 20.", (False, "text_after_answer")),
+    ("maybe_fallback", "I am not sure. Maybe 18", (False, "no_answer_found")),
+    ("no_wait_fallback", "18... no wait, 20", (False, "no_answer_found")),
     ("right_number_mid_text_fallback", "Each box holds 6, so 3 boxes hold 18 apples.\nSo there are 20 in all.",
-     (None, "fallback_only")),
+     (False, "no_answer_found")),
     ("tricky_other_answer", r"First \boxed{10^{10^{10}}}." + LONG + " The answer is 18.",
-     (False, "conflicting_final_answers")),
+     (False, "conflicting_answers")),
     ("right_number_mid_text_wrong_final_line", "Each box holds 6, so 3 boxes hold 18 apples.\nThe answer is 20.",
      (False, "math_mismatch")),
-    ("answer_only_inside_unclosed_think", "<think>6 * 3 = 18. The answer is 18.", (False, "no_answer_found")),
-    ("huge_number", "The answer is " + "9" * 100_000 + ".", (None, "answer_too_long")),
+    ("answer_only_inside_unclosed_think", "<think>6 * 3 = 18. The answer is 18.", (False, "unclosed_reasoning")),
+    ("huge_number", "The answer is " + "9" * 100_000 + ".", (False, "text_after_answer")),
     ("power_tower", r"The answer is $10^{10^{10}}$.", (None, "huge_power")),
     ("huge_exponent", r"The answer is $2^{99999999}$.", (None, "huge_power")),
     ("arabic_indic_digits", "The answer is ١٨.", (None, "non_ascii_digits")),
@@ -62,7 +64,7 @@ HEDGES = [
     ("overset", r"\boxed{\overset{18}{20}}", (None, "latex_trick:overset")),
     ("macro", r"\boxed{\def\x{18}\x}", (None, "latex_trick:def")),
     ("comment", r"\boxed{18 % 20}", (None, "latex_comment")),
-    ("zero_width_space", "The answer is 1\u200b8.", (False, "math_mismatch")),
+    ("zero_width_space", "The answer is 1\u200b8.", (False, "text_after_answer")),
     ("words_not_number", r"The answer is $\boxed{\text{eighteen}}$.", (False, "math_mismatch")),
 ]
 # Statements the old extractor read by their first number, verified against a gold that is that number.
@@ -78,7 +80,6 @@ HONEST = [  # the same answers stated plainly: each verifies
     ("statement", "6 * 3 = 18.\nThe answer is 18.", "18"),
     ("boxed", r"So the total is $\boxed{18}$.", "18"),
     ("answer_tag", "<answer>18</answer>", "18"),
-    ("restated_equal", "The answer is 18.\n18", "18"),
     ("box_and_statement_agree", r"We get $\boxed{18}$. Final Answer: The final answer is 18. I hope it is correct.",
      "18"),
     ("two_values_when_gold_has_two", "The answer is 18 or 19.", "18, 19"),
@@ -151,11 +152,11 @@ ADVERSARIAL_TEXTS = {  # 100,000 characters each, built to make extraction scan 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL_TEXTS))
 def test_hedge_extraction_stays_linear_on_adversarial_texts(name):
     """Extraction runs in the build's main process, outside the pool's deadline: it must stay linear in the text."""
-    from cotforge.tasks.verify.extract import extract_answers, final_answer_markers
+    from cotforge.tasks.verify.extract import extract_answers
 
     start = time.process_time()  # this process's CPU time: other load on the machine does not count
     extract_answers([ADVERSARIAL_TEXTS[name]], ["number"])
-    final_answer_markers(ADVERSARIAL_TEXTS[name])  # the format check's reading of the same text
+    extract_answers([ADVERSARIAL_TEXTS[name]], ["choice"])
     assert time.process_time() - start < 3.0  # ~0.1 s here; the quadratic versions took 5 s to minutes
 
 
@@ -164,7 +165,7 @@ def test_hedge_random_texts_never_crash_extraction_or_normalisation():
     superscripts, brackets, think tags): every one gets an extraction and a screen, never an exception."""
     import random
 
-    from cotforge.tasks.verify.extract import extract_answers, final_answer_markers, math_gold
+    from cotforge.tasks.verify.extract import extract_answers, math_gold
     from cotforge.tasks.verify.math_answer import screen_math_answer
 
     pieces = ["The answer is ", "Answer: ", "Final Answer: ", "\\boxed{", "}", "{", "$", "$$", "\\[", "\\]", "\\(",
@@ -175,7 +176,7 @@ def test_hedge_random_texts_never_crash_extraction_or_normalisation():
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
         found = extract_answers([text], ["number"])[0]
-        final_answer_markers(text)
+        extract_answers([text], ["text"])
         math_gold(text)
         if found.answer is not None:
             screen_math_answer(found.answer)

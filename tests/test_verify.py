@@ -67,7 +67,7 @@ def test_rule_verifiers_exact_choice_regex_abstain_and_unknown(pool):
     got = {k: (v["verdict"], v["reason"]) for k, v in rows.items()}
     assert got == {
         "e-0": (True, "exact_match"), "e-1": (False, "exact_mismatch"),
-        "c-0": (True, "choice_match"), "c-1": (False, "choice_mismatch"),
+        "c-0": (True, "choice_match"), "c-1": (False, "no_answer_found"),  # "I pick (D)": no accepted form
         "r-0": (True, "pattern_matched"), "r-1": (False, "pattern_mismatch"),
         "a-0": (True, "declined"), "a-1": (False, "answered_unanswerable"),
         "u-0": (None, "unknown_verifier:no_such_verifier"),
@@ -93,7 +93,7 @@ def test_code_verifier_runs_candidates_in_the_sandbox(pool):
     counts = {k: (v["tests_passed"], v["tests_total"], v["test_mode"]) for k, v in rows.items()}
     assert counts["k-0"] == (2, 2, "values") and counts["k-1"] == (0, 2, "values")
     assert counts["k-2"] == (0, 2, "values") and counts["k-3"] == (None, None, None)
-    assert rows["k-0"]["checks"][0]["version"] == VERIFIERS["code"][0] == "2"
+    assert rows["k-0"]["checks"][0]["version"] == VERIFIERS["code"][0] == "3"
 
 
 def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
@@ -116,32 +116,32 @@ def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):
 
 def test_structure_gates_veto_only_when_enforced(pool):
     qs = [question("q", "4")]
-    ss = [sample("q", 0, "The answer is 2^2. So \\boxed{4}"),  # two final answers, equal but written differently
+    ss = [sample("q", 0, "The answer is 4. So \\boxed{4}"),  # the same answer restated in another accepted form
           sample("q", 1, "答案是 4。The answer is 4."),  # mixed scripts
           sample("q", 2, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length")]
     lenient = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
     assert all(v["verdict"] is True for v in lenient.values())
-    # Two different final answers are a hedge, whatever the gates: the math verifier itself says no.
-    hedge = verify_samples(*tables(qs, [sample("q", 3, "The answer is 5. No wait, \\boxed{4}")]), "r", "b",
-                           VerifyConfig(), pool).to_pylist()[0]
-    assert (hedge["verdict"], hedge["reason"]) == (False, "hedged_answer")
+    # Two different final answers break the contract, whatever the gates: the math verifier itself says no.
+    for text in ("The answer is 5. No wait, \\boxed{4}", "The answer is 2^2. So \\boxed{4}"):
+        hedge = verify_samples(*tables(qs, [sample("q", 3, text)]), "r", "b", VerifyConfig(), pool).to_pylist()[0]
+        assert (hedge["verdict"], hedge["reason"], hedge["trainable"]) == (False, "conflicting_answers", False)
     formats = {k: next(c for c in v["checks"] if c["name"] == "format")["reason"] for k, v in lenient.items()}
-    assert formats["q-0"] == "conflicting_final_answers"
+    assert formats["q-0"] == "one_final_answer"
     strict = VerifyConfig(format=FormatConfig(enforce=True),
                           language=LanguageConfig(policy="target_only", target="latin", enforce=True),
                           length=LengthConfig(enforce=True))
     rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", strict, pool))
-    assert (rows["q-0"]["verdict"], rows["q-0"]["reason"], rows["q-0"]["verifier_name"]) == (
-        False, "format:conflicting_final_answers", "format")
+    assert rows["q-0"]["verdict"] is True  # one answer, restated: the contract holds
     assert (rows["q-1"]["verdict"], rows["q-1"]["reason"]) == (False, "language:other_script:cjk")
     assert (rows["q-2"]["verdict"], rows["q-2"]["reason"]) == (False, "length:truncated")
     # The answer check itself still says the answer was right: nothing is lost.
     assert all(v["checks"][0]["verdict"] is True for v in rows.values())
+    assert (rows["q-1"]["verifier_name"], rows["q-2"]["verifier_name"]) == ("language", "length")
 
 
 def test_weak_rows_are_kept_out_of_training_by_default(pool):
-    """Cut off at the token limit, no stated final answer, a fallback extraction: not trainable by default (the
-    verdict is left as the answer check said); a recipe may let the first two in, never the fallback."""
+    """Cut off at the token limit, no stated final answer: not trainable by default (the verdict is left as the answer
+    check said); a recipe may let a truncated right answer in, never a text that breaks the answer contract."""
     qs = [question("q", "4"), question("a", "ABSTAIN", "abstain", "none")]
     ss = [sample("q", 0, "Step 1: 2+2=4\nThe answer is 4."),
           sample("q", 1, "Step 1: 2+2=4\nThe answer is 4", finish_reason="length"),
@@ -152,14 +152,14 @@ def test_weak_rows_are_kept_out_of_training_by_default(pool):
     rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", VerifyConfig(), pool))
     got = {k: (v["trainable"], v["untrainable_reason"]) for k, v in rows.items()}
     assert got == {"q-0": (True, None), "q-1": (False, "length:truncated"), "q-2": (False, "length:truncated"),
-                   "q-3": (False, "format:no_final_answer_statement"), "q-4": (False, "generation_error"),
+                   "q-3": (False, "format:no_answer_found"), "q-4": (False, "generation_error"),
                    "a-0": (True, None)}
     assert rows["q-1"]["verdict"] is True  # the answer is right; it is only no training example
     opted_out = VerifyConfig(format=FormatConfig(enforce=False), length=LengthConfig(enforce="never"))
     rows = _by_id(verify_samples(*tables(qs, ss), "r", "b", opted_out, pool))
     got = {k: (v["trainable"], v["untrainable_reason"]) for k, v in rows.items()}
     assert got["q-1"] == (True, None)  # the recipe said so
-    assert got["q-2"] == got["q-3"] == (False, "fallback:last_number")  # the fallback alone never makes one
+    assert got["q-2"] == got["q-3"] == (False, "contract:no_answer_found")  # no stated answer never makes one
 
 
 def test_language_policies(pool):

@@ -3,14 +3,15 @@
 Verifiers are batched functions registered by name: `(items, context) -> [(verdict, reason)]`, verdict True / False /
 None (could not decide). The cascade per sample:
 
-1. extraction (by the question's answer type); a failure is a reason, not an exception;
+1. extraction by the answer contract (tasks/verify/contract.py: one answer, stated last, in an accepted form, after
+   the reasoning, the whole expression), read by the question's answer type; a broken contract is a named reason;
 2. the question's verifier (`math`, `exact`, `choice`, `regex`, `code`, `abstain`, `judge`); checks that can hang
    or crash (math-verify, regexes, candidate programs) run in the `VerifierPool` with a hard timeout per item;
 3. structure checks on every row: `format`, `language`, `length`. Each one's `enforce` says what a failure does:
    `always` vetoes a correct verdict; `training_views` (the default for format and length) keeps the verdict but
    marks the row not `trainable`, so a sample cut off at the token limit or without its final answer line never
-   becomes a training example (sft, preference chosen, prm, rlvr pseudo-labels); `never` only records it. An answer
-   found only by a fallback extraction (the last number or line) is never trainable;
+   becomes a training example (sft, preference chosen, prm, rlvr pseudo-labels); `never` only records it. The
+   format check fails wherever the contract broke, so such a sample is never trainable;
 4. the LLM judge where the rule verdict is None (or on every row when the recipe says `everywhere`).
 
 One Verdict row per sample: the final verdict and who decided it, plus `checks`, every verifier's judgement.
@@ -39,29 +40,24 @@ _NO_QUESTION = "none"
 
 
 def _answer_type(verifier: str, answer_type: str) -> str:
-    return {"code": "code", "choice": "choice", "exact": "text", "regex": "text"}.get(verifier, answer_type)
-
-
-_FALLBACK_EXTRACTIONS = ("last_number", "last_line")  # answers found by position, not stated by the model
+    return {"code": "code", "choice": "choice", "exact": "text", "regex": "text", "reasoning_gym": "text",
+            "judge": "text"}.get(verifier, answer_type)
 
 
 def _check(name: str, result: Result) -> Check:
     return Check(name=name, version=VERIFIERS[name][0], verdict=result[0], reason=result[1])
 
 
-def _untrainable(checks: list[Check], method: str | None, error: bool, config: VerifyConfig,
-                 verifier: str) -> str | None:
-    """Why a sample may not be a training example (None: it may). An abstain question's answer is the decline, not
-    an extracted answer, so no extraction counts as a fallback there."""
+def _untrainable(checks: list[Check], error: bool, config: VerifyConfig, broken: str | None) -> str | None:
+    """Why a sample may not be a training example (None: it may). `broken`: why the answer contract broke (never
+    trainable, whatever the gates say)."""
     if error:
         return "generation_error"
     by_name = {c.name: c for c in checks}
     for gate in ("length", "format", "language"):
         if getattr(config, gate).enforce != "never" and by_name[gate].verdict is False:
             return f"{gate}:{by_name[gate].reason}"
-    if method in _FALLBACK_EXTRACTIONS and verifier != "abstain":
-        return f"fallback:{method}"
-    return None
+    return f"contract:{broken}" if broken else None
 
 
 def _final(checks: list[Check], primary: str, config: VerifyConfig) -> Check:
@@ -100,10 +96,13 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
     for r in rows:
         r["verifier"] = r["verifier"] or _NO_QUESTION  # a sample whose question is missing still gets its row
     ctx = VerifyContext(config, pool)
+    contract = config.contract
     extractions = extract_answers([r["text"] if r["error"] is None else None for r in rows],
-                                  [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows])
+                                  [_answer_type(r["verifier"], r["answer_type"] or "number") for r in rows],
+                                  [r["question"] or "" for r in rows], [r["tests"] for r in rows],
+                                  tuple(contract.forms), tuple(contract.reasoning_tags))
     items = [VerifyItem(e.answer, e.method, r["gold_answer"], r["text"] or "", r["tests"], r["finish_reason"] or "",
-                        r["verifier"], e.others, r["metadata_json"] or "{}") for r, e in zip(rows, extractions)]
+                        r["verifier"], r["metadata_json"] or "{}") for r, e in zip(rows, extractions)]
     checks: list[list[Check]] = [[] for _ in rows]
     details: list[dict] = [{} for _ in rows]  # what the question's verifier adds (the code verifier's test counts)
 
@@ -141,8 +140,8 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
         final = _final(checks[i], checks[i][0].name, config)
         judgement = judged.get(i)
         text = item.text
-        untrainable = _untrainable(checks[i], e.method if e.answer is not None else None, r["error"] is not None,
-                                   config, r["verifier"])
+        broken = e.method if e.answer is None and r["verifier"] != "abstain" else None
+        untrainable = _untrainable(checks[i], r["error"] is not None, config, broken)
         verdicts.append(Verdict(
             sample_id=r["sample_id"], question_id=r["question_id"], extracted_answer=e.answer,
             extraction_method=e.method if e.answer is not None else None, verdict=final.verdict, reason=final.reason,

@@ -1,48 +1,33 @@
-"""Final-answer extraction. A failure is a result with a reason, never an exception.
+"""Final-answer extraction by the answer contract (`contract.read_answer`): a failure is a named reason, never an
+exception and never a guess (no last-number or last-line fallback).
 
-Math answers (answer type `number`) follow `math_extract`: boxes, answer tags, answer statements, hedges, conflicts,
-the last-number fallback, and one normalisation (`math_answer`) for the vote and the verifier. Other answer types: an
-option letter (multiple choice), the last fenced code block, or for text the last box, answer tag, "the answer is"
-line, or last line.
+Each answer type reads the contract's one final answer its own way: math answers (`number`) are normalised by
+`math_answer.normalize_math` for the vote and the verifier, option letters upper case, text folded, and a code
+answer is the final code block that defines the function the question's tests call.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import re
 import unicodedata
 
-from cotforge.tasks.verify.math_answer import as_rational, balanced_group, box_groups, normalize_math
-from cotforge.tasks.verify.math_extract import (
-    FALLBACK_METHODS,
-    FINAL_ANSWER_LINE,
-    Extraction,
-    answer_tags,
-    extract_math,
-    final_answer_markers,
-    math_gold,
-)
+from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, Extraction, answer_region, read_answer
+from cotforge.tasks.verify.math_answer import as_rational, normalize_math
 
-__all__ = ["FALLBACK_METHODS", "FINAL_ANSWER_LINE", "Extraction", "as_rational", "balanced_group", "extract_answer",
-           "extract_answers", "extract_choice", "extract_code", "extract_math", "final_answer_markers", "math_gold",
-           "normalize_answer", "normalize_text_answer"]
+__all__ = ["Extraction", "FINAL_ANSWER_LINE", "as_rational", "extract_answer", "extract_answers", "extract_code",
+           "math_gold", "normalize_answer", "normalize_text_answer", "select_program"]
 
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*\$?\s*([^\n]+)", re.I)
+# A line that states a final answer in an accepted form (the views split reasoning from the final part with it).
+FINAL_ANSWER_LINE = re.compile(r"\b(?:the|my|our)\s+(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\b|"
+                               r"\bis\s+(?:the|my|our)\s+(?:final\s+)?answer\b|^[ \t]*####|"
+                               r"^[ \t>#*_-]*(?:final\s+)?answer\b[ \t*_]*:|\\(?:boxed|fbox)\s*\{|<answer>",
+                               re.I | re.M)
 _LETTER = re.compile(r"^\(?\s*([A-J])\s*\)?(?:[.:)\s]|$)")
-_CHOICE_STATED = re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*\(?\s*([A-J])\s*\)?(?![A-Za-z])", re.I)
-_CHOICE_LAST = re.compile(r"\(([A-J])\)")
-_FENCE = re.compile(r"```[ \t]*(python|py|python3)?[^\n]*\n(.*?)```", re.S | re.I)
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.S)
 _TEXT_WRAPPER = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
-
-
-def _boxed_contents(text: str) -> str | None:
-    groups = box_groups(text)
-    return groups[-1][2] if groups else None
-
-
-def _clean(answer: str) -> str:
-    answer = answer.strip().rstrip(".").strip()
-    answer = answer.strip("$ ").replace("\\$", "")
-    return answer
+_CONTRACT_TYPE = {"number": "number", "choice": "choice"}  # every other answer type is one line of text
 
 
 def normalize_answer(answer: str, answer_type: str = "number") -> str:
@@ -66,79 +51,94 @@ def normalize_text_answer(text: str) -> str:
     return text.strip(" .,;:!?\"'`")
 
 
-def extract_code(text: str) -> str | None:
-    """The last fenced code block, preferring one tagged python."""
-    blocks = _FENCE.findall(text)
-    if not blocks:
+def _defined_names(code: str) -> set[str] | None:
+    """Top-level functions, classes and assigned names a block defines (None: it does not parse)."""
+    try:
+        module = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-    tagged = [body for lang, body in blocks if lang]
-    return (tagged or [body for _, body in blocks])[-1]
+    names = set()
+    for node in module.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
 
 
-def extract_choice(text: str) -> tuple[str | None, str]:
-    """An option letter A-J from a boxed answer, an answer tag, "the answer is (B)", or the last "(B)"."""
-    tag = _last([inner for _, _, inner in answer_tags(text)])
-    for candidate, method in ((_boxed_contents(text), "boxed"), (tag, "answer_tag")):
-        if candidate:
-            m = _LETTER.match(_clean(_TEXT_WRAPPER.sub(r"\1", candidate)))
-            if m:
-                return m.group(1).upper(), method
-    stated = _CHOICE_STATED.findall(text)
-    if stated:
-        return stated[-1].upper(), "option_letter"
-    lone = [line.strip() for line in text.splitlines() if re.fullmatch(r"\(?[A-J]\)?\.?", line.strip())]
-    if lone:
-        return lone[-1].strip("().").upper(), "option_letter"
-    bracketed = _CHOICE_LAST.findall(text)
-    if bracketed:
-        return bracketed[-1], "option_letter"
-    return None, "no_option_letter"
+def _asked_names(tests: str | None) -> set[str]:
+    """The functions the question's tests call that the tests do not define themselves (the asked function)."""
+    if not tests:
+        return set()
+    try:
+        module = ast.parse(tests)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return set()
+    called = {n.func.id for n in ast.walk(module) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    return called - (_defined_names(tests) or set()) - set(dir(builtins))
 
 
-def _last(items: list[str]) -> str | None:
-    return items[-1] if items and items[-1].strip() else None
+def _python_blocks(text: str) -> list[str]:
+    return [body for lang, body in _FENCE.findall(text) if lang.lower() in ("", "python", "py", "python3")]
 
 
-def _extract_text(text: str) -> tuple[str | None, str]:
-    boxed = _boxed_contents(text)
-    if boxed is not None and boxed.strip():
-        return _clean(boxed), "boxed"
-    tag = _last([inner for _, _, inner in answer_tags(text)])
-    if tag:
-        return _clean(tag), "answer_tag"
-    stated = _ANSWER_IS.findall(text)
-    if stated:
-        return _clean(stated[-1]), "answer_is"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (_clean(lines[-1]), "last_line") if lines else (None, "no_answer_found")
+def select_program(text: str, tests: str | None = None,
+                   reasoning_tags: tuple[str, ...] = REASONING_TAGS) -> tuple[str | None, str]:
+    """(the program to test, "code_block") or (None, reason): the final code block of the answer region that defines
+    the function the tests call (blocks after it, such as a usage example, are not the answer); every other block
+    defining it must be the same program. Without tests naming a function: the region's only distinct block."""
+    region, reasoning = answer_region(text, reasoning_tags)
+    if region is None:
+        return None, "unclosed_reasoning"
+    blocks = _python_blocks(region)
+    asked = _asked_names(tests)
+    if asked:
+        defining = [b for b in blocks if (_defined_names(b) or set()) & asked]
+    else:
+        defining = blocks
+    if not defining:
+        if any((_defined_names(b) or set()) & asked or not asked for b in _python_blocks(reasoning)):
+            return None, "code_only_in_reasoning"
+        return None, "no_code_block"
+    if len({b.strip() for b in defining}) > 1:
+        return None, "conflicting_code_blocks"
+    return defining[-1], "code_block"
 
 
-def extract_answer(text: str, answer_type: str = "number") -> tuple[str | None, str]:
-    """(answer as written, method) where method says which convention matched, or (None, why nothing did)."""
+def extract_code(text: str, tests: str | None = None) -> str | None:
+    """The program `select_program` picks, or None."""
+    return select_program(text, tests)[0]
+
+
+def extract_answer(text: str, answer_type: str = "number", forms: tuple[str, ...] = FORMS,
+                   reasoning_tags: tuple[str, ...] = REASONING_TAGS, question: str = "",
+                   tests: str | None = None) -> tuple[str | None, str]:
+    """(answer as written, accepted form) or (None, the contract's reason)."""
     if not text or not text.strip():
         return None, "empty_output"
     if answer_type == "code":
-        code = extract_code(text)
-        return (code, "code_block") if code is not None else (None, "no_code_block")
-    if answer_type == "choice":
-        return extract_choice(text)
-    if answer_type == "number":
-        found = extract_math(text)
-        return (found.raw if found.answer is not None else None), found.method
-    return _extract_text(text)
+        return select_program(text, tests, reasoning_tags)
+    return read_answer(text, _CONTRACT_TYPE.get(answer_type, "text"), forms, reasoning_tags, question)
 
 
-def extract_answers(texts: list[str | None], answer_types: list[str]) -> list[Extraction]:
+def extract_answers(texts: list[str | None], answer_types: list[str], questions: list[str] | None = None,
+                    tests: list[str | None] | None = None, forms: tuple[str, ...] = FORMS,
+                    reasoning_tags: tuple[str, ...] = REASONING_TAGS) -> list[Extraction]:
     """Batched extraction: one Extraction per text (None text: the generation failed)."""
     out = []
-    for text, answer_type in zip(texts, answer_types):
+    for i, (text, answer_type) in enumerate(zip(texts, answer_types)):
         if text is None:
             out.append(Extraction(None, None, "generation_error"))
-        elif answer_type == "number" and text.strip():
-            out.append(extract_math(text))
-        else:
-            raw, method = extract_answer(text, answer_type)
-            answer = normalize_answer(raw, answer_type) if raw is not None else None
-            out.append(Extraction(answer if answer else None, raw, method if answer else
-                                  (method if raw is None else "empty_answer")))
+            continue
+        raw, method = extract_answer(text, answer_type, forms, reasoning_tags, questions[i] if questions else "",
+                                     tests[i] if tests else None)
+        answer = normalize_answer(raw, answer_type) if raw is not None else None
+        out.append(Extraction(answer or None, raw, method if raw is None or answer else "empty_answer"))
     return out
+
+
+def math_gold(gold: str) -> str:
+    """A gold answer normalised as predictions are; a gold that is a worked solution gives its stated final answer
+    (a gold is trusted: its whole text when it states none by the contract)."""
+    raw, _ = read_answer(gold, "number", reasoning_tags=()) if gold.strip() else (None, "")
+    return normalize_math(raw) if raw else normalize_math(gold)

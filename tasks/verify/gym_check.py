@@ -1,15 +1,12 @@
-"""The `reasoning_gym` verifier: a reasoning-gym task's own scorer, behind cotforge's answer rules.
+"""The `reasoning_gym` verifier: the answer contract extracts, a reasoning-gym task's own scorer compares.
 
-Which answer is scored: the final answers a text states after its reasoning (`<answer>` tags, `\\boxed{}`, "The
-answer is ..."), never a last line or a last number. The scorer's semantics decide, and only a full score verifies:
+Which answer is scored: the contract's one final answer (tasks/verify/contract.py: after the reasoning, stated once,
+last, in an accepted form such as `<answer>` tags); a text that breaks the contract is `false` with the contract's
+reason and no scorer sees it. The scorer's semantics decide, and only a full score verifies:
 
-- score 1.0 for the final answer and for every other final answer the text states: `true`;
-- a partial score (`0 < s < 1`, e.g. a list half sorted, or the gold buried in a longer answer): `false`,
-  `partial_score=<s>`; a zero: `false`, `score=0.0`; a score outside 0..1 (a scorer's float sum that overshoots on a
-  wrong answer): `null`;
-- another stated final answer the scorer does not accept ("<answer>18</answer> ... The answer is 19"): `false`,
-  `conflicting_final_answers`; a hedged final answer ("18, or maybe 19"): `false`, `hedged_answer`;
-- an answer only inside `<think>`, or none stated: `false`; a scorer that raises or returns no number: `null`.
+- score 1.0: `true`; a partial score (`0 < s < 1`, e.g. a list half sorted): `false`, `partial_score=<s>`; a zero:
+  `false`, `score=0.0`; a score outside 0..1 (a scorer's float sum that overshoots on a wrong answer): `null`;
+- a scorer that raises or returns no number: `null`.
 
 Scoring runs in the verifier pool (a scorer may hang). `rescore` re-scores a published row's text later; it
 regenerates the item from (task, config, seed) and refuses a row whose stored entry differs (an edited row, or a
@@ -21,58 +18,20 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from functools import lru_cache
 
 from cotforge.tasks.questions.gym import entry_json, gym_version, make_entry, scorer
-from cotforge.tasks.verify.math_answer import box_groups
-from cotforge.tasks.verify.math_extract import answer_region, answer_tags, hedged_at
+from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, read_answer
 from cotforge.tasks.verify.rules import Result, VerifyContext, VerifyItem, register_verifier
 
-VERIFIER_VERSION = f"1+reasoning-gym=={gym_version()}"
-_STATEMENT = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?[ \t]*", re.I)
-_MARKUP = re.compile(r"</?answer>|\\boxed\{|\\fbox\{", re.I)
-_ALTERNATIVES = re.compile(r"\b(?:or|and/or)\b", re.I)  # "18 or 19" inside one answer
-_MAX_STATED = 20  # more distinct final answers than this is a spray, as the math verifier holds
+VERIFIER_VERSION = f"2+reasoning-gym=={gym_version()}"
 _IMPORT_HEADROOM_S = 15.0  # a fresh worker imports reasoning-gym (about 2 s) inside its first item's deadline
 
 
-def stated_answers(text: str, check_hedge: bool = True) -> tuple[list[str], str | None]:
-    """(final answers the text states, last first, each once; why none counts). Only the part after a closed
-    `</think>` may state one; a statement line holding a tag or box is counted by the tag or box. Without
-    `check_hedge`, the final answer's own words are not read as a hedge, but a retraction or alternative around it
-    still is."""
-    region = answer_region(text)
-    found: list[tuple[int, int, str]] = [(s, e, inner) for s, e, inner in answer_tags(region)]
-    found += [(s, e, inner) for s, e, inner in box_groups(region)]
-    for m in _STATEMENT.finditer(region):
-        line_end = region.find("\n", m.end())
-        line_end = len(region) if line_end < 0 else line_end
-        rest = region[m.end():line_end]
-        if not _MARKUP.search(rest):
-            found.append((m.start(), line_end, rest.strip().strip("*$ ").rstrip(".").strip()))
-    found = [f for f in found if f[2].strip()]
-    if not found:
-        inside = "</think>" in text.lower() and (answer_tags(text) or box_groups(text) or _STATEMENT.search(text))
-        return [], "answer_inside_think" if inside else "no_stated_answer"
-    found.sort(key=lambda f: f[1])
-    start, end, _ = found[-1]
-    if check_hedge:
-        hedged = hedged_at(region, start, end) or _ALTERNATIVES.search(found[-1][2])
-    else:  # the answer's own words are not read (its gold holds hedge words); what surrounds it still is
-        hedged = hedged_at(region[:start] + "_" + region[end:], start, start + 1)
-    if hedged:
-        return [], "hedged_answer"
-    answers = list(dict.fromkeys(f[2].strip() for f in reversed(found)))
-    if len(answers) > _MAX_STATED:  # a spray of candidates: no scorer needs to read them all to say no
-        return [], "conflicting_final_answers"
-    return answers, None
-
-
-def reads_as_hedge(gold) -> bool:
-    """Whether a gold answer itself holds the words the hedge rule looks for (then the scorer judges the answer's
-    words; the text around the answer is still read for hedges)."""
-    return isinstance(gold, str) and bool(hedged_at(gold, 0, 0) or _ALTERNATIVES.search(gold))
+def stated_answer(text: str, forms: tuple[str, ...] = FORMS,
+                  reasoning_tags: tuple[str, ...] = REASONING_TAGS) -> tuple[str | None, str]:
+    """(the contract's final answer as written, its form) or (None, why the contract broke)."""
+    return read_answer(text, "text", forms, reasoning_tags)
 
 
 def score_answers(task: str, config_json: str, entry: str, answers: tuple[str, ...]) -> Result:
@@ -107,7 +66,7 @@ def _spec(item_metadata: str) -> dict | None:
 
 @register_verifier("reasoning_gym", VERIFIER_VERSION)
 def verify_reasoning_gym(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Score the stated final answers with the question's reasoning-gym scorer (in the pool; see the module)."""
+    """Score the contract's final answer with the question's reasoning-gym scorer (in the pool; see the module)."""
     out: list[Result | None] = []
     todo: list[tuple[int, tuple]] = []
     for item in items:
@@ -118,15 +77,14 @@ def verify_reasoning_gym(items: list[VerifyItem], ctx: VerifyContext) -> list[Re
         if spec is None:
             out.append((None, "no_reasoning_gym_entry"))
             continue
-        gold = spec["entry"].get("answer")
-        # A gold answer in words that read as a hedge ("either", "or", "maybe") is scored as written.
-        answers, why = stated_answers(item.text, check_hedge=not reads_as_hedge(gold))
-        if why is not None:
-            out.append((False, why))
+        answer, form = stated_answer(item.text, tuple(ctx.config.contract.forms),
+                                     tuple(ctx.config.contract.reasoning_tags))
+        if answer is None:
+            out.append((False, form))
             continue
         out.append(None)
         todo.append((len(out) - 1, (spec["task"], json.dumps(spec["config"], sort_keys=True),
-                                    json.dumps(spec["entry"], sort_keys=True), tuple(answers))))
+                                    json.dumps(spec["entry"], sort_keys=True), (answer,))))
     distinct = list(dict.fromkeys(args for _, args in todo))  # samples of a question often state the same answers
     results = dict(zip(distinct, ctx.pool.run([("cotforge.tasks.verify.gym_check:score_answers", args)
                                                for args in distinct], ctx.config.timeout_s + _IMPORT_HEADROOM_S)))
@@ -150,11 +108,11 @@ def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
     if check_entry and not _entry_regenerates(data["task"], json.dumps(data["config"], sort_keys=True), data["seed"],
                                               json.dumps(data["entry"], sort_keys=True)):
         return None, f"entry_mismatch:made_with_reasoning-gym=={data.get('version')},installed=={gym_version()}"
-    answers, why = stated_answers(text, check_hedge=not reads_as_hedge(data["entry"].get("answer")))
-    if why is not None:
-        return False, why
+    answer, form = stated_answer(text)
+    if answer is None:
+        return False, form
     return score_answers(data["task"], json.dumps(data["config"], sort_keys=True),
-                         json.dumps(data["entry"], sort_keys=True), tuple(answers))
+                         json.dumps(data["entry"], sort_keys=True), (answer,))
 
 
 def rescore_row(row: dict, check_entry: bool = True) -> list[Result]:

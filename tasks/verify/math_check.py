@@ -27,10 +27,9 @@ def _several(parsed) -> bool:
     return bool(parsed) and isinstance(parsed[0], FiniteSet) and len(parsed[0]) > 1
 
 
-def check_math(prediction: str, gold: str, others: tuple[str, ...] | list[str] = (), precision: int = 6,
-               strict: bool = True, allow_set_relation_comp: bool = False) -> Result:
-    """Is `prediction` mathematically the `gold` answer? `others`: the other final answers the same text states;
-    any of them that is not the gold makes the text a conflict, never a pass."""
+def check_math(prediction: str, gold: str, precision: int = 6, strict: bool = True,
+               allow_set_relation_comp: bool = False) -> Result:
+    """Is `prediction` (the contract's one final answer) mathematically the `gold` answer?"""
     try:
         from math_verify import verify
     except ImportError:
@@ -50,6 +49,4 @@ def check_math(prediction: str, gold: str, others: tuple[str, ...] | list[str] =
         return None, "answer_unparseable"
     if not same(parsed):
         return False, "several_answers" if _several(parsed) and not _several(gold_parsed) else "math_mismatch"
-    if any(not same(_parse(other)) for other in others):
-        return False, "conflicting_final_answers"
     return True, "math_equivalent"

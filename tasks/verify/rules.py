@@ -11,13 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cotforge.schemas.config_verify import VerifyConfig
-from cotforge.tasks.verify.extract import (
-    FALLBACK_METHODS,
-    final_answer_markers,
-    math_gold,
-    normalize_answer,
-    normalize_text_answer,
-)
+from cotforge.tasks.verify.contract import shape_breaks
+from cotforge.tasks.verify.extract import math_gold, normalize_answer, normalize_text_answer
 from cotforge.tasks.verify.judge import JUDGE_VERSION
 from cotforge.tasks.verify.math_answer import is_integer, screen_math_answer
 from cotforge.tasks.verify.pool import VerifierPool
@@ -30,14 +25,13 @@ Result = tuple[bool | None, str] | tuple[bool | None, str, dict]
 class VerifyItem:
     """What a verifier sees of one sample."""
 
-    answer: str | None  # normalised extracted answer
-    method: str  # extraction method, or why extraction failed
+    answer: str | None  # the contract's final answer, normalised
+    method: str  # the accepted form it was stated in, or why the contract broke
     gold: str | None
     text: str
     tests: str | None
     finish_reason: str
     verifier: str = ""  # the question's verifier
-    others: tuple[str, ...] = ()  # other final answers the text states (normalised): a conflict if any is wrong
     metadata_json: str = "{}"  # the question's metadata (a reasoning-gym entry for its scorer)
 
 
@@ -91,12 +85,15 @@ def _local(items: list[VerifyItem], decide: Callable[[VerifyItem], Result]) -> l
     return out
 
 
-@register_verifier("math", "3")
+_SEVERAL = re.compile(r",|\\\{|\bor\b|\\pm")  # a gold of several values: alternatives are math-verify's to compare
+
+
+@register_verifier("math", "4")
 def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Mathematical equivalence (math-verify) in the worker pool, after screens that need no parsing: a last-number
-    guess is no stated answer (None, `fallback_only`), an answer with non-ASCII digits, LaTeX that hides or
-    overlays, or a size sympy cannot handle is not judged (None), two integers compare as strings, and each distinct
-    (answer, gold) pair goes to the pool once."""
+    """Mathematical equivalence (math-verify) in the worker pool, of the contract's final answer, after screens that
+    need no parsing: alternatives or relations the gold does not hold are false, an answer with non-ASCII digits,
+    LaTeX that hides or overlays, or a size sympy cannot handle is not judged (None), two integers compare as
+    strings, and each distinct (answer, gold) pair goes to the pool once."""
     options = ctx.config.math
     out: list[Result | None] = []
     todo: list[tuple[int, tuple]] = []
@@ -108,16 +105,17 @@ def verify_math(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
         if item.gold not in golds:
             golds[item.gold] = math_gold(item.gold)  # the answer's own normalisation
         gold = golds[item.gold]
-        refused = "fallback_only" if item.method in FALLBACK_METHODS else screen_math_answer(item.answer)
+        refused = screen_math_answer(item.answer)
+        shape = shape_breaks(item.answer)
         if refused:
             out.append((None, refused))
-        elif len(item.others) > 20 or any(screen_math_answer(other) for other in item.others):
-            out.append((False, "conflicting_final_answers"))  # other answers no reader could check
-        elif is_integer(item.answer) and is_integer(gold) and not item.others:
+        elif shape and not shape_breaks(gold) and not (shape == "alternative_in_answer" and _SEVERAL.search(gold)):
+            out.append((False, shape))  # "18 or 19", "\\le 18" for a gold that is one value
+        elif is_integer(item.answer) and is_integer(gold):
             out.append((True, "math_equivalent") if item.answer == gold else (False, "math_mismatch"))
         else:
             out.append(None)
-            todo.append((len(out) - 1, (item.answer, gold, item.others, options.precision, options.strict,
+            todo.append((len(out) - 1, (item.answer, gold, options.precision, options.strict,
                                         options.allow_set_relation_comp)))
     # Samples of one question often give the same answer: each distinct check runs once (check_math is pure).
     distinct = list(dict.fromkeys(args for _, args in todo))
@@ -134,14 +132,14 @@ def _undecidable(item: VerifyItem) -> Result:
     return (None, "generation_error") if item.method == "generation_error" else (False, item.method)
 
 
-@register_verifier("regex", "1")
+@register_verifier("regex", "2")
 def verify_regex(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The answer fully matches the gold pattern; in the pool because patterns can backtrack for ever."""
     return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_regex", lambda i: (i.answer, i.gold),
                    ctx.config.timeout_s)
 
 
-@register_verifier("exact", "1")
+@register_verifier("exact", "2")
 def verify_exact(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """Normalised string equality (case, width, whitespace, surrounding punctuation)."""
     def decide(item: VerifyItem) -> Result:
@@ -150,7 +148,7 @@ def verify_exact(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return _local(items, decide)
 
 
-@register_verifier("choice", "1")
+@register_verifier("choice", "2")
 def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The option letter equals the gold letter."""
     def decide(item: VerifyItem) -> Result:
@@ -159,14 +157,15 @@ def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return _local(items, decide)
 
 
-@register_verifier("code", "2")
+@register_verifier("code", "3")
 def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The candidate program (last ```python block) against the question's tests in the sandbox: the expected values
+    """The candidate program (the contract's final code block defining the asked function) against the question's tests in the sandbox: the expected values
     stay here, the sandbox returns what the program computed (tasks/verify/program_tests.py)."""
     from cotforge.tasks.verify.program_tests import plan_tests
 
     limits = ctx.config.sandbox
-    patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason, i.verifier) for i in items]
+    patched = [VerifyItem(i.answer, i.method, i.tests, i.text, i.tests, i.finish_reason, i.verifier, i.metadata_json)
+               for i in items]
 
     def runs(tests: str) -> int:
         try:
@@ -214,13 +213,12 @@ def verify_judge_placeholder(items: list[VerifyItem], ctx: VerifyContext) -> lis
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _ANSWER_TAG = re.compile(r"<answer>.*?</answer>", re.S | re.I)
-_FENCE = re.compile(r"```")
 
 
-@register_verifier("format", "2")
+@register_verifier("format", "3")
 def check_format(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """Required tags present and exactly one stated final answer (none, or several conflicting ones, fail); a code
-    answer needs its code block. An abstain question's answer is the decline itself: not checked here."""
+    """Required tags present and a final answer the contract accepts (its reason otherwise); a code answer needs its
+    code block. An abstain question's answer is the decline itself: not checked here."""
     require = ctx.config.format.require
     out: list[Result] = []
     for item in items:
@@ -231,14 +229,12 @@ def check_format(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
             out.append((False, "missing_think_tag"))
         elif require in ("answer_tag", "think_answer_tags") and not _ANSWER_TAG.search(text):
             out.append((False, "missing_answer_tag"))
-        elif item.method in ("code_block", "no_code_block"):
-            out.append((item.method == "code_block", item.method))
         elif item.verifier == "abstain":
             out.append((None, "abstain_question"))
+        elif item.answer is None:
+            out.append((False, item.method))
         else:
-            markers = set(final_answer_markers(text))
-            out.append((True, "one_final_answer") if len(markers) == 1 else
-                       (False, "no_final_answer_statement") if not markers else (False, "conflicting_final_answers"))
+            out.append((True, "code_block" if item.method == "code_block" else "one_final_answer"))
     return out
 
 
