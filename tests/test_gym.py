@@ -129,18 +129,18 @@ def test_gym_verifier_adversarial_answers_are_not_verified(pool):
     gold = spec["entry"]["answer"]
     wrong = str(int(gold) + 1)
     cases = {
-        f"<answer>{gold} or {wrong}</answer>": "hedged_answer",  # several candidates in one answer
-        f"<answer>{gold}</answer> or maybe {wrong}": "hedged_answer",
+        f"<answer>{gold} or {wrong}</answer>": "alternative_in_answer",  # several candidates in one answer
+        f"<answer>{gold}</answer> or maybe {wrong}": "text_after_answer",
         f"<answer>{gold}, {wrong}</answer>": "partial_score=",  # a list of candidates: the scorer's partial credit
-        f"The answer is {wrong}.\n<answer>{gold}</answer>": "conflicting_final_answers:score=0",
-        f"<answer>{wrong}</answer>\nThe answer is {gold}.": "conflicting_final_answers",  # gold last, wrong before
+        f"The answer is {wrong}.\n<answer>{gold}</answer>": "conflicting_answers",
+        f"<answer>{wrong}</answer>\nThe answer is {gold}.": "conflicting_answers",  # gold last, wrong before
         f"<think><answer>{gold}</answer></think>\nThe answer is {wrong}": "score=0",  # a draft inside <think>
-        f"<think>it is <answer>{gold}</answer></think>\nDone.": "answer_inside_think",
-        f"Adding up gives\n{gold}": "no_stated_answer",  # a last line is no stated answer
-        f"<answer>{gold}</answer>\nWait, actually it is {wrong}.": "hedged_answer",
+        f"<think>it is <answer>{gold}</answer></think>\nDone.": "answer_only_in_reasoning",
+        f"Adding up gives\n{gold}": "no_answer_found",  # a last line is no stated answer
+        f"<answer>{gold}</answer>\nWait, actually it is {wrong}.": "text_after_answer",
         f"<answer>{wrong}</answer>": "score=0",
-        "<answer></answer>": "no_stated_answer",
-        "".join(f"<answer>{int(gold) + d}</answer>" for d in range(-30, 1)): "conflicting_final_answers",  # a spray
+        "<answer></answer>": "empty_answer",
+        "".join(f"<answer>{int(gold) + d}</answer>" for d in range(-30, 1)): "too_many_statements",  # a spray
     }
     results = _verify(pool, spec, list(cases))
     for (text, reason), (verdict, got) in zip(cases.items(), results):
@@ -158,14 +158,14 @@ def test_gym_verifier_truncated_thinking_and_mixed_conventions_are_not_verified(
     gold = spec["entry"]["answer"]
     wrong = str(int(gold) + 1)
     cases = {
-        f"<think>so it is <answer>{gold}</answer>": "no_stated_answer",  # generation cut off inside <think>
-        f"<think>so\nThe answer is {gold}": "no_stated_answer",
-        f"<answer>{gold}</answer>\n\\boxed{{{wrong}}}": "score=0",  # the box is the final one
-        f"\\boxed{{{wrong}}}\n<answer>{gold}</answer>": "conflicting_final_answers",
+        f"<think>so it is <answer>{gold}</answer>": "unclosed_reasoning",  # generation cut off inside <think>
+        f"<think>so\nThe answer is {gold}": "unclosed_reasoning",
+        f"<answer>{gold}</answer>\n\\boxed{{{wrong}}}": "conflicting_answers",
+        f"\\boxed{{{wrong}}}\n<answer>{gold}</answer>": "conflicting_answers",
         f"\\boxed{{{gold}}} \\boxed{{{wrong}}}": "partial_score=",
-        f"<answer>{gold}</answer>\nNo, that's wrong.": "hedged_answer",
+        f"<answer>{gold}</answer>\nNo, that's wrong.": "text_after_answer",
         f"<answer>{gold}\n{wrong}</answer>": "partial_score=",
-        f"<answer>{gold} OR {wrong}</answer>": "hedged_answer",
+        f"<answer>{gold} OR {wrong}</answer>": "alternative_in_answer",
     }
     results = _verify(pool, spec, list(cases))
     for (text, reason), (verdict, got) in zip(cases.items(), results):
@@ -181,20 +181,20 @@ def test_gym_verifier_truncated_thinking_and_mixed_conventions_are_not_verified(
 
 
 def test_gym_gold_in_hedge_words_still_rejects_a_retraction_after_the_answer(pool):
-    """A gold answer that itself reads as a hedge (a "?" or an "or" in it) lets the scorer judge the answer's words,
-    but a retraction, a doubt or an alternative around the answer is still a hedge: never verified."""
+    """A gold answer in words a hedge list would catch (a "?") is the scorer's to judge; a retraction, a doubt or an
+    alternative after the answer breaks the contract whatever the gold's words: never verified."""
     entry = {"question": "Restore the order of the words: Slavs? the North for The", "metadata": {},
              "answer": "The North for the Slavs?"}
     spec = {"task": "sentence_reordering", "config": gym.effective_config("sentence_reordering", {}, None),
             "entry": entry}
     gold = entry["answer"]
-    assert gym_check.reads_as_hedge(gold)
     texts = [f"<answer>{gold}</answer>\nWait, actually that is wrong; it is Slavs the North.",
              f"<answer>{gold}</answer> or maybe The Slavs for the North?", f"<answer>{gold}</answer>\nI'm not sure.",
              f"The answer is {gold}\nHmm, no: scratch that."]
     results = _verify(pool, spec, texts + [f"<answer>{gold}</answer>"])
-    assert results == [(False, "hedged_answer")] * len(texts) + [(True, "score=1.0")]
-    assert [gym_check.rescore(spec, t, check_entry=False) for t in texts] == [(False, "hedged_answer")] * len(texts)
+    assert results == [(False, "text_after_answer")] * len(texts) + [(True, "score=1.0")]
+    assert [gym_check.rescore(spec, t, check_entry=False) for t in texts] == [(False, "text_after_answer")] * len(
+        texts)
 
 
 def test_gym_verifier_scorer_semantics_partial_and_lenient(pool):
@@ -262,7 +262,7 @@ def test_gym_build_mixes_tasks_and_verifies_with_their_scorers(gym_build):
     checks = generations.select("correctness_by_verifier").explode("correctness_by_verifier").unnest(
         "correctness_by_verifier").filter(
         pl.col("verifier") == "reasoning_gym")
-    assert set(checks["version"]) == {"1+reasoning-gym==0.1.25"}
+    assert set(checks["version"]) == {"2+reasoning-gym==0.1.25"}
     reasons = [r for rs in checks["reasons"].to_list() for r in rs]
     assert "score=1.0" in reasons and any(r.startswith(("score=0", "partial_score=")) for r in reasons)
     verdicts = [v for vs in checks["verdicts"].to_list() for v in vs]

@@ -4,7 +4,8 @@
    as the recipe configures); a reasoning block left open means no answer.
 2. **Forms.** In the region the answer is stated in one of the recipe's accepted forms (`FORMS`): `\\boxed{X}`,
    `<answer>X</answer>`, "The (final) answer is X", "So X is the answer", `#### X`, "Answer: X" (also on the next
-   line, and a "**Final Answer**" heading over a display), or a region that is nothing but X (`bare`). A statement
+   line, and a "**Final Answer**" heading over a display), or a region that is nothing but X (`bare`; a number or
+   an option letter only: any line would read as a text answer). A statement
    of the answer begins a sentence (optionally after "So", "Thus", "Therefore", ...): "I think the answer is X" or
    "If the answer is X" states nothing and breaks the contract.
 3. **Once.** Every statement in the region states the same answer (restating it in another accepted form, as in
@@ -373,6 +374,14 @@ def _container_statement(region: str, form: str, start: int, container: tuple[st
     return _Statement(form, start, end, answer or "", why)
 
 
+_ALTERNATIVE_WORDS = re.compile(r"\b(?:or|and/or)\b", re.I)
+
+
+def text_alternative(answer: str, gold: str | None) -> bool:
+    """A text answer that offers alternatives ("Paris or Lyon") where the gold offers none."""
+    return bool(_ALTERNATIVE_WORDS.search(answer)) and not _ALTERNATIVE_WORDS.search(gold or "")
+
+
 def grader_address(text: str) -> bool:
     """Whether a text speaks to whoever grades it (the judge's protocol words, notes to a grader)."""
     return _GRADER.search(text) is not None
@@ -395,7 +404,7 @@ def read_answer(text: str, answer_type: str = "number", forms: tuple[str, ...] =
         return None, "too_many_statements"
     if not statements:
         whole = region.strip()
-        if "bare" in forms and whole and "\n" not in whole:
+        if "bare" in forms and answer_type != "text" and whole and "\n" not in whole:  # any line reads as text
             answer, end, why = _read_payload(whole, answer_type, allowed, whole=False)
             if why is None and answer and _CLOSING.match(whole, end):
                 return answer, "bare"
@@ -427,4 +436,4 @@ def _canonical(answer: str, answer_type: str) -> str:
 
 
 __all__ = ["CONTRACT_REASONS", "Extraction", "FORMS", "REASONING_TAGS", "answer_region", "answer_tags", "balanced_group",
-           "grader_address", "read_answer", "shape_breaks"]
+           "grader_address", "read_answer", "shape_breaks", "text_alternative"]

@@ -4,6 +4,7 @@ Which answer is scored: the contract's one final answer (tasks/verify/contract.p
 last, in an accepted form such as `<answer>` tags); a text that breaks the contract is `false` with the contract's
 reason and no scorer sees it. The scorer's semantics decide, and only a full score verifies:
 
+- an answer offering alternatives ("110 or 111") where the gold offers none: `false`, `alternative_in_answer`;
 - score 1.0: `true`; a partial score (`0 < s < 1`, e.g. a list half sorted): `false`, `partial_score=<s>`; a zero:
   `false`, `score=0.0`; a score outside 0..1 (a scorer's float sum that overshoots on a wrong answer): `null`;
 - a scorer that raises or returns no number: `null`.
@@ -21,7 +22,7 @@ import math
 from functools import lru_cache
 
 from cotforge.tasks.questions.gym import entry_json, gym_version, make_entry, scorer
-from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, read_answer
+from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, read_answer, text_alternative
 from cotforge.tasks.verify.rules import Result, VerifyContext, VerifyItem, register_verifier
 
 VERIFIER_VERSION = f"2+reasoning-gym=={gym_version()}"
@@ -82,6 +83,9 @@ def verify_reasoning_gym(items: list[VerifyItem], ctx: VerifyContext) -> list[Re
         if answer is None:
             out.append((False, form))
             continue
+        if text_alternative(answer, spec["entry"].get("answer")):
+            out.append((False, "alternative_in_answer"))
+            continue
         out.append(None)
         todo.append((len(out) - 1, (spec["task"], json.dumps(spec["config"], sort_keys=True),
                                     json.dumps(spec["entry"], sort_keys=True), (answer,))))
@@ -111,6 +115,8 @@ def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
     answer, form = stated_answer(text)
     if answer is None:
         return False, form
+    if text_alternative(answer, data["entry"].get("answer")):
+        return False, "alternative_in_answer"
     return score_answers(data["task"], json.dumps(data["config"], sort_keys=True),
                          json.dumps(data["entry"], sort_keys=True), (answer,))
 

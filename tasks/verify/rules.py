@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cotforge.schemas.config_verify import VerifyConfig
-from cotforge.tasks.verify.contract import shape_breaks
+from cotforge.tasks.verify.contract import shape_breaks, text_alternative
 from cotforge.tasks.verify.extract import math_gold, normalize_answer, normalize_text_answer
 from cotforge.tasks.verify.judge import JUDGE_VERSION
 from cotforge.tasks.verify.math_answer import is_integer, screen_math_answer
@@ -134,9 +134,14 @@ def _undecidable(item: VerifyItem) -> Result:
 
 @register_verifier("regex", "2")
 def verify_regex(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The answer fully matches the gold pattern; in the pool because patterns can backtrack for ever."""
-    return _pooled(items, ctx, "cotforge.tasks.verify.pool:check_regex", lambda i: (i.answer, i.gold),
-                   ctx.config.timeout_s)
+    """The answer fully matches the gold pattern (an answer offering alternatives the pattern's own text does not
+    name is refused first); in the pool because patterns can backtrack for ever."""
+    alternatives = [item.answer is not None and item.gold is not None and text_alternative(item.answer, item.gold)
+                    for item in items]
+    todo = [item for item, alternative in zip(items, alternatives) if not alternative]
+    results = iter(_pooled(todo, ctx, "cotforge.tasks.verify.pool:check_regex", lambda i: (i.answer, i.gold),
+                           ctx.config.timeout_s))
+    return [(False, "alternative_in_answer") if alternative else next(results) for alternative in alternatives]
 
 
 @register_verifier("exact", "2")
