@@ -67,15 +67,25 @@ def _defined_names(code: str) -> set[str] | None:
 
 
 def _asked_names(tests: str | None) -> set[str]:
-    """The functions the question's tests call that the tests do not define themselves (the asked function)."""
+    """The names the question's tests use but do not bind themselves: the asked function (`assert f(3) == 9`,
+    HumanEval's `check(f)`), never a builtin."""
     if not tests:
         return set()
     try:
         module = ast.parse(tests)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return set()
-    called = {n.func.id for n in ast.walk(module) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-    return called - (_defined_names(tests) or set()) - set(dir(builtins))
+    used, bound = set(), set()
+    for node in ast.walk(module):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+    return used - bound - set(dir(builtins))
 
 
 def _python_blocks(text: str) -> list[str]:
