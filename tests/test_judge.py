@@ -34,8 +34,8 @@ class RuleJudge:
             if self.fail_on and self.fail_on in prompt:
                 out.append(Completion(r.request_id, 0, "", "error", 0, 0, error="backend unavailable"))
                 continue
-            gold = re.search(r"Reference answer: (.+)", prompt)
-            candidate = prompt.split("Candidate solution:\n", 1)[1]
+            gold = re.search(r"<<<REFERENCE-\w+\n(.*)\nREFERENCE-", prompt)
+            candidate = prompt.split("Question:", 1)[1].split("\n\n", 1)[1]  # all the judge is shown of the candidate
             good = (gold.group(1) in candidate) if gold else ("Step" in candidate)
             text = f"The candidate {'matches' if good else 'does not match'}.\nSCORE: {9 if good else 2}\n" \
                    f"VERDICT: {'CORRECT' if good else 'INCORRECT'}"
@@ -65,10 +65,19 @@ def test_parse_judgement_formats():
 
 
 def test_judge_prompt_carries_rubric_reference_and_candidate():
-    system, user = judge_messages("What is 2+2?", "The answer is 4.", "4", "Be strict about units.")
-    assert "Be strict about units." in system["content"]
-    assert "Reference answer: 4" in user["content"] and "The answer is 4." in user["content"]
+    system, user = judge_messages("What is 2+2?", "The answer is 4.", "4", "Be strict about units.", "4",
+                                  nonce="n0nce")
+    assert "Be strict about units." in system["content"] and "n0nce" in system["content"]
+    assert "<<<REFERENCE-n0nce\n4\nREFERENCE-n0nce>>>" in user["content"]
+    assert "<<<CANDIDATE-n0nce\nThe answer is 4.\nCANDIDATE-n0nce>>>" in user["content"]
     assert "No reference answer" in judge_messages("q", "c", None, "r")[1]["content"]
+    # With a reference and show_rationale off, only the contract's final answer is shown.
+    only = judge_messages("q", "Long rationale. The answer is 4.", "4", "r", "4", show_rationale=False)[1]["content"]
+    assert "rationale" not in only and "FINAL_ANSWER" in only
+    # Each request draws its own nonce: a candidate cannot write the closing marker in advance.
+    nonces = {re.search(r"<<<QUESTION-(\w+)", judge_messages("q", "c", None, "r")[1]["content"]).group(1)
+              for _ in range(20)}
+    assert len(nonces) == 20
 
 
 def test_judge_runs_only_where_rules_return_null(pool):
@@ -114,8 +123,8 @@ def test_judge_everywhere_can_reject_a_right_answer(pool):
 
 def test_judge_backend_failures_are_null_verdicts():
     config = JudgeConfig()
-    rows = [{"sample_id": "a", "question": "q", "text": "fine", "gold_answer": None},
-            {"sample_id": "b", "question": "q", "text": "BROKEN", "gold_answer": None}]
+    rows = [{"sample_id": "a", "question": "q", "text": "fine", "gold_answer": None, "answer": "fine"},
+            {"sample_id": "b", "question": "q", "text": "BROKEN", "gold_answer": None, "answer": "BROKEN"}]
     a, b = judge_samples(RuleJudge(fail_on="BROKEN"), rows, config)
     assert a.verdict is False and a.reason == "judge_incorrect"
     assert (b.verdict, b.reason, b.rationale) == (None, "judge_error", "backend unavailable")

@@ -122,10 +122,13 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
 
     judged: dict[int, object] = {}
     if config.judge is not None and judge is not None:
+        # A text that breaks the answer contract (one addressing the grader included) never reaches a judge.
         wanted = [i for i, r in enumerate(rows) if rows[i]["error"] is None and
+                  (extractions[i].answer is not None or r["verifier"] == "abstain") and
                   (config.judge.everywhere or checks[i][0].verdict is None)]
         judgements = judge_samples(judge, [{"sample_id": rows[i]["sample_id"], "question": rows[i]["question"] or "",
-                                            "text": rows[i]["text"], "gold_answer": rows[i]["gold_answer"]}
+                                            "text": rows[i]["text"], "gold_answer": rows[i]["gold_answer"],
+                                            "answer": extractions[i].raw}
                                            for i in wanted], config.judge, seed)
         for i, j in zip(wanted, judgements):
             judged[i] = j

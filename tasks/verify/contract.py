@@ -101,7 +101,8 @@ _GRADER = re.compile(
     r"\bthe\s+(?:grader|judge|evaluator|reviewer|assessor|checker)\s+(?:should|must|will|can|is\s+to|has\s+to)\b|"
     r"\bignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|other)\s+instructions?\b|"
     r"\b(?:mark|grade|score|rate|judge|evaluate|count)\s+(?:this|it|me|my\s+answer|this\s+answer|the\s+answer)\s+"
-    r"(?:as\s+)?(?:correct|right|10|full)\b", re.I | re.M)
+    r"(?:as\s+)?(?:correct|right|10|full)\b|\b(?:respond|reply|answer|output|say|write|print|return)\s+(?:with\s+)?"
+    r"(?:only\s+)?(?:the\s+word\s+)?[\"'`]?(?:correct|incorrect|yes|true)\b", re.I | re.M)
 MAX_STATEMENTS = 20
 # Every reason `read_answer` names when a text breaks the contract (the verifiers add their own comparisons).
 CONTRACT_REASONS = frozenset({

@@ -212,8 +212,10 @@ def verify_abstain(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
 
 @register_verifier("judge", JUDGE_VERSION)
 def verify_judge_placeholder(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The judge needs a generator, so the cascade runs it (see `verify_samples`); alone it cannot decide."""
-    return [(None, "judge_not_configured") for _ in items]
+    """The judge needs a generator, so the cascade runs it (see `verify_samples`); alone it cannot decide. A text that
+    breaks the answer contract is false here: no judge ever sees it."""
+    return [(False, item.method) if item.answer is None and item.method != "generation_error" else
+            (None, "judge_not_configured") for item in items]
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
