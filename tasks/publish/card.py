@@ -181,14 +181,39 @@ def _funnel_note(stage: str, counts: dict[str, int], views: list[PublishedView])
     return "rows over all views: " + ", ".join(f"{v.name} {v.rows}" for v in views)
 
 
+_FORM_WORDS = {
+    "boxed": "`\\boxed{X}`", "answer_tag": "`<answer>X</answer>`", "answer_is": '"The (final) answer is X"',
+    "is_the_answer": '"So X is the answer"', "hashes": "`#### X`",
+    "answer_line": '"Answer: X" (or on the next line; a "**Final Answer**" heading over the answer)',
+    "bare": "an answer part that is nothing but X (a number or option letter)",
+}
+
+
+def answer_contract_rule(verify: VerifyConfig) -> str:
+    """The card's statement of the answer contract every verdict of this build was made under."""
+    contract = verify.contract
+    forms = "; ".join(_FORM_WORDS[f] for f in contract.forms)
+    tags = ", ".join(f"`<{t}>`" for t in contract.reasoning_tags) or "none"
+    return ("Answer contract (every verifier, `verify.contract`): a verdict reads only the text after the last closed "
+            f"reasoning block ({tags}; one left open means no answer). There the answer is stated in one of the "
+            f"accepted forms ({forms}); every statement states the same answer; nothing follows the last one but "
+            "closing punctuation or markup (Minerva's \"I hope it is correct.\" included); the stated expression is "
+            "the whole answer (no second candidate, alternative, range, relation the gold lacks, or number word "
+            "such as \"thousand\"; a unit after a number is allowed). A text that addresses the grader breaks it. "
+            "Anything else is not verified, with the contract's reason, and never a training example. Code answers: "
+            "the tested program is the final code block after the reasoning that defines the function the tests "
+            "use. One answer, stated last, is what graders that read the first match (lm-eval) and the last one "
+            "(verl, math-verify) agree on.")
+
+
 def verification_rules(verify: VerifyConfig, counts: dict[str, int], code_questions: int) -> list[str]:
     """What the card states about prompts, rendering, the training gate and the code sandbox of this build."""
     gates = ", ".join(f"`verify.{gate}.enforce: {getattr(verify, gate).enforce}`" for gate in ("length", "format"))
-    rules = [PROMPT_RULE, OWN_WORDS_RULE,
+    rules = [PROMPT_RULE, OWN_WORDS_RULE, answer_contract_rule(verify),
              f"Training views (sft, sft_lenient, preference chosen, unpaired desirable, prm, rlvr pseudo-labels) take "
              f"only trainable samples: not cut off at the token limit and with one stated final answer unless the "
-             f"recipe says otherwise ({gates}), and never an answer found only by the last-number or last-line "
-             f"fallback; sft_lenient never takes a sample a verifier judged wrong. "
+             f"recipe says otherwise ({gates}), and never a sample whose text breaks the answer contract; "
+             f"sft_lenient never takes a sample a verifier judged wrong. "
              f"{counts.get('samples kept out of training views', 0)} samples were kept out."]
     if code_questions:
         if verify.sandbox.isolation == "none":
