@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow  # 810 verifications and Math-Verify's own verdict
 
 CASES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math-verify-cases" / "cases.jsonl"
 FORMS = ("bare", "boxed", "answer_is")
-REFUSALS = CONTRACT_REASONS | {"alternative_in_answer", "relation_in_answer"}  # the contract's, and the math verifier's
+REFUSALS = CONTRACT_REASONS  # the contract's reasons (alternatives and relations: decided beside the gold)
 PREFIX = "Working through the problem step by step gives the result.\n"
 _SPAN = re.compile(r"^\s*(?:\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\])\s*$", re.S)
 _PROSE_WORD = re.compile(r"(?<![\\\w])[A-Za-z]{3,}(?![\w{])")

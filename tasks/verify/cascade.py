@@ -31,6 +31,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate.base import Generator
 from cotforge.tasks.verify import gym_check  # noqa: F401  (registers the `reasoning_gym` verifier)
+from cotforge.tasks.verify.contract import CONTRACT_REASONS
 from cotforge.tasks.verify.extract import extract_answers
 from cotforge.tasks.verify.judge import JUDGE_VERSION, judge_samples
 from cotforge.tasks.verify.pool import VerifierPool
@@ -128,7 +129,11 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
                   (config.judge.everywhere or checks[i][0].verdict is None)]
         judgements = judge_samples(judge, [{"sample_id": rows[i]["sample_id"], "question": rows[i]["question"] or "",
                                             "text": rows[i]["text"], "gold_answer": rows[i]["gold_answer"],
-                                            "answer": extractions[i].raw}
+                                            "answer": extractions[i].raw,
+                                            # the rationale only without a reference, or beside a rule verdict
+                                            # the judge can then only take away
+                                            "show_rationale": rows[i]["gold_answer"] is None or (
+                                                config.judge.everywhere and checks[i][0].verdict is not None)}
                                            for i in wanted], config.judge, seed)
         for i, j in zip(wanted, judgements):
             judged[i] = j
@@ -143,7 +148,8 @@ def verify_samples(samples: pa.Table, questions: pa.Table, recipe_hash: str, bui
         final = _final(checks[i], checks[i][0].name, config)
         judgement = judged.get(i)
         text = item.text
-        broken = e.method if e.answer is None and r["verifier"] != "abstain" else None
+        broken = e.method if e.answer is None and r["verifier"] != "abstain" else \
+            checks[i][0].reason if checks[i][0].reason in CONTRACT_REASONS else None
         untrainable = _untrainable(checks[i], r["error"] is not None, config, broken)
         verdicts.append(Verdict(
             sample_id=r["sample_id"], question_id=r["question_id"], extracted_answer=e.answer,

@@ -104,12 +104,14 @@ _GRADER = re.compile(
     r"(?:as\s+)?(?:correct|right|10|full)\b|\b(?:respond|reply|answer|output|say|write|print|return)\s+(?:with\s+)?"
     r"(?:only\s+)?(?:the\s+word\s+)?[\"'`]?(?:correct|incorrect|yes|true)\b", re.I | re.M)
 MAX_STATEMENTS = 20
+_STATES_ANSWER = re.compile(r"####|\banswer\s*(?:is\b|:)|\\(?:boxed|fbox)\s*\{|<answer>", re.I)
 # Every reason `read_answer` names when a text breaks the contract (the verifiers add their own comparisons).
 CONTRACT_REASONS = frozenset({
     "empty_output", "unclosed_reasoning", "addresses_grader", "too_many_statements", "answer_only_in_reasoning",
     "no_answer_found", "qualified_statement", "conflicting_answers", "statement_continues", "text_after_answer",
     "no_expression", "words_after_expression", "number_word_in_answer", "words_in_answer", "no_option_letter",
-    "not_one_option_letter", "empty_answer", "code_only_in_reasoning", "no_code_block", "conflicting_code_blocks"})
+    "not_one_option_letter", "empty_answer", "code_only_in_reasoning", "no_code_block", "conflicting_code_blocks",
+    "alternative_in_answer", "relation_in_answer"})  # the last two: decided beside the gold, by the verifiers
 
 
 def answer_region(text: str, reasoning_tags: tuple[str, ...] = REASONING_TAGS) -> tuple[str | None, str]:
@@ -409,7 +411,7 @@ def read_answer(text: str, answer_type: str = "number", forms: tuple[str, ...] =
             answer, end, why = _read_payload(whole, answer_type, allowed, whole=False)
             if why is None and answer and _CLOSING.match(whole, end):
                 return answer, "bare"
-        if reasoning and (_containers(reasoning) or _ANSWER_IS.search(reasoning) or _HASHES.search(reasoning)):
+        if reasoning and _STATES_ANSWER.search(reasoning):
             return None, "answer_only_in_reasoning"
         return None, "no_answer_found"
     final = statements[-1]  # the one that ends last

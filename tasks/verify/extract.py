@@ -13,7 +13,14 @@ import builtins
 import re
 import unicodedata
 
-from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, Extraction, answer_region, read_answer
+from cotforge.tasks.verify.contract import (
+    FORMS,
+    REASONING_TAGS,
+    Extraction,
+    answer_region,
+    grader_address,
+    read_answer,
+)
 from cotforge.tasks.verify.math_answer import as_rational, normalize_math
 
 __all__ = ["Extraction", "FINAL_ANSWER_LINE", "as_rational", "extract_answer", "extract_answers", "extract_code",
@@ -100,6 +107,8 @@ def select_program(text: str, tests: str | None = None,
     region, reasoning = answer_region(text, reasoning_tags)
     if region is None:
         return None, "unclosed_reasoning"
+    if grader_address(text):
+        return None, "addresses_grader"
     blocks = _python_blocks(region)
     asked = _asked_names(tests)
     if asked:

@@ -85,17 +85,15 @@ def parse_judgement(text: str, pass_score: float = 0.5) -> tuple[bool | None, st
 
 
 def judge_samples(generator: Generator, rows: list[dict], config: JudgeConfig, seed: int = 0) -> list[Judgement]:
-    """One Judgement per row (keys: sample_id, question, text, gold_answer, answer: the contract's final answer);
-    backend failures become None verdicts. With a reference answer the judge sees only the final answer, unless the
-    recipe asks it about every row (`everywhere`: it reads the rationale, and may only take a verdict away)."""
+    """One Judgement per row (keys: sample_id, question, text, gold_answer, answer: the contract's final answer,
+    show_rationale: whether the judge reads the rationale too); backend failures become None verdicts."""
     if not rows:
         return []
     s = config.generation.sampling
     params = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=tuple(s.stop))
     requests = [GenerationRequest(request_id=r["sample_id"],
                                   messages=judge_messages(r["question"], r["text"], r["gold_answer"], config.rubric,
-                                                          r.get("answer"),
-                                                          r["gold_answer"] is None or config.everywhere),
+                                                          r.get("answer"), r.get("show_rationale", True)),
                                   n=1, seed=int(stable_id(str(seed), r["sample_id"], length=8), 16), params=params,
                                   assistant_prefix=config.assistant_prefix)
                 for r in rows]
