@@ -97,7 +97,7 @@ class Verdict(Record):
     sample_id: str
     question_id: str
     extracted_answer: str | None  # normalised final answer ("42", "3/4", "B", code), what the vote counts
-    extraction_method: str | None  # "boxed", "answer_tag", "answer_is", "last_number", "option_letter", "code_block"
+    extraction_method: str | None  # the accepted form: "boxed", "answer_tag", "answer_is", "hashes", "code_block", ...
     verdict: bool | None  # final cascade verdict; None: nothing could decide
     reason: str  # why the deciding verifier said so ("numeric_equal", "timeout", "no_answer_found", ...)
     verifier_name: str  # the verifier whose judgement is `verdict`
@@ -116,7 +116,7 @@ class Verdict(Record):
     # Whether the sample may be a training example (sft, preference chosen, prm, rlvr pseudo-labels): finished (not
     # cut off at the token limit), one stated final answer, not answered by a fallback extraction alone.
     trainable: bool = False
-    untrainable_reason: str | None = None  # "length:truncated", "format:no_final_answer_statement", "fallback:..."
+    untrainable_reason: str | None = None  # "length:truncated", "format:no_answer_found", "contract:text_after_answer"
     recipe_hash: str
     build_id: str
 

@@ -191,8 +191,9 @@ def _wrong_but_gold_mentioning(gold: str) -> list[str]:
 
 
 def _honest(gold: str) -> list[str]:
-    return [f"#### {gold}", f"Answer:\n{gold}", f"So {gold} is the answer.", f"The final answer is $\\boxed{{{gold}}}$.",
-            f"Working.\n\n**Final Answer**\n\\[\n\\boxed{{{gold}}}\n\\]", f"<think>adding up</think>\nThe answer is {gold}."]
+    return [f"#### {gold}", f"Answer:\n{gold}", f"So {gold} is the answer.",
+            f"The final answer is $\\boxed{{{gold}}}$.", f"Working.\n\n**Final Answer**\n\\[\n\\boxed{{{gold}}}\n\\]",
+            f"<think>adding up</think>\nThe answer is {gold}."]
 
 
 @pytest.mark.slow

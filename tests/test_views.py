@@ -87,12 +87,12 @@ def test_sft_strict_and_lenient(joined):
 
 
 def test_sft_never_takes_a_weak_row(joined):
-    """Cut off at the token limit, no answer line, a fallback answer, or (lenient) judged wrong by a gold verifier:
+    """Cut off at the token limit, no answer line (the contract breaks), or (lenient) judged wrong by a gold verifier:
     none of these rows is in either sft view, even when it agrees with the majority or is verified correct."""
     frame, generation = joined
     weak = frame.filter(~pl.col("trainable"))
     assert weak.height > 0  # the simulated solver drops some answer lines (format_error_rate)
-    assert set(weak["untrainable_reason"]) >= {"format:no_final_answer_statement"}
+    assert set(weak["untrainable_reason"]) >= {"format:no_answer_found"}  # the contract names it
     sft_ids = set()
     for keep in ("verified", "majority"):
         sft_ids |= set(build_sft(frame, SftViewConfig(keep=keep), generation.system_prompt)["sample_id"].to_pylist())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cotforge.tasks.verify.math_answer import balanced_group, box_groups, boxes, normalize_math
+from cotforge.tasks.verify.math_answer import box_groups, boxes, normalize_math
 from cotforge.tasks.verify.math_expression import math_prefix
 
 FORMS = ("boxed", "answer_tag", "answer_is", "is_the_answer", "hashes", "answer_line", "bare")
@@ -61,8 +61,8 @@ _HASHES = re.compile(r"^[ \t]*####[ \t]*", re.M)
 _ANSWER_LINE = re.compile(r"^[ \t>#*_-]*(?:final\s+)?answer[ \t]*(?:\*\*|__)?[ \t]*:[ \t]*(?:\*\*|__)?|"
                           r"^[ \t>#*_-]*final\s+answer[ \t*_:]*$", re.I | re.M)
 _TAG = re.compile(r"<(/?)answer>", re.I)
-_CLAUSE_START = re.compile(r"(?:^|[.!?:;]\s+|[。！？]\s*|\n|,\s*)\s*(?:[>#*_-]+\s*)*(?:\*\*)?\s*" + _LEAD_PREFIX + r"(?:\*\*)?\s*\Z",
-                           re.I)
+_CLAUSE_START = re.compile(r"(?:^|[.!?:;]\s+|[。！？]\s*|\n|,\s*)\s*(?:[>#*_-]+\s*)*(?:\*\*)?\s*" + _LEAD_PREFIX
+                           + r"(?:\*\*)?\s*\Z", re.I)
 # What may follow the final statement: closing markup, one full stop, and Minerva's sign-off ("..." trails off).
 _MARKUP = r"(?:\s|[*_$)\]}\"'`]|\\\]|\\\)|\\end\{\w+\*?\}|</answer>)*"
 _CLOSING = re.compile(rf"{_MARKUP}(?:[.!]{_MARKUP})?(?:I\s+hope\s+it\s+is\s+correct\.?{_MARKUP})?\Z", re.I)
@@ -89,9 +89,9 @@ _FUNCTION_WORDS = frozenset(
 # Units any answer may carry without the question naming them.
 _COMMON_UNITS = frozenset(
     "dollar dollars cent cents euro euros pound pounds yen rupees usd eur gbp percent percentage pct degree degrees "
-    "second seconds minute minutes hour hours day days week weeks month months year years s sec min h hr hrs "
-    "meter meters metre metres m cm mm km inch inches foot feet ft yard yards mile miles gram grams g kg mg ounce "
-    "ounces oz lb lbs liter liters litre litres l ml gallon gallons cup cups unit units square cubic sq".split()) - {"m"}
+    "second seconds minute minutes hour hours day days week weeks month months year years sec min hr hrs "
+    "meter meters metre metres cm mm km inch inches foot feet ft yard yards mile miles gram grams g kg mg ounce "
+    "ounces oz lb lbs liter liters litre litres ml gallon gallons cup cups unit units square cubic sq".split())
 # Words of the judge's protocol and notes to a grader: text addressed to whoever grades, not an answer.
 _GRADER = re.compile(
     r"^[ \t*#>]*(?:score|verdict)[ \t*]*[:=]|\breference\s+answer\b|"
@@ -240,14 +240,17 @@ def _words_break(expression: str) -> str | None:
     return None
 
 
+_RELATION = re.compile(r"[<>≤≥≠≈∼]|\\(?:le|ge|leq|geq|lt|gt|neq|ne|approx|sim|simeq|propto|leqslant|geqslant)"
+                       r"(?![A-Za-z])")
+
+
 def shape_breaks(expression: str) -> str | None:
     """Alternatives or relations a stated math expression holds ("18 or 19", "\\pm 3", "\\le 3", "a = b = c"): the
     math verifier refuses them where the gold holds none."""
     plain = _TEXT_WRAPPER.sub(r" \1 ", expression)
     if re.search(r"\b(?:or|and/or)\b|\\pm\b|\\mp\b|±|∓", plain):
         return "alternative_in_answer"
-    if re.search(r"[<>≤≥≠≈∼]|\\(?:le|ge|leq|geq|lt|gt|neq|ne|approx|sim|simeq|propto|leqslant|geqslant)(?![A-Za-z])",
-                 plain) or plain.count("=") > 1:
+    if _RELATION.search(plain) or plain.count("=") > 1:
         return "relation_in_answer"
     return None
 
@@ -438,5 +441,5 @@ def _canonical(answer: str, answer_type: str) -> str:
     return re.sub(r"\s+", " ", answer).strip().casefold()
 
 
-__all__ = ["CONTRACT_REASONS", "Extraction", "FORMS", "REASONING_TAGS", "answer_region", "answer_tags", "balanced_group",
+__all__ = ["CONTRACT_REASONS", "Extraction", "FORMS", "REASONING_TAGS", "answer_region", "answer_tags",
            "grader_address", "read_answer", "shape_breaks", "text_alternative"]

@@ -164,8 +164,9 @@ def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
 
 @register_verifier("code", "3")
 def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
-    """The candidate program (the contract's final code block defining the asked function) against the question's tests in the sandbox: the expected values
-    stay here, the sandbox returns what the program computed (tasks/verify/program_tests.py)."""
+    """The candidate program (the contract's final code block defining the asked function) against the question's
+    tests in the sandbox: the expected values stay here, the sandbox returns what the program computed
+    (tasks/verify/program_tests.py)."""
     from cotforge.tasks.verify.program_tests import plan_tests
 
     limits = ctx.config.sandbox
