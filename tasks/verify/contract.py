@@ -65,7 +65,8 @@ _CLAUSE_START = re.compile(r"(?:^|[.!?:;]\s+|[。！？]\s*|\n|,\s*)\s*(?:[>#*_-
                            + r"(?:\*\*)?\s*\Z", re.I)
 # What may follow the final statement: closing markup, one full stop, and Minerva's sign-off ("..." trails off).
 _MARKUP = r"(?:\s|[*_$)\]}\"'`]|\\\]|\\\)|\\end\{\w+\*?\}|</answer>)*"
-_CLOSING = re.compile(rf"{_MARKUP}(?:[.!]{_MARKUP})?(?:I\s+hope\s+it\s+is\s+correct\.?{_MARKUP})?\Z", re.I)
+_CLOSING = re.compile(rf"{_MARKUP}(?:[.!]{_MARKUP})?(?:(?<=[$)\]}}*_\"'`])[.!]{_MARKUP})?"
+                      rf"(?:I\s+hope\s+it\s+is\s+correct\.?{_MARKUP})?\Z", re.I)  # "$18.$." closes; "18..." does not
 # Words between "the answer is" and its value that leave the value as it is.
 _FILLER = re.compile(r"(?:[\s*_:]|\b(?:therefore|thus|hence|clearly|simply|exactly|indeed)\b,?)*", re.I)
 _OPENERS = re.compile(r"(?:\s|\*\*|__|\$\$|\$|\\\[|\\\(|\\begin\{(?:align|equation|gather)\*?\})*")
@@ -184,6 +185,7 @@ def _line_payload(region: str, start: int) -> tuple[int, int]:
 
 
 _UNIT_WORD = re.compile(r"[ \t]++([A-Za-z]+)\b\.?(?=[\s,.!*)$]|\Z)")
+_IN_TOTAL = re.compile(r"[ \t]++(?:in\s+total|in\s+all|altogether|overall)\b", re.I)  # leaves the value as it is
 MAX_PAYLOAD_CHARS = 2000  # a statement's answer is read from at most this much text after its lead-in
 
 
@@ -193,7 +195,7 @@ def _unit_tail(text: str, allowed: frozenset[str]) -> int:
     end = 0
     for _ in range(3):
         word = _UNIT_WORD.match(text, end)
-        if word is None:
+        if word is None or _IN_TOTAL.match(text, end):
             break
         lower = word.group(1).lower()
         if lower in _NUMBER_WORDS:
@@ -201,7 +203,8 @@ def _unit_tail(text: str, allowed: frozenset[str]) -> int:
         if lower not in _COMMON_UNITS and lower not in allowed:
             return -2
         end = word.end() - (1 if word.group(0).endswith(".") else 0)
-    return end
+    total = _IN_TOTAL.match(text, end)
+    return total.end() if total else end
 
 
 def _math_payload(payload: str, allowed: frozenset[str]) -> tuple[str | None, int, str | None]:
@@ -332,6 +335,8 @@ def _statements(region: str, answer_type: str, forms: frozenset[str],
             out.append(_container_statement(region, form, start, container, answer_type, allowed))
             continue
         answer, end, why = _read_payload(region[p_start:p_end], answer_type, allowed, whole=False)
+        if why is not None and "\n" in region[lead_end:p_start]:
+            continue  # a "**Final Answer**" heading over a sentence: the sentence's own box or statement decides
         out.append(_Statement(form, start, p_start + end, answer or "", why))
     for container in containers:
         if container[1] in claimed or any(s.start <= container[1] < s.end for s in out):
