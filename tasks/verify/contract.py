@@ -54,7 +54,7 @@ class _Statement:
 _LEAD_PREFIX = r"(?:(?:so|thus|hence|therefore|finally|overall|altogether|then|in\s+(?:total|conclusion|summary|all))" \
                r"\s*,?\s+)?"
 # "the (final) answer is", "our answer would be"; the prefix before it is checked separately (sentence start)
-_ANSWER_IS = re.compile(r"\b(?:the|my|our)\s+(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\s*:?",
+_ANSWER_IS = re.compile(r"\b(?:the|my|our)\s+(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\b(?!')\s*:?",
                         re.I)
 _IS_THE_ANSWER = re.compile(r"(?<!\s)\s++(?:is|would\s+be)\s+(?:the|my|our)\s+(?:final\s+|correct\s+)?answer\b", re.I)
 _HASHES = re.compile(r"^[ \t]*####[ \t]*", re.M)
