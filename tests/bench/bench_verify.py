@@ -15,7 +15,7 @@ figures, and so is the machine's ceiling measured in the same run: plain CPU-bou
 ones (the benchmark fails otherwise).
 
 The second part runs model outputs of a math build (`make_math_samples`: integer answers stated as the system prompt
-asks, decimals, boxed fractions and radicals, intervals and tuples, hedges and fallbacks) through `verify_samples`
+asks, decimals, boxed fractions and radicals, intervals and tuples, hedges, guesses and LaTeX tricks) through `verify_samples`
 with the same pool, and as its baseline in the same run sends every extracted answer with its gold to math-verify in
 the pool (what the verifier did for every item before it screened answers and compared integers itself).
 
@@ -60,7 +60,8 @@ PER_QUESTION = 4  # samples per question in the math verifier part (a build samp
 
 def make_math_samples(n: int, seed: int = 0, per_question: int = PER_QUESTION) -> list[tuple[str, str]]:
     """(model output, gold) pairs like a math build's, `per_question` samples per question (a right answer repeats);
-    about 60% right, one in ten a hedge or a last-number guess."""
+    about 60% right, one in ten a hedge, an unstated guess or a LaTeX trick (the answer contract's false, the
+    screens' null)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -79,7 +80,8 @@ def make_math_samples(n: int, seed: int = 0, per_question: int = PER_QUESTION) -
             gold = f"[{b}, {a + b})" if (i // per_question) % 20 == 8 else f"({b}, {a + b})"
             text = f"Hence the answer is ${gold if right else f'({b}, {a})'}$."
         else:
-            gold, text = str(a), f"The answer is {a} or {a + 1}." if rng.random() < 0.5 else f"I am not sure. Maybe {a}"
+            gold, text = str(a), rng.choice([f"The answer is {a} or {a + 1}.", f"I am not sure. Maybe {a}",
+                                             f"The answer is $\\phantom{{1}}{a}$."])  # false, false, null
         out.append((text, gold))
     return out
 
