@@ -4,8 +4,8 @@ verifier in a VerifierPool), three ways: the bare prediction as the model's whol
 is printed per form with every disagreement; cases cotforge cannot express are listed and skipped:
 - options it has no setting for (Math-Verify's `match_types`: cotforge always reads LaTeX and plain expressions),
   where they change Math-Verify's own result;
-- bare predictions that state no final answer (no box, no answer statement, not an answer alone): cotforge reads
-  only their last number, which never verifies a row (each must come back None, `fallback_only`);
+- bare predictions that state no final answer (no box, no answer statement, not an answer alone): no answer
+  (`no_answer_found`, false; there is no last-number guess);
 - the boxed and "answer is" forms of predictions that are whole solution texts, not answers;
 - texts that break the answer contract (tasks/verify/contract.py: words after the final answer such as "I hope it
   is correct. <|im_start|>user", a second candidate, a relation like `x \\approx 11` where the gold is a value): they
