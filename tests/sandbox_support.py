@@ -88,6 +88,11 @@ class Grader:
     def check(self, code: str, tests: str, **limits) -> dict:
         return self.call({"op": "check", "code": code, "tests": tests, "limits": limits})
 
+    def gym(self, task: str, config: dict, entry: dict, answers: list[str], guard: bool = True, **limits) -> list:
+        """(score, why) for each answer, scored one after the other by this grader's one scorer sandbox."""
+        return self.call({"op": "gym", "task": task, "config": config, "entry": entry, "answers": answers,
+                          "guard": guard, "limits": limits})["outcomes"]
+
     def sentinel(self) -> subprocess.Popen:
         """A process of the grader's own user, started before the program runs: kill(-1) would reach it."""
         return subprocess.Popen(["sleep", "600"], preexec_fn=self._preexec(), start_new_session=True)

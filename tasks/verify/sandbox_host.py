@@ -63,10 +63,9 @@ def _system_binds() -> list[str]:
     return args
 
 
-def _bwrap_argv(executable: str, prefix: str, limits: SandboxConfig | None, data_fds: dict[str, int], info_fd: int,
+def _bwrap_argv(executable: str, prefix: str, limits: SandboxConfig, data_fds: dict[str, int], info_fd: int,
                 as_root: bool, seccomp_fd: int, read_only: tuple[str, ...] = ()) -> list[str]:
-    """The bwrap command line up to the program: `limits` None leaves out the writable tmpfs (the scorer sandbox
-    holds no file state between verdicts); `read_only` paths are bound as they are (a scorer's packages). The
+    """The bwrap command line up to the program; `read_only` paths are bound as they are (a scorer's packages). The
     program runs as the namespace's pid 1 (no bwrap process of the same uid in there to trace): it makes itself
     untraceable and forks the work (tasks/verify/harness.py: become_init)."""
     argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1",
@@ -82,14 +81,12 @@ def _bwrap_argv(executable: str, prefix: str, limits: SandboxConfig | None, data
         argv += ["--ro-bind", executable, executable]
     for path in read_only:
         argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
-    if limits is not None:
-        argv += ["--size", str(limits.disk_mb << 20), "--tmpfs", WORK_DIR]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+             "--size", str(limits.disk_mb << 20), "--tmpfs", WORK_DIR]
     for name, fd in data_fds.items():
         argv += ["--ro-bind-data", str(fd), f"{JOB_DIR}/{name}"]
-    home = WORK_DIR if limits is not None else "/"
-    argv += ["--remount-ro", "/", "--chdir", home]
-    for key, value in _environment(home).items():
+    argv += ["--remount-ro", "/", "--chdir", WORK_DIR]
+    for key, value in _environment(WORK_DIR).items():
         argv += ["--setenv", key, value]
     return argv
 
