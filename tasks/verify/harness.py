@@ -8,17 +8,21 @@ then runs the job (JOB_DIR/job.json) and writes one JSON line per test to RESULT
 - mode "values": each case is an expression; its value is sent back as the repr of plain builtins only
   (`{"i": 0, "value": "[1, 2]"}`), or the exception it raised (`{"i": 0, "error": "ValueError"}`). The expected
   values never come here: the verifier compares outside.
-- mode "asserts": one case (a block of test code) per run, in a fresh interpreter; `{"i": 0, "passed": true,
-  "nonce": ...}`. Its case and a nonce come on stdin after the candidate has loaded (`"late"`): the test is not on
-  disk while the candidate's module code runs, and a pass forged before the nonce arrived does not count.
+- mode "asserts": one case (a block of test code) per run; `{"i": 0, "passed": true, "nonce": ...}`. The test code
+  runs in this process and the candidate in a forked process of its own (forked before the case and the nonce come
+  on stdin), called through `CandidateProxy`: plain values over a pipe. Patching names, builtins, `json`, walking
+  frames or hunting with `gc` in the candidate's process reaches nothing of the test; the test process is not
+  dumpable, so the candidate cannot read its memory or fds either.
 - mode "load": only load the candidate (the sandbox tests' hostile programs).
 
 Before every case, the hooks a candidate could leave behind are reset (trace and profile functions, exit hooks,
 `sys.excepthook`, signal handlers and timers). Nothing here is trusted by the verifier: the candidate runs in this
-process and may rewrite any of it; the verifier treats whatever arrives on RESULT_FD as untrusted data.
+process (values, load) or its own (asserts) and may rewrite any of it there; the verifier treats whatever arrives on
+RESULT_FD as untrusted data.
 """
 
 import atexit
+import builtins
 import importlib.util
 import json
 import operator
@@ -123,6 +127,170 @@ def become_init():
             _exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
 
+def load_candidate(job_dir, emit):
+    """Load the candidate as the module `solution` in this process; its namespace (the process ends on an error)."""
+    spec = importlib.util.spec_from_file_location("solution", os.path.join(job_dir, "solution.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["solution"] = module
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit:
+        pass  # an exit at the end of the module (`sys.exit(main())`): the functions it defined are still tested
+    except BaseException as error:
+        emit({"load": "error", "error": _type(error).__name__})
+        import traceback  # for whoever reads stderr; nothing depends on it
+
+        traceback.print_exc()
+        finish(1)
+    return module.__dict__
+
+
+_MAX_LINE = 1 << 22  # one message between the test process and the candidate's
+
+
+def serve_candidate(job_dir, requests, replies, result_fd):
+    """The candidate's process (forked before the test's cases or nonce exist anywhere in the sandbox): holds no fd
+    but its two pipes and the output streams, loads the candidate, names what it defined, then answers calls. Every
+    value crossing the pipes is the repr of plain builtins; whatever this process says is untrusted by the test."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd > 2 and fd not in (requests, replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    import ast
+
+    literal = ast.literal_eval
+
+    def send(message):
+        _write(replies, (_dumps(message) + "\n").encode())
+
+    namespace = load_candidate(job_dir, lambda message: send(message) or _exit(1))
+    names = {}
+    for name, value in list(namespace.items()):
+        if not name.startswith("__"):
+            if callable(value):
+                names[name] = "callable"
+            else:
+                try:
+                    names[name] = {"value": plain_repr(value)}
+                except (TypeError, ValueError, RecursionError):
+                    pass
+    send({"load": "ok", "names": names})
+    reader = os.fdopen(requests, "rb")
+    while True:
+        reset_hooks()
+        line = reader.readline(_MAX_LINE)
+        if not line:
+            _exit(0)
+        try:
+            call = json.loads(line)
+            args = [literal(a) for a in call["args"]]
+            kwargs = {k: literal(v) for k, v in call["kwargs"].items()}
+            reply = {"value": plain_repr(namespace[call["name"]](*args, **kwargs))}
+        except BaseException as error:
+            reply = {"error": _type(error).__name__}
+        reset_hooks()
+        send(reply)
+
+
+class CandidateProxy:
+    """A name the candidate defined, as the test process sees it: calling it sends plain values to the candidate's
+    process and returns a plain copy of what came back (or raises the builtin exception it named)."""
+
+    def __init__(self, channel, name):
+        self._channel, self._name = channel, name
+
+    def __call__(self, *args, **kwargs):
+        return self._channel.call(self._name, args, kwargs)
+
+    def __repr__(self):
+        return f"<candidate {self._name}>"
+
+
+class CandidateChannel:
+    def __init__(self, requests, replies):
+        self.requests, self.reader = requests, os.fdopen(replies, "rb")
+
+    def receive(self):
+        line = self.reader.readline(_MAX_LINE)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if _type(message) is not dict:
+            raise RuntimeError("the candidate's process sent no answer")
+        return message
+
+    def call(self, name, args, kwargs):
+        request = {"name": name, "args": [plain_repr(a) for a in args],
+                   "kwargs": {str(k): plain_repr(v) for k, v in kwargs.items()}}
+        _write(self.requests, (_dumps(request) + "\n").encode())
+        reply = self.receive()
+        if "value" in reply and _type(reply["value"]) is str:
+            return _literal_eval(reply["value"])
+        error = getattr(builtins, str(reply.get("error")), None)
+        if isinstance(error, type) and issubclass(error, Exception):
+            raise error(f"raised by the candidate: {reply['error']}")
+        raise RuntimeError(f"the candidate's process failed: {str(reply.get('error'))[:60]}")
+
+
+def run_asserts(job, job_dir, result_fd, emit):
+    """Assert mode: the test code runs in this process, the candidate in a forked process of its own, called
+    through `CandidateProxy` (plain values only, over a pipe). The test's cases and nonce arrive on stdin once the
+    candidate is loaded; they, and the expected values in them, never exist in the candidate's process."""
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    if os.fork() == 0:
+        os.close(requests_w)
+        os.close(replies_r)
+        serve_candidate(job_dir, requests_r, replies_w, result_fd)
+    os.close(requests_r)
+    os.close(replies_w)
+    channel = CandidateChannel(requests_w, replies_r)
+    try:
+        loaded = channel.receive()
+    except RuntimeError:
+        loaded = {"load": "error", "error": "NoAnswer"}
+    if loaded.get("load") != "ok" or _type(loaded.get("names")) is not dict:
+        emit({"load": "error", "error": str(loaded.get("error"))[:60]})
+        finish(1)
+    namespace = {"__name__": "__cotforge_test__", "__builtins__": builtins}
+    for name, kind in loaded["names"].items():
+        if _type(name) is not str or not name.isidentifier() or name.startswith("__"):
+            continue
+        if kind == "callable":
+            namespace[name] = CandidateProxy(channel, name)
+        elif _type(kind) is dict and _type(kind.get("value")) is str:
+            try:
+                namespace[name] = _literal_eval(kind["value"])
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                pass
+    namespace["__cotforge_compare__"], namespace["__cotforge_truth__"] = compare, truth
+    try:
+        exec(compile(job.get("setup", ""), "<test setup>", "exec"), namespace)
+    except BaseException as error:
+        emit({"setup": "error", "error": _type(error).__name__})
+        finish(1)
+    emit({"loaded": True})
+    chunks = []
+    while True:
+        chunk = _read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    late = json.loads(b"".join(chunks))
+    for i, case in enumerate(late["cases"]):
+        try:
+            exec(compile(case, f"<test {i}>", "exec"), namespace)
+            emit({"i": i, "passed": True, "nonce": late["nonce"]})
+        except BaseException as error:
+            emit({"i": i, "error": _type(error).__name__})
+    finish(0)
+
+
 def main():
     if os.getpid() == 1:
         become_init()
@@ -139,20 +307,9 @@ def main():
     def emit(message):
         _write(result_fd, (_dumps(message) + "\n").encode())
 
-    spec = importlib.util.spec_from_file_location("solution", os.path.join(job_dir, "solution.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["solution"] = module
-    try:
-        spec.loader.exec_module(module)
-    except SystemExit:
-        pass  # an exit at the end of the module (`sys.exit(main())`): the functions it defined are still tested
-    except BaseException as error:
-        emit({"load": "error", "error": _type(error).__name__})
-        import traceback  # for whoever reads stderr; nothing depends on it
-
-        traceback.print_exc()
-        finish(1)
-    namespace = module.__dict__
+    if job["mode"] == "asserts":
+        run_asserts(job, job_dir, result_fd, emit)
+    namespace = load_candidate(job_dir, emit)
     namespace["__cotforge_compare__"], namespace["__cotforge_truth__"] = compare, truth  # for assert tests
     if job["mode"] == "load":
         finish(0)
@@ -176,14 +333,9 @@ def main():
     for i, case in enumerate(cases):
         reset_hooks()
         try:
-            if job["mode"] == "asserts":
-                exec(compile(case, f"<test {i}>", "exec"), namespace)
-                reset_hooks()
-                emit({"i": i, "passed": True, "nonce": nonce})
-            else:
-                value = eval(compile(case, f"<test {i}>", "eval"), namespace)
-                reset_hooks()
-                emit({"i": i, "value": plain_repr(value)})
+            value = eval(compile(case, f"<test {i}>", "eval"), namespace)
+            reset_hooks()
+            emit({"i": i, "value": plain_repr(value)})
         except BaseException as error:
             emit({"i": i, "error": _type(error).__name__})
     finish(0)
