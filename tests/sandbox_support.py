@@ -16,6 +16,7 @@ import signal
 import site
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,23 @@ def make_grader(kind: str) -> Grader:
     if python is None:
         missing(f"no Python that {TEST_USER} can run with this repository's environment")
     return Grader("unprivileged", python, uid, gid)
+
+
+@pytest.fixture(scope="module", params=["root", "unprivileged"])
+def grader(request) -> Grader:
+    """The fixture of the sandbox tests: each test runs with the root grader and the unprivileged one."""
+    return make_grader(request.param)
+
+
+@pytest.fixture
+def shared_dir():
+    """A host directory every user can write to (like /tmp): escapes would land here."""
+    path = Path(tempfile.mkdtemp(prefix="cotforge-sandbox-test-"))
+    path.chmod(0o777)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
 
 
 def wait_until(condition, timeout_s: float = 10.0, step_s: float = 0.05) -> bool:

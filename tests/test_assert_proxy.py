@@ -16,7 +16,7 @@ import pytest
 from cotforge.schemas.config_verify import SandboxConfig
 from cotforge.tasks.verify.program_tests import check_program, plan_tests
 from cotforge.tasks.verify.sandbox import run_job
-from tests.sandbox_support import assert_nothing_left, require_bwrap
+from tests.sandbox_support import assert_nothing_left, grader, require_bwrap  # noqa: F401 (fixture)
 
 LIMITS = SandboxConfig(cpu_s=2, wall_s=6.0, memory_mb=256)
 EXPECTED = 987654321  # unique: a probe that finds it found the test
@@ -114,6 +114,16 @@ def test_assert_mode_hack_is_judged_not_correct(name):
     for tests in (TESTS, CHECK):
         verdict, reason, details = check_program(ASSERT_HACKS[name], tests, LIMITS.model_dump_json())
         assert verdict is False and details["test_mode"] == "asserts", (name, reason, details)
+
+
+def test_assert_mode_hacks_fail_with_the_grader_as_root_and_unprivileged(grader):
+    """The same hacks, graded by a verifier process running as root and as the unprivileged account."""
+    limits = LIMITS.model_dump()
+    honest = grader.check(HONEST, TESTS, **limits)
+    assert (honest["verdict"], honest["reason"], honest["test_mode"]) == (True, "tests_passed", "asserts")
+    for name, code in sorted(ASSERT_HACKS.items()):
+        answer = grader.check(code, CHECK, **limits)
+        assert answer["verdict"] is False and answer["test_mode"] == "asserts", (name, answer)
 
 
 def test_assert_mode_candidate_process_never_holds_the_expected_value_or_the_nonce():

@@ -12,16 +12,18 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_module
-from tests.sandbox_support import assert_nothing_left, make_grader
+from tests.conftest import missing_component
+from tests.sandbox_support import assert_nothing_left, grader, shared_dir  # noqa: F401 (fixtures)
 
-require_module("reasoning_gym", "gym")
+try:
+    import reasoning_gym  # noqa: F401
+except ImportError as error:  # the optional extra: scripts/test.sh installs it
+    missing_component(f"reasoning-gym is not installed ({error}): pip install 'cotforge[gym]'", module=True)
 
 from cotforge.tasks.questions import gym  # noqa: E402
 from cotforge.tasks.verify import gym_check  # noqa: E402
@@ -33,21 +35,6 @@ from cotforge.tasks.verify.gym_sandbox import (  # noqa: E402
 )
 
 LIMITS = {"cpu_s": 2, "wall_s": 6.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
-
-
-@pytest.fixture(scope="module", params=["root", "unprivileged"])
-def grader(request):
-    return make_grader(request.param)
-
-
-@pytest.fixture
-def shared_dir():
-    path = Path(tempfile.mkdtemp(prefix="cotforge-gym-test-"))
-    path.chmod(0o777)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
 
 
 def _item(task: str, seed: int = 3) -> tuple[dict, dict]:

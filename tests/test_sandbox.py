@@ -9,7 +9,6 @@ grader process is unharmed (it exits 0 with its answer; a sentinel process of th
 
 import os
 import socket
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -20,30 +19,15 @@ from tests.sandbox_support import (
     IS_ROOT,
     SECRET,
     assert_nothing_left,
-    make_grader,
+    grader,  # noqa: F401 (fixture)
     marker_free,
     require_bwrap,
+    shared_dir,  # noqa: F401 (fixture)
     stop,
     wait_until,
 )
 
 LIMITS = {"cpu_s": 1, "wall_s": 4.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
-
-
-@pytest.fixture(scope="module", params=["root", "unprivileged"])
-def grader(request):
-    return make_grader(request.param)
-
-
-@pytest.fixture
-def shared_dir():
-    """A host directory every user can write to (like /tmp): escapes would land here."""
-    path = Path(tempfile.mkdtemp(prefix="cotforge-sandbox-test-"))
-    path.chmod(0o777)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
 
 
 def test_sandbox_runs_a_program_and_reports_isolation(grader):

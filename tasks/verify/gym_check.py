@@ -143,8 +143,9 @@ def _entry_regenerates(task: str, config_json: str, seed: int, entry_json_: str)
 
 def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
     """Re-score a rationale against a published row's reasoning-gym entry (`verifier_spec`, or a question's
-    `metadata_json`), in this process. With `check_entry`, the item is regenerated from (task, config, seed) and
-    must equal the stored entry: `(None, "entry_mismatch")` otherwise, nothing scored."""
+    `metadata_json`), from this process (its scorer sandbox scores). With `check_entry`, the item is regenerated
+    from (task, config, seed) and must equal the stored entry: `(None, "entry_mismatch")` otherwise, nothing
+    scored."""
     data = json.loads(spec) if isinstance(spec, str) else spec
     data = data.get("reasoning_gym", data)
     if check_entry and not _entry_regenerates(data["task"], json.dumps(data["config"], sort_keys=True), data["seed"],
@@ -176,7 +177,7 @@ def gym_reward(completions: list, verifier_spec: list[str | None], **_: object) 
     scorer fully accepts the completion's one stated final answer, 0.0 where it does not (partial scores, hedges,
     conflicting or missing answers, a tampered entry included), None for a row without a reasoning-gym entry (TRL
     leaves it to the other reward functions). The scorer runs in this process's own scorer sandbox (started on the
-first call), never in the trainer's interpreter; a scorer that hangs costs its wall limit and a 0.0."""
+    first call), never in the trainer's interpreter; a scorer that hangs costs its wall limit and a 0.0."""
     rewards: list[float | None] = []
     for completion, spec in zip(completions, verifier_spec):
         if not spec:

@@ -237,6 +237,19 @@ class CandidateChannel:
         raise RuntimeError(f"the candidate's process failed: {str(reply.get('error'))[:60]}")
 
 
+def receive_late(emit):
+    """Say the candidate is loaded, then read (cases, nonce) from stdin: they were on no disk while it loaded."""
+    emit({"loaded": True})
+    chunks = []
+    while True:
+        chunk = _read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    late = json.loads(b"".join(chunks))
+    return late["cases"], late["nonce"]
+
+
 def run_asserts(job, job_dir, result_fd, emit):
     """Assert mode: the test code runs in this process, the candidate in a forked process of its own, called
     through `CandidateProxy` (plain values only, over a pipe). The test's cases and nonce arrive on stdin once the
@@ -274,18 +287,11 @@ def run_asserts(job, job_dir, result_fd, emit):
     except BaseException as error:
         emit({"setup": "error", "error": _type(error).__name__})
         finish(1)
-    emit({"loaded": True})
-    chunks = []
-    while True:
-        chunk = _read(0, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    late = json.loads(b"".join(chunks))
-    for i, case in enumerate(late["cases"]):
+    cases, nonce = receive_late(emit)
+    for i, case in enumerate(cases):
         try:
             exec(compile(case, f"<test {i}>", "exec"), namespace)
-            emit({"i": i, "passed": True, "nonce": late["nonce"]})
+            emit({"i": i, "passed": True, "nonce": nonce})
         except BaseException as error:
             emit({"i": i, "error": _type(error).__name__})
     finish(0)
@@ -319,17 +325,7 @@ def main():
     except BaseException as error:
         emit({"setup": "error", "error": _type(error).__name__})
         finish(1)
-    cases, nonce = job["cases"], None
-    if job.get("late"):  # the cases were not on disk while the candidate loaded: they come now, on stdin
-        emit({"loaded": True})
-        chunks = []
-        while True:
-            chunk = _read(0, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        late = json.loads(b"".join(chunks))
-        cases, nonce = late["cases"], late["nonce"]
+    cases = receive_late(emit)[0] if job.get("late") else job["cases"]
     for i, case in enumerate(cases):
         reset_hooks()
         try:

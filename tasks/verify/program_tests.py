@@ -9,8 +9,9 @@ ints and floats compare by value). Every other assert is an **assert** test: it 
 of its own that calls the candidate (in another process) through a proxy passing plain values only, and the verdict
 says so (`test_mode`): the test code and its expected values never enter the candidate's process. What the proxy
 cannot carry (a callback, an object of the candidate's class, a list mutated in place) fails the test. Comparisons
-and truth tests still act on plain-data copies. Statements before the first assert are setup (run with the test); a test file with other statements between its asserts, or without top-level asserts
-(HumanEval's `check(candidate)`), is one assert test as a whole.
+and truth tests still act on plain-data copies. Statements before the first assert are setup (run with the test); a
+test file with other statements between its asserts, or without top-level asserts (HumanEval's `check(candidate)`),
+is one assert test as a whole.
 """
 
 from __future__ import annotations
