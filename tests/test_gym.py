@@ -265,7 +265,7 @@ def test_gym_build_mixes_tasks_and_verifies_with_their_scorers(gym_build):
     checks = generations.select("correctness_by_verifier").explode("correctness_by_verifier").unnest(
         "correctness_by_verifier").filter(
         pl.col("verifier") == "reasoning_gym")
-    assert set(checks["version"]) == {"1+reasoning-gym==0.1.25"}
+    assert set(checks["version"]) == {"2+reasoning-gym==0.1.25"}
     reasons = [r for rs in checks["reasons"].to_list() for r in rs]
     assert "score=1.0" in reasons and any(r.startswith(("score=0", "partial_score=")) for r in reasons)
     verdicts = [v for vs in checks["verdicts"].to_list() for v in vs]

@@ -93,7 +93,7 @@ def test_code_verifier_runs_candidates_in_the_sandbox(pool):
     counts = {k: (v["tests_passed"], v["tests_total"], v["test_mode"]) for k, v in rows.items()}
     assert counts["k-0"] == (2, 2, "values") and counts["k-1"] == (0, 2, "values")
     assert counts["k-2"] == (0, 2, "values") and counts["k-3"] == (None, None, None)
-    assert rows["k-0"]["checks"][0]["version"] == VERIFIERS["code"][0] == "2"
+    assert rows["k-0"]["checks"][0]["version"] == VERIFIERS["code"][0] == "3"
 
 
 def test_a_verification_past_its_deadline_costs_one_null_verdict(pool):

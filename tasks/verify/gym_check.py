@@ -32,7 +32,7 @@ from cotforge.tasks.verify.math_answer import box_groups
 from cotforge.tasks.verify.math_extract import answer_region, answer_tags, hedged_at
 from cotforge.tasks.verify.rules import Result, VerifyContext, VerifyItem, register_verifier
 
-VERIFIER_VERSION = f"1+reasoning-gym=={gym_version()}"
+VERIFIER_VERSION = f"2+reasoning-gym=={gym_version()}"  # 2: scored in the sandbox, code refused
 _STATEMENT = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?[ \t]*", re.I)
 _MARKUP = re.compile(r"</?answer>|\\boxed\{|\\fbox\{", re.I)
 _ALTERNATIVES = re.compile(r"\b(?:or|and/or)\b", re.I)  # "18 or 19" inside one answer

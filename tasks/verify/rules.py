@@ -159,7 +159,7 @@ def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return _local(items, decide)
 
 
-@register_verifier("code", "2")
+@register_verifier("code", "3")  # 3: assert tests in their own process, behind a proxy
 def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The candidate program (last ```python block) against the question's tests in the sandbox: the expected values
     stay here, the sandbox returns what the program computed (tasks/verify/program_tests.py)."""
