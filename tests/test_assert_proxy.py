@@ -143,7 +143,7 @@ def test_assert_mode_candidate_process_never_holds_the_expected_value_or_the_non
              "        if any(type(i) in (int, str) and i not in (TARGET, TEXT) and TEXT in str(i) for i in items) \\\n"
              "                or any(i is not TARGET and type(i) is int and i == TARGET for i in items):\n"
              "            seen.append('value')\n"
-             "        if any(type(i) is str and NONCE_MARK in i for i in items):\n"
+             "        if any(type(i) is str and i is not MARK and MARK in i for i in items):\n"
              "            seen.append('nonce')\n"
              "    f = sys._getframe()\n"
              "    while f is not None:\n"
@@ -166,7 +166,8 @@ def test_assert_mode_candidate_process_never_holds_the_expected_value_or_the_non
              "    hunt('call')\n"
              "    return x * 329218107\n")
     nonce = secrets.token_hex(16)
-    source = probe.replace("NONCE_MARK", repr(nonce[:12]))
+    # The nonce's first 12 characters, put together at run time (a literal would be in the probe's own code).
+    source = f"MARK = ''.join(reversed({nonce[:12][::-1]!r}))\n" + probe
     block = plan_tests(TESTS).asserts[0]
     limits = SandboxConfig(cpu_s=10, wall_s=30.0, memory_mb=256)  # the probe reads a lot
     run = run_job(source, {"mode": "asserts", "setup": "", "cases": [block], "late": True, "nonce": nonce}, limits)

@@ -52,6 +52,7 @@ from cotforge.tasks.verify.sandbox_host import (  # noqa: F401 (clean_up_after, 
 )
 
 HARNESS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
+ASSERT_PROXY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assert_proxy.py")
 _DRAIN_S = 5.0  # after the program ends, how long the output pipes may take to close
 
 
@@ -115,9 +116,12 @@ def _run(source: str, job: dict, limits: SandboxConfig, probe: bool = False) -> 
     executable, prefix = interpreter
     with open(HARNESS_PATH, "rb") as f:
         harness = f.read()
+    with open(ASSERT_PROXY_PATH, "rb") as f:
+        assert_proxy = f.read()
     late = json.dumps({"cases": job["cases"], "nonce": job.get("nonce", "")}).encode() if job.get("late") else None
     on_disk = {k: v for k, v in job.items() if k != "nonce"} | {"cases": [] if late else job["cases"]}
-    payload = {"harness.py": harness, "solution.py": source.encode("utf-8", "surrogatepass"),
+    payload = {"harness.py": harness, "assert_proxy.py": assert_proxy,
+               "solution.py": source.encode("utf-8", "surrogatepass"),
                "job.json": json.dumps(dict(on_disk, limits=_limits(limits))).encode()}
     bwrap = limits.isolation == "bubblewrap"
     result_r, result_w = os.pipe()
