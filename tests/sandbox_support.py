@@ -16,6 +16,7 @@ import signal
 import site
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,11 @@ class Grader:
     def check(self, code: str, tests: str, **limits) -> dict:
         return self.call({"op": "check", "code": code, "tests": tests, "limits": limits})
 
+    def gym(self, task: str, config: dict, entry: dict, answers: list[str], guard: bool = True, **limits) -> list:
+        """(score, why) for each answer, scored one after the other by this grader's one scorer sandbox."""
+        return self.call({"op": "gym", "task": task, "config": config, "entry": entry, "answers": answers,
+                          "guard": guard, "limits": limits})["outcomes"]
+
     def sentinel(self) -> subprocess.Popen:
         """A process of the grader's own user, started before the program runs: kill(-1) would reach it."""
         return subprocess.Popen(["sleep", "600"], preexec_fn=self._preexec(), start_new_session=True)
@@ -138,6 +144,23 @@ def make_grader(kind: str) -> Grader:
     if python is None:
         missing(f"no Python that {TEST_USER} can run with this repository's environment")
     return Grader("unprivileged", python, uid, gid)
+
+
+@pytest.fixture(scope="module", params=["root", "unprivileged"])
+def grader(request) -> Grader:
+    """The fixture of the sandbox tests: each test runs with the root grader and the unprivileged one."""
+    return make_grader(request.param)
+
+
+@pytest.fixture
+def shared_dir():
+    """A host directory every user can write to (like /tmp): escapes would land here."""
+    path = Path(tempfile.mkdtemp(prefix="cotforge-sandbox-test-"))
+    path.chmod(0o777)
+    yield path
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()
 
 
 def wait_until(condition, timeout_s: float = 10.0, step_s: float = 0.05) -> bool:

@@ -222,11 +222,14 @@ def test_gym_score_out_of_range_errors_and_non_numbers_are_undecided(monkeypatch
     assert raw > 1.0  # the scorer bug this guards against
     assert gym_check.score_answers("spell_backward", config, entry, ("ihgfedcbaXYZ",))[0] is None
     assert gym_check.score_answers("spell_backward", config, entry, ("ihgfedcba",)) == (True, "score=1.0")
-    for fake, reason in ((lambda a, e: 1 / 0, "scorer_error:ZeroDivisionError"),
-                         (lambda a, e: None, "scorer_returned:None"), (lambda a, e: True, "scorer_returned:True"),
-                         (lambda a, e: float("nan"), "scorer_returned:nan")):
-        monkeypatch.setattr(gym_check, "scorer", lambda task, cfg, fake=fake: fake)
-        assert gym_check.score_answers("chain_sum", "{}", entry, ("1",)) == (None, reason)
+    # What the sandboxed scorer can send back besides a number in 0..1 (tests/test_gym_sandbox.py makes real scorers
+    # raise and time out there): each is undecided, never accepted.
+    for outcome, reason in (((None, "scorer_error:ZeroDivisionError"), "scorer_error:ZeroDivisionError"),
+                            ((None, "scorer_timeout"), "scorer_timeout"), ((None, "scorer_returned"), None),
+                            ((True, None), "scorer_returned:True"), ((float("nan"), None), "scorer_returned:nan")):
+        monkeypatch.setattr(gym_check, "score_in_sandbox", lambda *a, outcome=outcome: [outcome])
+        verdict, why = gym_check.score_answers("chain_sum", "{}", entry, ("1",))
+        assert verdict is None and why == (reason or outcome[1])
 
 
 GYM_RECIPE = {
@@ -262,7 +265,7 @@ def test_gym_build_mixes_tasks_and_verifies_with_their_scorers(gym_build):
     checks = generations.select("correctness_by_verifier").explode("correctness_by_verifier").unnest(
         "correctness_by_verifier").filter(
         pl.col("verifier") == "reasoning_gym")
-    assert set(checks["version"]) == {"2+reasoning-gym==0.1.25"}
+    assert set(checks["version"]) == {"3+reasoning-gym==0.1.25"}
     reasons = [r for rs in checks["reasons"].to_list() for r in rs]
     assert "score=1.0" in reasons and any(r.startswith(("score=0", "partial_score=")) for r in reasons)
     verdicts = [v for vs in checks["verdicts"].to_list() for v in vs]

@@ -9,7 +9,6 @@ grader process is unharmed (it exits 0 with its answer; a sentinel process of th
 
 import os
 import socket
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -20,30 +19,15 @@ from tests.sandbox_support import (
     IS_ROOT,
     SECRET,
     assert_nothing_left,
-    make_grader,
+    grader,  # noqa: F401 (fixture)
     marker_free,
     require_bwrap,
+    shared_dir,  # noqa: F401 (fixture)
     stop,
     wait_until,
 )
 
 LIMITS = {"cpu_s": 1, "wall_s": 4.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
-
-
-@pytest.fixture(scope="module", params=["root", "unprivileged"])
-def grader(request):
-    return make_grader(request.param)
-
-
-@pytest.fixture
-def shared_dir():
-    """A host directory every user can write to (like /tmp): escapes would land here."""
-    path = Path(tempfile.mkdtemp(prefix="cotforge-sandbox-test-"))
-    path.chmod(0o777)
-    yield path
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()
 
 
 def test_sandbox_runs_a_program_and_reports_isolation(grader):
@@ -384,3 +368,102 @@ def test_sandbox_as_root_without_a_python_for_the_throwaway_uid_drops_every_capa
     caps, remount = run.stdout.split()[1], run.stdout.split()[3]
     assert int(caps, 16) == 0 and remount == "-1"
     assert_nothing_left(run.run_id)
+
+
+def _syscall_numbers(names) -> dict[str, int]:
+    import pyseccomp
+
+    return {name: pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name) for name in names}
+
+
+def test_sandbox_seccomp_refuses_tracing_memory_and_mount_calls(grader):
+    """Each refused call is made for real (raw syscall numbers, so no library wrapper decides) and must fail with
+    EPERM; the control, `getpid`, must succeed through the same path."""
+    from cotforge.tasks.verify.syscall_filter import DENIED_SYSCALLS
+
+    probed = ("ptrace", "process_vm_readv", "process_vm_writev", "bpf", "keyctl", "add_key", "request_key",
+              "perf_event_open", "userfaultfd", "mount", "umount2", "pivot_root", "move_mount", "open_tree",
+              "fsmount", "fsopen", "memfd_create", "shmget", "msgget", "io_uring_setup", "unshare", "setns",
+              "pidfd_getfd")
+    assert set(probed) <= set(DENIED_SYSCALLS)
+    numbers = _syscall_numbers(probed + ("getpid",))
+    program = ("import ctypes\n"
+               "libc = ctypes.CDLL(None, use_errno=True)\n"
+               "libc.syscall.restype = ctypes.c_long\n"
+               f"for name, number in {numbers!r}.items():\n"
+               "    ctypes.set_errno(0)\n"
+               "    args = (16, 1, 0, 0) if name == 'ptrace' else (0, 0, 0, 0)  # PTRACE_ATTACH to pid 1\n"
+               "    r = libc.syscall(number, *[ctypes.c_long(a) for a in args])\n"
+               "    print(name, r, ctypes.get_errno())\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    seen = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in result["stdout"].splitlines()}
+    assert seen.pop("getpid")[0] > 0  # the control: an allowed call goes through
+    assert seen == {name: (-1, 1) for name in probed}  # every one refused with EPERM
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_pid1_is_not_traceable(grader):
+    """The namespace's pid 1 holds the run together: the program can neither trace it, read or write its memory,
+    nor reach its file descriptors (it is not dumpable); the run still ends normally."""
+    program = ("import os\n"
+               "print('pid', os.getpid(), 'parent', os.getppid())\n"
+               "for path in ('/proc/1/mem', '/proc/1/maps', '/proc/1/environ', '/proc/1/fd', '/proc/1/fd/0',\n"
+               "             '/proc/1/root/cotforge/job.json', '/proc/1/cwd'):\n"
+               "    try:\n"
+               "        fd = os.open(path, os.O_RDONLY)\n"
+               "        print('OPENED', path, len(os.read(fd, 4096)) if not path.endswith(('fd', 'cwd')) else 0)\n"
+               "    except OSError as e:\n"
+               "        print('refused', path, e.errno)\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    assert "pid 2 parent 1" in result["stdout"]  # the program is pid 1's child: pid 1 is the harness's init
+    assert "OPENED" not in result["stdout"] and result["stdout"].count("refused") == 7
+    assert_nothing_left(result["run_id"])
+
+
+def test_sandbox_memfd_and_shared_memory_cannot_hold_memory_past_the_limit(grader):
+    """The 880 MB memfd probe (an fd's pages are not in RLIMIT_AS), and the other ways to park memory outside the
+    address space: POSIX shm in /dev/shm, System V segments, the tmpfs (capped by disk_mb). None holds more than
+    the limits allow. The control: outside the sandbox the same memfd write holds the memory."""
+    import ctypes
+
+    probe_mb = 880
+    program = ("import ctypes, mmap, os\n"
+               "held = 0\n"
+               "def fill(fd, mb):\n"
+               "    global held\n"
+               "    chunk = b'x' * 2**20\n"
+               "    for _ in range(mb):\n"
+               "        os.write(fd, chunk)\n"
+               "        held += 2**20\n"
+               "try:\n"
+               f"    fill(os.memfd_create('probe'), {probe_mb})\n"
+               "except OSError as e:\n"
+               "    print('memfd refused', e.errno)\n"
+               "try:\n"
+               "    fill(os.open('/dev/shm/probe', os.O_CREAT | os.O_RDWR), 64)\n"
+               "except OSError as e:\n"
+               "    print('shm refused', e.errno)\n"
+               "libc = ctypes.CDLL(None, use_errno=True)\n"
+               f"segment = libc.shmget(0, {probe_mb} << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT\n"
+               "print('sysv', segment, ctypes.get_errno())\n"
+               "try:\n"
+               "    fill(os.open('tmpfs-probe', os.O_CREAT | os.O_RDWR), 64)\n"
+               "except OSError as e:\n"
+               "    print('tmpfs full', e.errno)\n"
+               "print('held', held)\n")
+    result = grader.run(program, **LIMITS)
+    assert result["status"] == "ok", result["stderr"]
+    out = result["stdout"]
+    assert "memfd refused 1" in out and "shm refused" in out and "sysv -1 1" in out and "tmpfs full" in out
+    assert int(out.split("held ")[1]) <= LIMITS["disk_mb"] << 20  # only the capped tmpfs took any
+    assert_nothing_left(result["run_id"])
+    # The control, outside any sandbox: the probe's first step works here, so "refused" above is the filter's doing.
+    fd = os.memfd_create("control")
+    try:
+        os.ftruncate(fd, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20
+    finally:
+        os.close(fd)
+    assert ctypes.CDLL(None).getpid() == os.getpid()

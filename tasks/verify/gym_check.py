@@ -9,7 +9,9 @@ reason and no scorer sees it. The scorer's semantics decide, and only a full sco
   `false`, `score=0.0`; a score outside 0..1 (a scorer's float sum that overshoots on a wrong answer): `null`;
 - a scorer that raises or returns no number: `null`.
 
-Scoring runs in the verifier pool (a scorer may hang). `rescore` re-scores a published row's text later; it
+Scoring runs in the verifier pool (a scorer may hang), and the scorer itself only inside the sandbox
+(tasks/verify/gym_sandbox.py: a warm scorer forks a child per answer), since eight scorers `eval` the answer.
+`rescore` re-scores a published row's text later; it
 regenerates the item from (task, config, seed) and refuses a row whose stored entry differs (an edited row, or a
 reasoning-gym version that makes other items), since scorers read the entry (one even `eval`s its answer).
 `gym_reward` is the same rule as a TRL reward function over the `rlvr` view's `verifier_spec` column.
@@ -21,11 +23,12 @@ import json
 import math
 from functools import lru_cache
 
-from cotforge.tasks.questions.gym import entry_json, gym_version, make_entry, scorer
+from cotforge.tasks.questions.gym import entry_json, gym_version, make_entry
 from cotforge.tasks.verify.contract import FORMS, REASONING_TAGS, read_answer, text_alternative
+from cotforge.tasks.verify.gym_sandbox import score_in_sandbox
 from cotforge.tasks.verify.rules import Result, VerifyContext, VerifyItem, register_verifier
 
-VERIFIER_VERSION = f"2+reasoning-gym=={gym_version()}"
+VERIFIER_VERSION = f"3+reasoning-gym=={gym_version()}"  # 3: the answer contract extracts; scored in the sandbox
 _IMPORT_HEADROOM_S = 15.0  # a fresh worker imports reasoning-gym (about 2 s) inside its first item's deadline
 
 
@@ -37,14 +40,11 @@ def stated_answer(text: str, forms: tuple[str, ...] = FORMS,
 
 def score_answers(task: str, config_json: str, entry: str, answers: tuple[str, ...]) -> Result:
     """The cascade's verdict from the task's scores of the stated answers (`answers[0]` is the final one)."""
-    stored = json.loads(entry)
-    score_answer = scorer(task, json.loads(config_json))
     scores = []
-    for answer in answers:
-        try:
-            score = score_answer(answer, stored)
-        except Exception as error:  # a scorer bug on a strange answer: undecided, never accepted
-            return None, f"scorer_error:{type(error).__name__}"
+    # Scorers may eval the answer: each answer is scored by a child of the warm scorer in the sandbox.
+    for score, why in score_in_sandbox(task, config_json, entry, answers):
+        if why is not None:  # code where an evaluating scorer reads an answer: false; a scorer that raised on a
+            return (False if why.startswith("answer_") else None), why  # strange answer or could not run: undecided
         if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
             return None, f"scorer_returned:{score!r}"[:80]
         if not 0.0 <= score <= 1.0:  # e.g. spell_backward sums 1/n per letter: 1.0000000000000002 for junk appended
@@ -105,8 +105,9 @@ def _entry_regenerates(task: str, config_json: str, seed: int, entry_json_: str)
 
 def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
     """Re-score a rationale against a published row's reasoning-gym entry (`verifier_spec`, or a question's
-    `metadata_json`), in this process. With `check_entry`, the item is regenerated from (task, config, seed) and
-    must equal the stored entry: `(None, "entry_mismatch")` otherwise, nothing scored."""
+    `metadata_json`), from this process (its scorer sandbox scores). With `check_entry`, the item is regenerated
+    from (task, config, seed) and must equal the stored entry: `(None, "entry_mismatch")` otherwise, nothing
+    scored."""
     data = json.loads(spec) if isinstance(spec, str) else spec
     data = data.get("reasoning_gym", data)
     if check_entry and not _entry_regenerates(data["task"], json.dumps(data["config"], sort_keys=True), data["seed"],
@@ -139,7 +140,8 @@ def gym_reward(completions: list, verifier_spec: list[str | None], **_: object) 
     """A TRL reward function (`GRPOTrainer(reward_funcs=gym_reward)`) for the `rlvr` view: 1.0 where the task's
     scorer fully accepts the completion's one stated final answer, 0.0 where it does not (partial scores, hedges,
     conflicting or missing answers, a tampered entry included), None for a row without a reasoning-gym entry (TRL
-    leaves it to the other reward functions). Scores in this process: a scorer that hangs hangs the step."""
+    leaves it to the other reward functions). The scorer runs in this process's own scorer sandbox (started on the
+    first call), never in the trainer's interpreter; a scorer that hangs costs its wall limit and a 0.0."""
     rewards: list[float | None] = []
     for completion, spec in zip(completions, verifier_spec):
         if not spec:

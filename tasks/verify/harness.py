@@ -8,17 +8,21 @@ then runs the job (JOB_DIR/job.json) and writes one JSON line per test to RESULT
 - mode "values": each case is an expression; its value is sent back as the repr of plain builtins only
   (`{"i": 0, "value": "[1, 2]"}`), or the exception it raised (`{"i": 0, "error": "ValueError"}`). The expected
   values never come here: the verifier compares outside.
-- mode "asserts": one case (a block of test code) per run, in a fresh interpreter; `{"i": 0, "passed": true,
-  "nonce": ...}`. Its case and a nonce come on stdin after the candidate has loaded (`"late"`): the test is not on
-  disk while the candidate's module code runs, and a pass forged before the nonce arrived does not count.
+- mode "asserts": one case (a block of test code) per run; `{"i": 0, "passed": true, "nonce": ...}`. The test code
+  runs in this process and the candidate in a forked process of its own (forked before the case and the nonce come
+  on stdin), called through a proxy (JOB_DIR/assert_proxy.py): plain values over a pipe. Patching names, builtins,
+  `json`, walking frames or hunting with `gc` in the candidate's process reaches nothing of the test; the test
+  process is not dumpable, so the candidate cannot read its memory or fds either.
 - mode "load": only load the candidate (the sandbox tests' hostile programs).
 
 Before every case, the hooks a candidate could leave behind are reset (trace and profile functions, exit hooks,
 `sys.excepthook`, signal handlers and timers). Nothing here is trusted by the verifier: the candidate runs in this
-process and may rewrite any of it; the verifier treats whatever arrives on RESULT_FD as untrusted data.
+process (values, load) or its own (asserts) and may rewrite any of it there; the verifier treats whatever arrives on
+RESULT_FD as untrusted data.
 """
 
 import atexit
+import builtins
 import importlib.util
 import json
 import operator
@@ -100,20 +104,31 @@ def reset_hooks():
         signal.signal(sig, signal.SIG_IGN if sig == signal.SIGPIPE else signal.SIG_DFL)
 
 
-def main():
-    job_dir, result_fd = sys.argv[1], int(sys.argv[2])
-    with open(os.path.join(job_dir, "job.json")) as f:
-        job = json.load(f)
-    set_limits(job["limits"])
-    if job["mode"] == "asserts":
-        global _literal_eval
-        import ast
+def become_init():
+    """As the sandbox's pid 1 (`bwrap --as-pid-1`): make this process untraceable (not dumpable: no /proc/1/mem,
+    /proc/1/fd for the candidate, a process of the same uid), fork the job's process, hold no fd of the run, reap
+    whatever is orphaned, and leave with the job's status (128 + N when a signal N ended it, as bwrap reports). The
+    namespace, and everything left in it, ends with this process."""
+    import ctypes
 
-        _literal_eval = ast.literal_eval
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE, 0; inherited by the job's processes across fork
+        _exit(125)
+    job = os.fork()
+    if job == 0:
+        return
+    os.closerange(0, 1 << 16)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            _exit(125)
+        if pid == job:
+            _exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
 
-    def emit(message):
-        _write(result_fd, (_dumps(message) + "\n").encode())
 
+def load_candidate(job_dir, emit):
+    """Load the candidate as the module `solution` in this process; its namespace (the process ends on an error)."""
     spec = importlib.util.spec_from_file_location("solution", os.path.join(job_dir, "solution.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules["solution"] = module
@@ -127,7 +142,44 @@ def main():
 
         traceback.print_exc()
         finish(1)
-    namespace = module.__dict__
+    return module.__dict__
+
+
+def receive_late(emit):
+    """Say the candidate is loaded, then read (cases, nonce) from stdin: they were on no disk while it loaded."""
+    emit({"loaded": True})
+    chunks = []
+    while True:
+        chunk = _read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    late = json.loads(b"".join(chunks))
+    return late["cases"], late["nonce"]
+
+
+def main():
+    if os.getpid() == 1:
+        become_init()
+    job_dir, result_fd = sys.argv[1], int(sys.argv[2])
+    with open(os.path.join(job_dir, "job.json")) as f:
+        job = json.load(f)
+    set_limits(job["limits"])
+    if job["mode"] == "asserts":
+        global _literal_eval
+        import ast
+
+        _literal_eval = ast.literal_eval
+
+    def emit(message):
+        _write(result_fd, (_dumps(message) + "\n").encode())
+
+    if job["mode"] == "asserts":  # the test and the candidate in two processes: JOB_DIR/assert_proxy.py
+        spec = importlib.util.spec_from_file_location("assert_proxy", os.path.join(job_dir, "assert_proxy.py"))
+        proxy = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(proxy)
+        proxy.run_asserts(job, job_dir, result_fd, emit)
+    namespace = load_candidate(job_dir, emit)
     namespace["__cotforge_compare__"], namespace["__cotforge_truth__"] = compare, truth  # for assert tests
     if job["mode"] == "load":
         finish(0)
@@ -137,28 +189,13 @@ def main():
     except BaseException as error:
         emit({"setup": "error", "error": _type(error).__name__})
         finish(1)
-    cases, nonce = job["cases"], None
-    if job.get("late"):  # the cases were not on disk while the candidate loaded: they come now, on stdin
-        emit({"loaded": True})
-        chunks = []
-        while True:
-            chunk = _read(0, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        late = json.loads(b"".join(chunks))
-        cases, nonce = late["cases"], late["nonce"]
+    cases = receive_late(emit)[0] if job.get("late") else job["cases"]
     for i, case in enumerate(cases):
         reset_hooks()
         try:
-            if job["mode"] == "asserts":
-                exec(compile(case, f"<test {i}>", "exec"), namespace)
-                reset_hooks()
-                emit({"i": i, "passed": True, "nonce": nonce})
-            else:
-                value = eval(compile(case, f"<test {i}>", "eval"), namespace)
-                reset_hooks()
-                emit({"i": i, "value": plain_repr(value)})
+            value = eval(compile(case, f"<test {i}>", "eval"), namespace)
+            reset_hooks()
+            emit({"i": i, "value": plain_repr(value)})
         except BaseException as error:
             emit({"i": i, "error": _type(error).__name__})
     finish(0)

@@ -5,12 +5,13 @@ datasets write MBPP / HumanEval style tests). A top-level `assert EXPR == LITERA
 `EXPR is None / True / False`) becomes a **value** test: only EXPR enters the sandbox, the candidate's value comes
 back as plain data (the repr of builtins, parsed here with `ast.literal_eval`), and it is compared with LITERAL here,
 type-strict (True is not 1, 1 is not 1.0, a tuple is not a list; a first line `# cotforge: equality=numeric` lets
-ints and floats compare by value). Every other assert is an **assert** test: it runs on its own in a fresh
-interpreter after the candidate, and the verdict says so (`test_mode`); its comparisons and truth tests are rewritten
-to act on plain-data copies of their operands (an object whose `__eq__` or `__bool__` lies fails there), but the
-expected values are inside the sandbox with the candidate, so assert tests are the weaker mode. Statements before
-the first assert are setup; a test file with other statements between its asserts, or without top-level asserts
-(HumanEval's `check(candidate)`), is one assert test as a whole.
+ints and floats compare by value). Every other assert is an **assert** test: it runs alone, in a sandboxed process
+of its own that calls the candidate (in another process) through a proxy passing plain values only, and the verdict
+says so (`test_mode`): the test code and its expected values never enter the candidate's process. What the proxy
+cannot carry (a callback, an object of the candidate's class, a list mutated in place) fails the test. Comparisons
+and truth tests still act on plain-data copies. Statements before the first assert are setup (run with the test); a
+test file with other statements between its asserts, or without top-level asserts (HumanEval's `check(candidate)`),
+is one assert test as a whole.
 """
 
 from __future__ import annotations

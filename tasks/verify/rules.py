@@ -162,7 +162,7 @@ def verify_choice(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     return _local(items, decide)
 
 
-@register_verifier("code", "3")
+@register_verifier("code", "3")  # 3: the contract picks the block; assert tests in their own process, behind a proxy
 def verify_code(items: list[VerifyItem], ctx: VerifyContext) -> list[Result]:
     """The candidate program (the contract's final code block defining the asked function) against the question's
     tests in the sandbox: the expected values stay here, the sandbox returns what the program computed

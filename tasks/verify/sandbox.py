@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cotforge.schemas.config_verify import SandboxConfig
+from cotforge.tasks.verify.syscall_filter import filter_bpf, filter_fd
 from cotforge.tasks.verify.sandbox_host import (  # noqa: F401 (clean_up_after, marked_processes: used by the pool, tests)
     JOB_DIR,
     _bwrap_argv,
@@ -51,6 +52,7 @@ from cotforge.tasks.verify.sandbox_host import (  # noqa: F401 (clean_up_after, 
 )
 
 HARNESS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
+ASSERT_PROXY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assert_proxy.py")
 _DRAIN_S = 5.0  # after the program ends, how long the output pipes may take to close
 
 
@@ -80,6 +82,10 @@ def isolation_problem(uid: int | None = None) -> str | None:
     """Why bubblewrap cannot isolate a program here (None: it can). Probed once per process and uid."""
     if shutil.which("bwrap") is None:
         return "bwrap not installed (Debian package bubblewrap)"
+    try:
+        filter_bpf()
+    except RuntimeError as error:
+        return str(error)
     run = _run("pass", {"mode": "load", "cases": []}, SandboxConfig(), probe=True)
     return None if run.status == "ok" else f"bwrap failed: {run.stderr.strip()[-300:]}"
 
@@ -110,9 +116,12 @@ def _run(source: str, job: dict, limits: SandboxConfig, probe: bool = False) -> 
     executable, prefix = interpreter
     with open(HARNESS_PATH, "rb") as f:
         harness = f.read()
+    with open(ASSERT_PROXY_PATH, "rb") as f:
+        assert_proxy = f.read()
     late = json.dumps({"cases": job["cases"], "nonce": job.get("nonce", "")}).encode() if job.get("late") else None
     on_disk = {k: v for k, v in job.items() if k != "nonce"} | {"cases": [] if late else job["cases"]}
-    payload = {"harness.py": harness, "solution.py": source.encode("utf-8", "surrogatepass"),
+    payload = {"harness.py": harness, "assert_proxy.py": assert_proxy,
+               "solution.py": source.encode("utf-8", "surrogatepass"),
                "job.json": json.dumps(dict(on_disk, limits=_limits(limits))).encode()}
     bwrap = limits.isolation == "bubblewrap"
     result_r, result_w = os.pipe()
@@ -122,7 +131,10 @@ def _run(source: str, job: dict, limits: SandboxConfig, probe: bool = False) -> 
     try:
         if bwrap:
             fds = {name: _memfd(name, data) for name, data in payload.items()}
-            argv = _bwrap_argv(executable, prefix, limits, fds, info_w, os.geteuid() == 0 and uid is None)
+            fds["seccomp"] = filter_fd()
+            data_fds = {name: fd for name, fd in fds.items() if name != "seccomp"}
+            argv = _bwrap_argv(executable, prefix, limits, data_fds, info_w, os.geteuid() == 0 and uid is None,
+                               fds["seccomp"])
             argv += [executable, "-I", "-S", "-B", f"{JOB_DIR}/harness.py", JOB_DIR, str(result_w), run_id]
             env, cwd = {}, "/"
             passed = (result_w, info_w, *fds.values())

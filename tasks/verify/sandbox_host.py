@@ -64,14 +64,23 @@ def _system_binds() -> list[str]:
 
 
 def _bwrap_argv(executable: str, prefix: str, limits: SandboxConfig, data_fds: dict[str, int], info_fd: int,
-                as_root: bool) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns",
-            "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv", "--info-fd", str(info_fd)]
+                as_root: bool, seccomp_fd: int, read_only: tuple[str, ...] = ()) -> list[str]:
+    """The bwrap command line up to the program; `read_only` paths are bound as they are (a scorer's packages). The
+    program runs as the namespace's pid 1 (no bwrap process of the same uid in there to trace): it makes itself
+    untraceable and forks the work (tasks/verify/harness.py: become_init)."""
+    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1",
+            "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv", "--seccomp", str(seccomp_fd)]
+    if info_fd >= 0:
+        argv += ["--info-fd", str(info_fd)]
     if as_root:  # bwrap keeps root's capabilities inside the namespace unless told not to
         argv += ["--cap-drop", "ALL"]
     argv += _system_binds()
     if not prefix.startswith("/usr/"):
         argv += ["--ro-bind", prefix, prefix]
+    if not executable.startswith(("/usr/", prefix.rstrip("/") + "/")):  # a venv's copied interpreter
+        argv += ["--ro-bind", executable, executable]
+    for path in read_only:
+        argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
              "--size", str(limits.disk_mb << 20), "--tmpfs", WORK_DIR]
     for name, fd in data_fds.items():
