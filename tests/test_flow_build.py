@@ -49,7 +49,7 @@ def test_layout_and_metadata(built):
         assert f"report/{plot}" in (out / "README.md").read_text()
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["counts"]["questions generated"] == 25
-    assert report["counts"]["samples generated"] == 100
+    assert report["counts"]["samples"] == 100
     assert (out.parent / "latest").resolve() == out.resolve() and (out / "manifest.json").is_file()
     assert read_view(str(out), "sft")["added_in"].unique().to_list() == ["1.2.3"]  # a first version: all rows new
     assert result.carried_rows == dict.fromkeys(result.views, 0) and result.new_rows == result.views
