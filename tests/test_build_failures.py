@@ -53,7 +53,7 @@ def test_failing_backend_stops_the_build_and_a_rerun_completes(tmp_path, capsys)
     with FlakyServer() as server:
         recipe = _recipe(tmp_path, server.url)
         assert cli(["build", recipe, "--out", str(out), "--version", "0.1.0"]) == 3
-        said = capsys.readouterr().out
+        said = capsys.readouterr().err
         assert "build failed" in said and "HTTP 503" in said and "max_error_rate" in said
         assert not (out / "0.1.0").exists() and not (out / "latest").exists()  # nothing published
         assert list((out / "_work" / "samples").glob("*.parquet"))  # the shards are kept for the rerun

@@ -61,11 +61,11 @@ def test_validate_names_what_is_wrong(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nquestions: {total: 10, sources: [{kind: family, family: arithmetic, n: 3}]}\n")
     assert main(["validate", str(bad)]) == 2
-    assert "none has one" in capsys.readouterr().out
+    assert "none has one" in capsys.readouterr().err
     missing = tmp_path / "missing.yaml"
     missing.write_text("name: x\nquestions: {sources: [{kind: seed, name: s, path: /nonexistent/s.jsonl, n: 3}]}\n")
     assert main(["validate", str(missing)]) == 2
-    assert "cannot resolve the sources" in capsys.readouterr().out
+    assert "cannot resolve the sources" in capsys.readouterr().err
 
 
 def test_validate_samples_nothing_and_version_prints():

@@ -133,6 +133,6 @@ def test_a_published_version_is_never_rewritten(two_versions, tmp_path, capsys):
     assert "version 0.2.0 is already published" in capsys.readouterr().out
     recipe.write_text(yaml.safe_dump(VERSION_RECIPE))
     assert main(["build", str(recipe), "--out", str(out), "--version", "0.2.0"]) == 2
-    assert "already has version 0.2.0 with other content" in " ".join(capsys.readouterr().out.split())
+    assert "already has version 0.2.0 with other content" in " ".join(capsys.readouterr().err.split())
     assert (out / "latest").resolve() == (out / "0.2.0").resolve() and sorted(
         p.name for p in out.iterdir() if p.name[0].isdigit()) == ["0.1.0", "0.2.0"]
