@@ -239,3 +239,42 @@ def test_pull_lists_only_views(built, capsys):
     said = capsys.readouterr().err
     assert "has no view 'nope'; it has [" in said and "'sft'" in said
     assert "'index'" not in said and "'report'" not in said
+
+
+# ---- a question an earlier version dropped as a near-duplicate (through a bridge) never comes back as new
+
+
+def test_a_question_dropped_through_a_bridge_never_comes_back(tmp_path):
+    from cotforge.flows.build import build
+    from cotforge.schemas.recipe import parse_recipe
+    from cotforge.schemas.records import question_id_for
+    from cotforge.tasks.publish.write import read_view
+    from tests.fake_openai import OpenAIShapedServer, chat_completion
+    from tests.test_dedup import BRIDGE_A, BRIDGE_B, BRIDGE_C
+
+    seeds = tmp_path / "seeds.jsonl"
+    rows = [{"question": q, "answer": "23"} for q in (BRIDGE_A, BRIDGE_B, BRIDGE_C)]
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = {"name": "bridge", "seed": 3, "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
+              "generation": {"backend": "openai", "samples_per_question": 2, "openai": {"base_url": "", "model": "m"}},
+              "views": {"prm": {"enabled": False}}}
+    out = tmp_path / "out"
+    with OpenAIShapedServer(lambda body: (200, chat_completion(["Count them.\nThe answer is 23."] * body["n"]))) \
+            as server:
+        recipe["generation"]["openai"]["base_url"] = server.url
+        first = build(parse_recipe(recipe), out=str(out), version="0.1.0")
+        assert first.counts["questions kept after dedup"] == 1 and first.counts["questions dropped as duplicates"] == 2
+        # 0.1.1's source has C again without the bridge B (an edited seed file), and a new question
+        rows = [rows[0], rows[2], {"question": "What is 6 times 7?", "answer": "23"}]
+        seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        second = build(parse_recipe(recipe), out=str(out), version="0.1.1")
+    assert second.counts["questions already in an earlier version (not sampled)"] == 2
+    new = {"sft": set(), "rlvr": set()}
+    for view in new:
+        frame = read_view(str(out / "0.1.1"), view)
+        new[view] = set(frame.filter(frame["added_in"] == "0.1.1")["question_id"].to_list())
+    bridged, fresh = question_id_for(BRIDGE_C), question_id_for("What is 6 times 7?")
+    assert bridged not in new["sft"] | new["rlvr"], "C came back as new"
+    assert fresh in new["sft"]
+    sampled = json.loads((out / "0.1.1" / "manifest.json").read_text())["stages"]["questions"]
+    assert sum(r["rows"] for r in sampled) == 1, "only the new question was sampled"
