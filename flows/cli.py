@@ -62,18 +62,23 @@ class _NoTracebacks(logging.Filter):
         return True
 
 
-def _hide_tracebacks(verbose: bool) -> None:
+def _hide_tracebacks(verbose: bool, process: bool, debug: bool = False) -> None:
     """Put `_NoTracebacks` on every logging handler there is once Prefect has configured its logging (importing
-    prefect.main does), and keep threads from printing theirs (a stopped build's helper threads)."""
+    prefect.main does); `process` (the command owns the interpreter): keep threads from printing theirs too (a
+    stopped build's helper threads, at exit). `debug`: only take off the filters an earlier call put there."""
     import prefect.main  # noqa: F401  (configures Prefect's loggers and handlers)
 
     quiet = _NoTracebacks(verbose)
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):
-            handler.addFilter(quiet)
-    threading.excepthook = lambda args: None
-    sys.unraisablehook = lambda unraisable: None
+            for old in [f for f in handler.filters if isinstance(f, _NoTracebacks)]:
+                handler.removeFilter(old)
+            if not debug:
+                handler.addFilter(quiet)
+    if process and not debug:
+        threading.excepthook = lambda args: None
+        sys.unraisablehook = lambda unraisable: None
 
 
 def _load(path: str):
@@ -302,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     v.set_defaults(func=_cmd_serve)
     args = parser.parse_args(argv)
     _quiet_prefect(args.verbose or args.debug)
-    if not args.debug:
-        _hide_tracebacks(args.verbose)
+    if args.command in ("build", "schedule", "serve"):  # the commands that run Prefect (the others never import it)
+        _hide_tracebacks(args.verbose, process=argv is None, debug=args.debug)
     # SIGTERM stops a command like Ctrl-C: a build's sampler writes every finished completion before the process ends.
     previous_term = signal.signal(signal.SIGTERM, _interrupt) \
         if threading.current_thread() is threading.main_thread() else None

@@ -278,3 +278,68 @@ def test_a_question_dropped_through_a_bridge_never_comes_back(tmp_path):
     assert fresh in new["sft"]
     sampled = json.loads((out / "0.1.1" / "manifest.json").read_text())["stages"]["questions"]
     assert sum(r["rows"] for r in sampled) == 1, "only the new question was sampled"
+
+
+# ---- bad seed rows: each rejected with its reason, the build goes on and says so; a missing file is refused
+
+
+def test_bad_seed_rows_are_rejected_with_reasons_and_reported(tmp_path):
+    from tests.fake_openai import OpenAIShapedServer, chat_completion
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_bytes(b"\n".join([
+        json.dumps({"question": "What is 20 plus 3?", "answer": "23"}).encode(),
+        b'{"question": "Combien font 20 + 3 \xe0 la fin?", "answer": "23"}',  # Latin-1, not UTF-8
+        json.dumps({"question": "", "answer": "23"}).encode(),
+        json.dumps({"question": "What is " + "1 + " * 300_000 + "1?", "answer": "300001"}).encode(),  # 1.2 MB
+        b'{"question": "What is 2+2?", "answer": ',
+        json.dumps({"question": "What is 30 minus 7?", "answer": "23"}).encode()]) + b"\n")
+    recipe = {"name": "screens", "seed": 3, "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
+              "generation": {"backend": "openai", "samples_per_question": 1, "openai": {"base_url": "", "model": "m"}},
+              "views": {"prm": {"enabled": False}}}
+    out = tmp_path / "out"
+    with OpenAIShapedServer(lambda body: (200, chat_completion(["Add.\nThe answer is 23."] * body["n"]))) as server:
+        recipe["generation"]["openai"]["base_url"] = server.url
+        path = write_recipe(tmp_path, recipe)
+        validate = cotforge("validate", path)
+        proc = cotforge("build", path, "--out", out)
+    assert validate.returncode == 0 and "Traceback" not in validate.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_clean_stderr(proc)
+    report = json.loads((out / "0.1.0" / "report" / "report.json").read_text())
+    (mix,) = report["questions"]
+    assert mix["questions"] == 2 and mix["rejected"] == 4
+    assert mix["reject_reasons"] == {"not_utf8": 1, "missing_question": 1, "question_too_long": 1, "invalid_json": 1}
+    assert "| `seed:s` | 2 | 100.0% | 4 |" in (out / "0.1.0" / "README.md").read_text()
+    questions = json.loads((out / "0.1.0" / "manifest.json").read_text())["stages"]["questions"]
+    import polars as pl
+
+    texts = pl.read_parquet([r["path"] for r in questions])["text"].to_list()
+    assert sorted(texts) == ["What is 20 plus 3?", "What is 30 minus 7?"]  # nothing with replacement characters
+
+
+def test_a_missing_seed_file_is_refused_in_one_line(tmp_path):
+    recipe = {**VERSION_RECIPE, "questions": {"sources": [
+        {"kind": "seed", "name": "gone", "path": str(tmp_path / "absent.jsonl"), "n": 3}]}}
+    proc = cotforge("build", write_recipe(tmp_path, recipe), "--out", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert_clean_stderr(proc)
+    assert proc.stderr.strip().splitlines() == [f"cotforge build: not built: seed file {tmp_path / 'absent.jsonl'} "
+                                                "does not exist"]
+
+
+def test_an_unexpected_error_is_one_line_with_exit_code_4(tmp_path, capsys, monkeypatch):
+    """A bug (here: the flow raising a plain RuntimeError) still gets one line and its code, not a traceback."""
+    import cotforge.flows.build as build_module
+    from cotforge.flows.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside broke")
+
+    monkeypatch.setattr(build_module, "run_build", broken)
+    assert main(["build", write_recipe(tmp_path, VERSION_RECIPE), "--out", str(tmp_path / "out")]) == 4
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["cotforge build: unexpected error: RuntimeError: something inside broke (run "
+                                        "again with --debug for the traceback)"]
+    assert main(["--debug", "build", write_recipe(tmp_path, VERSION_RECIPE), "--out", str(tmp_path / "out")]) == 4
+    assert "Traceback" in capsys.readouterr().err
