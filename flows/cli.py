@@ -71,7 +71,8 @@ def _hide_tracebacks(verbose: bool, process: bool, debug: bool = False) -> None:
     quiet = _NoTracebacks(verbose)
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
     for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
+        # Streams only: the handler that ships run logs to the Prefect server (the UI) keeps every record.
+        for handler in [h for h in getattr(logger, "handlers", []) if isinstance(h, logging.StreamHandler)]:
             for old in [f for f in handler.filters if isinstance(f, _NoTracebacks)]:
                 handler.removeFilter(old)
             if not debug:
