@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
-    except BaseException as error:  # noqa: BLE001 (the one error path: a message and an exit code, never a trace)
+    except BaseException as error:  # the one error path: a message and an exit code, never a traceback
         code, message = _failure(args.command, error)
         if code is None:
             raise

@@ -21,7 +21,7 @@ CLI_ENV = {**os.environ, "COTFORGE_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
 def cotforge(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """The `cotforge` command in its own process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "cotforge.flows.cli", *map(str, args)], cwd=ROOT, env=CLI_ENV,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def assert_clean_stderr(proc: subprocess.CompletedProcess) -> None:
@@ -95,8 +95,8 @@ def test_lower_version_is_refused_in_one_line(built, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert_clean_stderr(proc)
     assert proc.stderr.strip().splitlines() == [
-        "cotforge build: not built: version 0.1.0 is already published, newer than 0.0.9; a new version carries the "
-        "latest one, so it must be newer (e.g. --version 0.1.1)"]
+        ("cotforge build: not built: version 0.1.0 is already published, newer than 0.0.9; a new version carries the "
+         "latest one, so it must be newer (e.g. --version 0.1.1)")]
     assert tree(out / "0.1.0") == before and not (out / "0.0.9").exists()
     debug = cotforge("--debug", "build", recipe, "--out", out, "--version", "0.0.9")
     assert debug.returncode == 2 and "Traceback" in debug.stderr, "--debug shows the traceback"
@@ -207,8 +207,8 @@ def test_a_signal_mid_build_stops_in_one_line(tmp_path, signum, code, said):
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr and "Traceback" not in stdout, stderr[-3000:]
-    assert stderr.strip().splitlines() == [f"cotforge build: interrupted ({said}): every finished sample is saved; "
-                                           "run the same command again to continue from there"]
+    assert stderr.strip().splitlines() == [(f"cotforge build: interrupted ({said}): every finished sample is saved; "
+                                            "run the same command again to continue from there")]
     assert not list((tmp_path / "out").glob("0.*"))
 
 
@@ -255,7 +255,8 @@ def test_a_question_dropped_through_a_bridge_never_comes_back(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     rows = [{"question": q, "answer": "23"} for q in (BRIDGE_A, BRIDGE_B, BRIDGE_C)]
     seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = {"name": "bridge", "seed": 3, "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
+    recipe = {"name": "bridge", "seed": 3,
+              "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
               "generation": {"backend": "openai", "samples_per_question": 2, "openai": {"base_url": "", "model": "m"}},
               "views": {"prm": {"enabled": False}}}
     out = tmp_path / "out"
@@ -294,7 +295,8 @@ def test_bad_seed_rows_are_rejected_with_reasons_and_reported(tmp_path):
         json.dumps({"question": "What is " + "1 + " * 300_000 + "1?", "answer": "300001"}).encode(),  # 1.2 MB
         b'{"question": "What is 2+2?", "answer": ',
         json.dumps({"question": "What is 30 minus 7?", "answer": "23"}).encode()]) + b"\n")
-    recipe = {"name": "screens", "seed": 3, "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
+    recipe = {"name": "screens", "seed": 3,
+              "questions": {"sources": [{"kind": "seed", "name": "s", "path": str(seeds)}]},
               "generation": {"backend": "openai", "samples_per_question": 1, "openai": {"base_url": "", "model": "m"}},
               "views": {"prm": {"enabled": False}}}
     out = tmp_path / "out"
@@ -324,8 +326,8 @@ def test_a_missing_seed_file_is_refused_in_one_line(tmp_path):
     proc = cotforge("build", write_recipe(tmp_path, recipe), "--out", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert_clean_stderr(proc)
-    assert proc.stderr.strip().splitlines() == [f"cotforge build: not built: seed file {tmp_path / 'absent.jsonl'} "
-                                                "does not exist"]
+    assert proc.stderr.strip().splitlines() == [(f"cotforge build: not built: seed file {tmp_path / 'absent.jsonl'} "
+                                                 "does not exist")]
 
 
 def test_an_unexpected_error_is_one_line_with_exit_code_4(tmp_path, capsys, monkeypatch):
@@ -339,7 +341,7 @@ def test_an_unexpected_error_is_one_line_with_exit_code_4(tmp_path, capsys, monk
     monkeypatch.setattr(build_module, "run_build", broken)
     assert main(["build", write_recipe(tmp_path, VERSION_RECIPE), "--out", str(tmp_path / "out")]) == 4
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == ["cotforge build: unexpected error: RuntimeError: something inside broke (run "
-                                        "again with --debug for the traceback)"]
+    assert err.strip().splitlines() == [("cotforge build: unexpected error: RuntimeError: something inside broke (run "
+                                         "again with --debug for the traceback)")]
     assert main(["--debug", "build", write_recipe(tmp_path, VERSION_RECIPE), "--out", str(tmp_path / "out")]) == 4
     assert "Traceback" in capsys.readouterr().err

@@ -116,9 +116,9 @@ def test_a_recipe_whose_sources_give_no_questions_fails(tmp_path):
 def test_one_source_that_gives_nothing_stops_the_build_naming_it(tmp_path):
     """An empty seed file beside a good source: the build stops before sampling, naming the source and why, instead
     of publishing a mix the source silently vanished from."""
+    from cotforge.schemas.config_questions import QuestionsConfig
     from cotforge.tasks.core.context import BuildContext
     from cotforge.tasks.core.shards import ShardStore
-    from cotforge.schemas.config_questions import QuestionsConfig
     from cotforge.tasks.questions.stage import questions_shards
 
     empty, latin1 = tmp_path / "empty.jsonl", tmp_path / "latin1.jsonl"
