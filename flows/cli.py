@@ -5,11 +5,27 @@ serve the schedules."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 import threading
 import time
+
+# Exit codes (README, "Exit codes"): every refusal and failure prints one message on stderr and exits with its code.
+EXIT_OK = 0  # done, or nothing to do
+EXIT_PROBLEMS = 1  # `check` found a damaged version or file
+EXIT_REFUSED = 2  # nothing was done: a bad recipe or argument, a version that exists or is older, a locked or
+#                   unusable output folder, a damaged version in it
+EXIT_FAILED = 3  # the build ran and stopped before publishing (a source gave no question, too many generation
+#                  errors); its shards are kept for the rerun
+EXIT_ERROR = 4  # an unexpected error (a bug, or the machine): `--debug` shows its traceback
+EXIT_SIGINT = 130  # stopped by Ctrl-C (128 + SIGINT); finished samples are kept, the same command resumes
+EXIT_SIGTERM = 143  # stopped by SIGTERM (128 + SIGTERM), the same
+
+
+class Refused(Exception):
+    """A command that refuses to start: its message is the whole story (exit code 2)."""
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -20,15 +36,57 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def _load_or_say(console, path: str):
-    """The recipe at `path`, or None after printing which field is wrong and why."""
-    from cotforge.schemas.recipe import RecipeError, load_recipe
+_PREFECT_CODE = f"{os.sep}prefect{os.sep}"
 
-    try:
-        return load_recipe(path)
-    except RecipeError as error:
-        console.print(f"[red]bad recipe[/red] {error}")
-        return None
+
+class _NoTracebacks(logging.Filter):
+    """Without --debug: Prefect's records of a failed or crashed flow or task run (ERROR and above, each with its
+    traceback) are dropped, since the command prints the failure as one line of its own, and so is Prefect's own
+    chatter at shutdown (its services' warnings) unless --verbose; the build's own records (flow and task run logs)
+    keep their message but never a traceback."""
+
+    RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # (Prefect's services log under their class names, e.g. "EventsWorker": known by the file that logs)
+        if record.name.split(".")[0] in ("prefect", "uvicorn", "fastapi") or _PREFECT_CODE in record.pathname:
+            if record.levelno >= logging.ERROR:
+                return False
+            if not self.verbose and not record.name.startswith(self.RUN_LOGGERS):
+                return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _hide_tracebacks(verbose: bool, process: bool, debug: bool = False) -> None:
+    """Put `_NoTracebacks` on every logging handler there is once Prefect has configured its logging (importing
+    prefect.main does); `process` (the command owns the interpreter): keep threads from printing theirs too (a
+    stopped build's helper threads, at exit). `debug`: only take off the filters an earlier call put there."""
+    import prefect.main  # noqa: F401  (configures Prefect's loggers and handlers)
+
+    quiet = _NoTracebacks(verbose)
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        # Streams only: the handler that ships run logs to the Prefect server (the UI) keeps every record.
+        for handler in [h for h in getattr(logger, "handlers", []) if isinstance(h, logging.StreamHandler)]:
+            for old in [f for f in handler.filters if isinstance(f, _NoTracebacks)]:
+                handler.removeFilter(old)
+            if not debug:
+                handler.addFilter(quiet)
+    if process and not debug:
+        threading.excepthook = lambda args: None
+        sys.unraisablehook = lambda unraisable: None
+
+
+def _load(path: str):
+    """The recipe at `path` (a RecipeError names each bad field and why)."""
+    from cotforge.schemas.recipe import load_recipe
+
+    return load_recipe(path)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -36,47 +94,26 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    recipe = _load_or_say(console, args.recipe)
-    if recipe is None:
-        return 2
+    recipe = _load(args.recipe)
     from cotforge.flows.build import run_build
-    from cotforge.tasks.core.context import BuildFailed
-    from cotforge.tasks.core.lock import OutputLocked
     from cotforge.tasks.core.progress import stop_progress
     from cotforge.tasks.publish.versions import VersionExistsError, parse_semver, published_versions
 
     push = args.push or recipe.publish.repo
-    try:
-        if args.version is not None:
-            parse_semver(args.version)
-            if push and args.version in published_versions(push):
-                raise VersionExistsError(f"{push} already has version {args.version}; published versions are never "
-                                         "moved or overwritten: pass a new --version (or none for the next patch "
-                                         "version)")
-    except (ValueError, VersionExistsError) as error:
-        console.print(f"[red]cannot build[/red] {error}")
-        return 2
+    out = args.out or recipe.publish.out.format(name=recipe.name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise Refused(f"--out {out} is a file, not an output folder: name a folder (new or one cotforge wrote)")
+    if args.version is not None:
+        parse_semver(args.version)
+        if push and args.version in published_versions(push):
+            raise VersionExistsError(f"{push} already has version {args.version}; published versions are never "
+                                     "moved or overwritten: pass a new --version (or none for the next patch "
+                                     "version)")
     start = time.perf_counter()
-    # SIGTERM stops a build like Ctrl-C: the sampler writes every finished completion before the process ends.
-    previous_term = signal.signal(signal.SIGTERM, _interrupt) \
-        if threading.current_thread() is threading.main_thread() else None
     try:
-        result = run_build(recipe, out=args.out, version=args.version, push=push,
-                           private=True if args.private else None)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: every finished sample is saved; run the same command again to "
-                      "continue from there")
-        return 130
-    except (VersionExistsError, OutputLocked) as error:
-        console.print(f"[red]not published[/red] {error}")
-        return 2
-    except BuildFailed as error:
-        console.print(f"[red]build failed[/red] {error}")
-        return 3
+        result = run_build(recipe, out=out, version=args.version, push=push, private=True if args.private else None)
     finally:
         stop_progress()
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
     if result.status == "unchanged":
         console.print(f"version {result.version} is already published in {os.path.abspath(result.folder)} with "
                       "these rows: nothing to do")
@@ -105,14 +142,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from cotforge.flows.plan import CHARS_PER_TOKEN, plan_recipe
 
     console = Console()
-    recipe = _load_or_say(console, args.recipe)
-    if recipe is None:
-        return 2
+    recipe = _load(args.recipe)
     try:
         plan = plan_recipe(recipe)
     except (ValueError, KeyError, OSError, RuntimeError) as error:  # a source that cannot be resolved
-        console.print(f"[red]cannot resolve the sources[/red] of {args.recipe}: {type(error).__name__}: {error}")
-        return 2
+        raise Refused(f"cannot resolve the sources of {args.recipe}: {type(error).__name__}: {error}") from error
     table = Table(title=f"{recipe.name}: questions per source (resolved, nothing sampled)")
     for column in ("source", "asked", "questions", "rejected", "note"):
         table.add_column(column, justify="left" if column in ("source", "note") else "right")
@@ -225,6 +259,8 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cotforge", description="Build reasoning datasets from recipes.")
     parser.add_argument("--verbose", action="store_true", help="show Prefect's logs")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Prefect's logs and the traceback of a failure (without it: one line on stderr)")
     parser.add_argument("--version", action="version", version=f"cotforge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("validate", help="check a recipe, resolve its sources and print the plan (nothing sampled)")
@@ -271,8 +307,69 @@ def main(argv: list[str] | None = None) -> int:
                         "one is due makes it wait, so versions are numbered in order and runs never pile up)")
     v.set_defaults(func=_cmd_serve)
     args = parser.parse_args(argv)
-    _quiet_prefect(args.verbose)
-    return args.func(args)
+    _quiet_prefect(args.verbose or args.debug)
+    if args.command in ("build", "schedule", "serve"):  # the commands that run Prefect (the others never import it)
+        _hide_tracebacks(args.verbose, process=argv is None, debug=args.debug)
+    # SIGTERM stops a command like Ctrl-C: a build's sampler writes every finished completion before the process ends.
+    previous_term = signal.signal(signal.SIGTERM, _interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        return args.func(args)
+    except BaseException as error:  # the one error path: a message and an exit code, never a traceback
+        code, message = _failure(args.command, error)
+        if code is None:
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exception(error)
+        print(message, file=sys.stderr, flush=True)
+        return code
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def _failure(command: str, error: BaseException) -> tuple[int | None, str]:
+    """(exit code, the one line to print) for an error that ended `command`; (None, "") for one to re-raise
+    (SystemExit, from argparse or a command)."""
+    from cotforge.schemas.recipe import RecipeError
+
+    if isinstance(error, SystemExit):
+        return None, ""
+    if isinstance(error, KeyboardInterrupt):
+        term = str(error) == f"signal {signal.SIGTERM}"
+        saved = " every finished sample is saved; run the same command again to continue from there" \
+            if command == "build" else ""
+        return (EXIT_SIGTERM if term else EXIT_SIGINT), \
+            f"cotforge {command}: interrupted ({'SIGTERM' if term else 'Ctrl-C'}):{saved or ' stopped'}"
+    if isinstance(error, RecipeError):
+        return EXIT_REFUSED, f"cotforge {command}: bad recipe: {error}"
+    if isinstance(error, Refused):
+        return EXIT_REFUSED, f"cotforge {command}: {error}"
+    refused, failed = _refusals(), _failures()
+    if isinstance(error, refused):
+        return EXIT_REFUSED, f"cotforge {command}: not built: {error}" if command == "build" else \
+            f"cotforge {command}: {error}"
+    if isinstance(error, failed):
+        return EXIT_FAILED, f"cotforge {command}: build failed: {error}"
+    return EXIT_ERROR, (f"cotforge {command}: unexpected error: {type(error).__name__}: {error} (run again with "
+                        "--debug for the traceback)")
+
+
+def _refusals() -> tuple[type, ...]:
+    from cotforge.tasks.core.lock import OutputLocked
+    from cotforge.tasks.publish.manifest import CorruptVersionError
+    from cotforge.tasks.publish.versions import VersionExistsError
+
+    # ValueError: a version that is not MAJOR.MINOR.PATCH, a seed column the data lacks; FileNotFoundError: a seed file
+    return OutputLocked, VersionExistsError, CorruptVersionError, ValueError, FileNotFoundError
+
+
+def _failures() -> tuple[type, ...]:
+    from cotforge.tasks.core.context import BuildFailed
+
+    return (BuildFailed,)
 
 
 if __name__ == "__main__":

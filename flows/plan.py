@@ -75,6 +75,9 @@ def plan_recipe(recipe: Recipe) -> Plan:
         plan.sources.append(SourcePlan(label, count, len(fresh), len(rejected) + len(kept) - len(fresh)))
         plan.questions += len(fresh)
         questions_text += [q.text for q in fresh]
+        if not kept:
+            plan.notes.append(f"source {label} gives no question ({len(rejected)} rows rejected): the build stops "
+                              "before sampling (exit 3) until it is fixed or removed")
     generation = recipe.generation
     k = generation.samples_per_question
     plan.requests = plan.questions

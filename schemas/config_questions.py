@@ -103,6 +103,9 @@ class SeedSourceConfig(_Counted):
     answer_format: Literal["auto", "gsm8k", "boxed", "choice", "number", "text"] = "auto"
     verifier: str | None = None  # override the verifier the answer format implies
     shuffle: bool = False  # take a seeded random subset when n is smaller than the file
+    # A longer question is a rejected row (`question_too_long`), not a prompt: a stray megabyte would otherwise cost
+    # the context window of every sample. 20,000 characters hold the longest MATH and contest-coding statements.
+    max_question_chars: int = Field(default=20_000, gt=0)
 
     @model_validator(mode="after")
     def _one_location(self):

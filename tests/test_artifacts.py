@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 
+from cotforge.tasks.generate.accounting import REUSE_COUNTS
 from cotforge.tasks.publish.artifacts import artifact_keys, counts_table, run_name
 from tests.test_schedule import ROOT, prefect_server  # noqa: F401  (the real server fixture)
 
@@ -75,9 +76,16 @@ def test_artifact_report_and_counts_on_the_prefect_server(prefect_server, tmp_pa
 
     tables, table_runs = _read_back(prefect_server["api"], keys["counts"])
     assert len(tables) == 2
+    said = []
     for artifact in tables:
         assert artifact.type == "table"
         rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-        assert {row["count"]: row["value"] for row in rows} == counts
+        said.append({row["count"]: row["value"] for row in rows})
+    assert said[0] == counts
+    # The second run found every shard done: its counts say so (nothing sampled by it), the rest are the version's.
+    assert {k: v for k, v in said[1].items() if k not in REUSE_COUNTS} == \
+        {k: v for k, v in counts.items() if k not in REUSE_COUNTS}
+    assert said[1]["samples generated this run"] == 0 and said[1]["samples reused from earlier runs"] == counts[
+        "samples"] == counts["samples generated this run"] > 0
     # Both flow runs are named after the recipe and version, the second one too (it was started without a version).
     assert sorted(report_runs.values()) == sorted(table_runs.values()) == ["Artifact_Test.v2@0.1.0"] * 2

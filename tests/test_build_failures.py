@@ -53,7 +53,7 @@ def test_failing_backend_stops_the_build_and_a_rerun_completes(tmp_path, capsys)
     with FlakyServer() as server:
         recipe = _recipe(tmp_path, server.url)
         assert cli(["build", recipe, "--out", str(out), "--version", "0.1.0"]) == 3
-        said = capsys.readouterr().out
+        said = capsys.readouterr().err
         assert "build failed" in said and "HTTP 503" in said and "max_error_rate" in said
         assert not (out / "0.1.0").exists() and not (out / "latest").exists()  # nothing published
         assert list((out / "_work" / "samples").glob("*.parquet"))  # the shards are kept for the rerun
@@ -111,3 +111,22 @@ def test_a_recipe_whose_sources_give_no_questions_fails(tmp_path):
 
         run_build(load_recipe(path), out=str(tmp_path / "out"))
     assert not (tmp_path / "out" / "0.1.0").exists()
+
+
+def test_one_source_that_gives_nothing_stops_the_build_naming_it(tmp_path):
+    """An empty seed file beside a good source: the build stops before sampling, naming the source and why, instead
+    of publishing a mix the source silently vanished from."""
+    from cotforge.schemas.config_questions import QuestionsConfig
+    from cotforge.tasks.core.context import BuildContext
+    from cotforge.tasks.core.shards import ShardStore
+    from cotforge.tasks.questions.stage import questions_shards
+
+    empty, latin1 = tmp_path / "empty.jsonl", tmp_path / "latin1.jsonl"
+    empty.write_text("")
+    latin1.write_bytes(b'{"question": "Combien fait 2+2 \xe0 la fin?", "answer": "4"}\n')
+    family = {"kind": "family", "family": "arithmetic", "n": 3}
+    ctx = BuildContext(ShardStore(str(tmp_path / "out")), "r")
+    for path, why in ((empty, r"no rows at all"), (latin1, r"all 1 rows rejected \(not_utf8: 1\)")):
+        config = QuestionsConfig(sources=[family, {"kind": "seed", "name": "s", "path": str(path), "n": 3}])
+        with pytest.raises(BuildFailed, match=rf"questions.sources\[1\], seed source 's' \(.*{path.name}\): {why}"):
+            questions_shards.fn(ctx, config, 8)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from cotforge.flows.cli import main
 from cotforge.schemas.views import VIEWS
-from cotforge.tasks.publish.manifest import check_output
+from cotforge.tasks.publish.manifest import DAMAGED, check_output
 
 
 def _copy(two_versions, tmp_path):
@@ -68,7 +68,7 @@ def test_check_names_extra_files_row_counts_schema_stamps_and_the_latest_pointer
                    stamped)
     (out / "latest").unlink()
     os.symlink("0.1.0", out / "latest")
-    (out / "0.3.0" / "sft").mkdir(parents=True)  # an interrupted build: no manifest
+    (out / "0.3.0" / "sft").mkdir(parents=True)  # a version folder without its manifest: damaged
 
     report = check_output(str(out))
     assert report.versions["0.1.0"] == ["sft/notes.txt: not in the manifest (added after the version was published)"]
@@ -82,4 +82,22 @@ def test_check_names_extra_files_row_counts_schema_stamps_and_the_latest_pointer
                                                                           in p) for p in problems), rewritten
     assert len(problems) == 4, problems
     assert report.problems == ["latest: points at '0.1.0', the latest complete version is 0.2.0"]
-    assert report.notes and report.notes[0].startswith("0.3.0/: no manifest.json")
+    assert report.versions["0.3.0"] == [DAMAGED] and not report.ok
+
+
+def test_check_fails_a_version_without_manifest_and_any_unlisted_file_hidden_ones_included(two_versions, tmp_path,
+                                                                                        capsys):
+    out = _copy(two_versions, tmp_path)
+    (out / "0.1.0" / "manifest.json").unlink()
+    (out / "0.2.0" / "sft" / ".hidden").write_text("x")
+    (out / "0.2.0" / ".cache").mkdir()
+    (out / "0.2.0" / ".cache" / "x.tmp").write_text("y")
+    report = check_output(str(out))
+    assert report.versions["0.1.0"] == [DAMAGED]
+    assert report.versions["0.2.0"] == [
+        ".cache/x.tmp: not in the manifest (added after the version was published)",
+        "sft/.hidden: not in the manifest (added after the version was published)"]
+    assert main(["check", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "0.1.0: 1 problem(s)" in printed and "sft/.hidden" in printed
+    assert main(["check", str(out / "0.1.0")]) == 1, "the version folder itself is checked too"

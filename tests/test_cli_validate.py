@@ -61,11 +61,11 @@ def test_validate_names_what_is_wrong(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nquestions: {total: 10, sources: [{kind: family, family: arithmetic, n: 3}]}\n")
     assert main(["validate", str(bad)]) == 2
-    assert "none has one" in capsys.readouterr().out
+    assert "none has one" in capsys.readouterr().err
     missing = tmp_path / "missing.yaml"
     missing.write_text("name: x\nquestions: {sources: [{kind: seed, name: s, path: /nonexistent/s.jsonl, n: 3}]}\n")
     assert main(["validate", str(missing)]) == 2
-    assert "cannot resolve the sources" in capsys.readouterr().out
+    assert "cannot resolve the sources" in capsys.readouterr().err
 
 
 def test_validate_samples_nothing_and_version_prints():
@@ -78,3 +78,14 @@ def test_validate_samples_nothing_and_version_prints():
     import cotforge
 
     assert version.returncode == 0 and version.stdout.strip() == f"cotforge {cotforge.__version__}"
+
+
+def test_validate_warns_of_a_source_that_gives_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\nquestions: {{sources: [{{kind: family, family: arithmetic, n: 3}}, "
+                      f"{{kind: seed, name: s, path: {empty}, n: 3}}]}}\n")
+    assert main(["validate", str(recipe)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gives no question (0 rows rejected): the build stops before sampling (exit 3)" in out

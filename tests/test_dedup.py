@@ -174,7 +174,7 @@ def test_incremental_dedup_against_earlier_version_folder(tmp_path):
                 config)
     (version, table, params), = read_indexes(str(v1), "questions")
     assert version == "0.1.0" and table.num_rows == 2 and (params["bands"], params["rows"]) == bands_rows(config)
-    assert params["index_format"] == 2 and table.column("text").to_pylist()[0] == normalize_text(BASE)
+    assert params["index_format"] == 3 and table.column("text").to_pylist()[0] == normalize_text(BASE)
     v2 = tmp_path / "v2"
     prior = earlier_index(str(v2), "0.2.0", [str(v1)], "questions", config)
     assert prior.ids == ids1
@@ -187,7 +187,7 @@ def test_incremental_dedup_against_earlier_version_folder(tmp_path):
     write_index(str(v2), "0.2.0", "questions", signatures_table(["x", "y"], None, result2.keep, result2.signatures),
                 config)
     assert earlier_index(str(v2), "0.2.0", [], "questions", config) is None
-    assert earlier_index(str(v2), "0.3.0", [], "questions", config).ids == ["y"]
+    assert earlier_index(str(v2), "0.3.0", [], "questions", config).ids == ["x", "y"]  # dropped rows too
     skipped: list[str] = []
     assert earlier_index(str(v2), "0.3.0", [], "questions", MinHashConfig(num_perm=64), skipped) is None
     assert skipped and "parameters differ" in skipped[0]
@@ -245,3 +245,29 @@ def test_prior_signatures_only_match_prior_rows():
     prior = PriorIndex(["p0", "p1"], minhash_signatures([BASE, BASE], config))
     result = cluster_texts(["n"], ["Totally unrelated text about the weather in May."], config, prior=prior)
     assert result.keep == [True] and result.stats["earlier_rows"] == 2
+
+
+BRIDGE_A = ("A farmer has 17 sheep and buys 8 more at the market on Monday. Then 5 of the sheep wander off into the "
+            "hills and 3 come back at night. How many sheep does the farmer have now?")
+BRIDGE_B = "Today " + BRIDGE_A[:-8] + " have left?"  # near A
+BRIDGE_C = "Now, " + BRIDGE_B[:-3] + " own by Friday evening?"  # near B, not near A
+
+
+def test_a_question_dropped_through_a_bridge_stays_dropped_in_later_versions(tmp_path):
+    """0.1.0 drops B (near A) and C (near B, not near A); its index keeps their signatures, marked dropped, so 0.1.1
+    drops C again as an earlier version's instead of publishing it as new."""
+    config = MinHashConfig()
+    assert cluster_texts(["a", "c"], [BRIDGE_A, BRIDGE_C], config).keep == [True, True], "C is not near A"
+    ids, texts = ["a", "b", "c"], [BRIDGE_A, BRIDGE_B, BRIDGE_C]
+    _, result = dedup_questions(pa.table({"question_id": ids, "text": texts}), config, "r", "b1")
+    assert result.keep == [True, False, False] and result.drop_reason[2] == "near_duplicate"
+    folder = tmp_path / "0.1.0"
+    write_index(str(folder), "0.1.0", "questions", signatures_table(ids, None, result.keep, result.signatures, texts),
+                config)
+    (_, table, params), = read_indexes(str(folder), "questions")
+    assert params["index_format"] == 3 and table.column("kept").to_pylist() == [True, False, False]
+    prior = earlier_index(str(tmp_path / "next"), "0.1.1", [str(folder)], "questions", config)
+    assert prior.ids == ids
+    later = cluster_texts(["c2", "d"], [BRIDGE_C, "How many legs do 4 spiders and 3 beetles have together?"], config,
+                          prior=prior)
+    assert later.drop_reason == ["earlier_version", None] and later.cluster_id[0] in ("b", "c")  # both dropped

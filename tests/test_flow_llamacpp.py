@@ -21,7 +21,7 @@ def test_llamacpp_build_is_real_and_reproducible(tmp_path):
     require_module("llama_cpp", "the cpu extra")
     first = build(parse_recipe(RECIPE), out=str(tmp_path / "a"))
     samples = pl.read_parquet(tmp_path / "a" / "_work" / "samples" / "*.parquet").sort("sample_id")
-    assert samples.height == 6 and first.counts["samples generated"] == 6
+    assert samples.height == 6 and first.counts["samples"] == 6
     assert samples["backend"].unique().to_list() == ["llamacpp"]
     assert samples["model"][0].endswith(".gguf")
     assert samples["error"].null_count() == 6

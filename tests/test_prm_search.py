@@ -178,3 +178,35 @@ def test_prm_after_first_error_omit_ends_rows_at_the_first_wrong_step(wide):
     for row in wrong.iter_rows(named=True):
         assert len(row["completions"]) == len(row["labels"]) == row["first_error_step"] + 1
         assert row["labels"][-1] is False and all(row["labels"][:-1]) and row["steps_left_out"] >= 0
+
+
+def _contradictions(row: dict) -> list[str]:
+    """Where a row's labels say the opposite of its own measured scores: a step labelled correct whose prefix no
+    rollout finished (score 0), or one labelled wrong whose prefix some rollout finished (score > 0)."""
+    out = []
+    for i, (label, score) in enumerate(zip(row["labels"], row["step_scores"])):
+        if score is not None and label and score == 0:
+            out.append(f"step {i}: labelled correct, score 0")
+        if score is not None and not label and score > 0:
+            out.append(f"step {i}: labelled wrong, score {score}")
+    return out
+
+
+@pytest.mark.parametrize("method", ["mc_rollout", "binary_search"])
+def test_prm_labels_never_contradict_their_own_scores(method):
+    """Every labelled row of both methods, rolled out by a solver that errs (so a good prefix's rollouts can all
+    fail): a step labelled correct was never measured at 0, and a row whose labels go against a measured score is
+    never `confident` (it says which doubt). Verified siblings witness shared prefixes in the binary search."""
+    frames = [simulated_joined(n=12, difficulty=d, samples=4, seed=70 + d) for d in (3, 4, 5)]
+    frame, generation = pl.concat([f for f, _ in frames], how="vertical_relaxed"), frames[0][1]
+    config = PrmViewConfig(max_samples_per_question=4, label_method=method, rollouts=2)
+    labels = pl.from_arrow(label_steps(frame, SimulatedGenerator(0.3, 0.0), config, generation, 5, "r", "b"))
+    rows = labels.filter(pl.col("status") == "labelled").to_dicts()
+    assert len(rows) > 60
+    for row in rows:
+        assert len(row["labels"]) == len(row["step_scores"]) == len(row["steps"]), row["sample_id"]
+        assert not any(label and score == 0 for label, score in zip(row["labels"], row["step_scores"])
+                       if score is not None), (row["sample_id"], row["labels"], row["step_scores"])
+        if _contradictions(row):
+            assert row["label_status"] == "uncertain" and row["uncertain_reasons"], (row["labels"],
+                                                                                     row["step_scores"])

@@ -157,7 +157,7 @@ def test_card_has_every_section():
 
     views = [PublishedView("sft", "1.0.0", 10, ("sft/train-00000.parquet",), format="conversational"),
              PublishedView("prm", "1.0.0", 4, ("prm/train-00000.parquet",))]
-    counts = {"questions generated": 5, "samples generated": 20, "samples verified correct": 12,
+    counts = {"questions generated": 5, "samples": 20, "samples verified correct": 12,
               "questions with a majority answer": 5, "questions kept after dedup": 4,
               "questions dropped as duplicates": 1, "contaminated:gsm8k": 2}
     card = card_text("demo", "0.2.0", "", "mit", "name: demo\n", views, counts,

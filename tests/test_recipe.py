@@ -80,3 +80,16 @@ def test_shipped_recipes_are_valid():
     recipes = {path.stem: load_recipe(path) for path in sorted((ROOT / "data" / "recipes").glob("*.yaml"))}
     assert {"demo", "simulated", "families"} <= set(recipes)  # the README's recipes exist and every one validates
     assert all(recipe.name == stem for stem, recipe in recipes.items())
+
+
+def test_duplicate_yaml_keys_are_refused_naming_the_key(tmp_path):
+    """YAML itself lets a repeated key win silently; a recipe refuses it, naming the key and where."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nseed: 1\nquestions:\n  sources:\n    - kind: family\n      family: arithmetic\n"
+                    "      n: 4\n      n: 40\n")
+    with pytest.raises(RecipeError, match=r"dup.yaml: duplicate key 'n' at line 8 \(first at line 7\)"):
+        load_recipe(path)
+    top = tmp_path / "top.yaml"
+    top.write_text("name: a\nseed: 1\nquestions: {sources: [{kind: family, family: arithmetic, n: 4}]}\nseed: 2\n")
+    with pytest.raises(RecipeError, match=r"duplicate key 'seed'"):
+        load_recipe(top)

@@ -220,3 +220,29 @@ def test_generation_accounting_from_rows_and_stats(tmp_path):
         1000 * 2 / report["completion tokens"], rel=1e-3)
     assert report["gpus"] == 0 and report["accepted samples per GPU-hour"] is None
     assert report["completion tokens/s (backend)"] > 0
+
+
+def test_generation_accounting_counts_reused_shards_apart_from_this_run(tmp_path):
+    """A shard sampled by an earlier run (the build re-run over cached shards) is reused work: this run generated no
+    token and no sample, so it reports no throughput; the reused shards, samples and tokens have their own lines."""
+    config = GenerationConfig(backend="simulated", samples_per_question=2)
+    store, q = _store_questions(tmp_path, arithmetic_questions(6))
+    earlier = BuildContext(store, "rh", seed=5)
+    ref = sample_shard.fn(earlier, q, CountingGenerator(), config)
+    samples = pl.from_arrow(store.read(ref))
+    verdicts = pl.DataFrame({"verdict": [True]})
+    now = BuildContext(store, "rh", seed=5)  # a later run of the same build: same build id, another run
+    assert now.build_id == earlier.build_id and now.run_id != earlier.run_id
+    again = sample_shard.fn(now, q, CountingGenerator(), config)  # the finished shard is skipped
+    assert again == ref
+    report = generation_accounting(store, [ref], samples, verdicts, stage_wall_s=0.01, run_id=now.run_id)
+    assert report["completion tokens"] == samples["completion_tokens"].sum() > 0
+    assert report["completion tokens generated this run"] == 0
+    assert report["completion tokens reused from earlier runs"] == report["completion tokens"]
+    assert report["samples generated this run"] == 0 and report["samples reused from earlier runs"] == 12
+    assert report["shards reused from earlier runs"] == 1
+    assert report["completion tokens/s (backend)"] is None and report["completion tokens/s (stage)"] is None
+    first = generation_accounting(store, [ref], samples, verdicts, stage_wall_s=0.01, run_id=earlier.run_id)
+    assert first["samples generated this run"] == 12 and first["samples reused from earlier runs"] == 0
+    assert first["completion tokens generated this run"] == first["completion tokens"]
+    assert first["shards reused from earlier runs"] == 0

@@ -150,3 +150,38 @@ def test_real_gsm8k_train_auto_format_and_count_with_shuffle():
     assert len(questions) == 50 and [q.question_id for q in questions] == [q.question_id for q in again]
     assert all(q.verifier == "math" and q.gold_answer for q in questions)
     assert not rejected
+
+
+def test_bad_rows_are_screened_each_with_its_reason(tmp_path):
+    """Non-UTF-8 bytes, an empty or non-text question, a question over the source's `max_question_chars` and a
+    malformed row are each a rejected row naming why; no question is stored with replacement characters."""
+    path = tmp_path / "bad.jsonl"
+    lines = [json.dumps({"question": "What is 2+3?", "answer": "5"}).encode(),
+             b'{"question": "What is caf\xe9 + 1?", "answer": "2"}',  # Latin-1 bytes
+             json.dumps({"question": "   ", "answer": "1"}).encode(),
+             json.dumps({"question": 42, "answer": "1"}).encode(),
+             json.dumps({"question": "What is " + "9 + " * 400 + "1?", "answer": "3601"}).encode(),
+             b'{"question": "unclosed',
+             json.dumps({"question": "What is 6+1?", "answer": "7"}).encode()]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    questions, rejected = seed_questions(_source(path, max_question_chars=1000), None, 0, "r", "b")
+    assert [q.gold_answer for q in questions] == ["5", "7"]
+    reasons = {r.row: r.reason for r in rejected}
+    assert reasons[1].startswith("not_utf8: ") and "0xe9" in reasons[1]
+    assert reasons[2] == "missing_question" and reasons[3] == "question_not_text: int"
+    assert reasons[4] == "question_too_long: 1610 characters > max_question_chars 1000"
+    assert reasons[5].startswith("invalid_json")
+    assert len(questions) + len(rejected) == len(lines)
+    assert not any("\ufffd" in q.text for q in questions)
+    assert SeedSourceConfig(name="t", path="x.jsonl").max_question_chars == 20_000  # the default guard
+
+
+def test_csv_non_utf8_and_malformed_rows_are_rejected_not_read(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"question,answer\nWhat is 1+1?,2\nWhat is na\xefve 2+2?,4\nWhat is 3+3?,6,extra\n"
+                     b"What is 4+4?\nWhat is 5+5?,10\n")
+    questions, rejected = seed_questions(_source(path), None, 0, "r", "b")
+    assert [q.gold_answer for q in questions] == ["2", "10"]
+    assert [(r.row, r.reason.split(":")[0]) for r in rejected] == [
+        (1, "not_utf8"), (2, "malformed_csv_row"), (3, "malformed_csv_row")]
+    assert all("\udcef" not in r.row_json for r in rejected)

@@ -50,7 +50,7 @@ def test_version_is_a_complete_snapshot_that_samples_only_new_questions(two_vers
     assert len(new_questions) == 6 and set(sources["question_id"]) - new_questions == old_questions
     sampled_1, sampled_2 = _stage(out, "0.1.0", "samples"), _stage(out, "0.2.0", "samples")
     assert set(sampled_1["question_id"]) == old_questions and set(sampled_2["question_id"]) == new_questions
-    assert sampled_2.height == 18 and second.counts["samples generated"] == 18
+    assert sampled_2.height == 18 and second.counts["samples"] == 18
     earlier = _stage(out, "0.2.0", "earlier_questions")
     assert set(earlier["question_id"]) == old_questions and (earlier["similarity"] == 1.0).all()
     assert second.counts["questions already in an earlier version (not sampled)"] == 12
@@ -133,6 +133,6 @@ def test_a_published_version_is_never_rewritten(two_versions, tmp_path, capsys):
     assert "version 0.2.0 is already published" in capsys.readouterr().out
     recipe.write_text(yaml.safe_dump(VERSION_RECIPE))
     assert main(["build", str(recipe), "--out", str(out), "--version", "0.2.0"]) == 2
-    assert "already has version 0.2.0 with other content" in " ".join(capsys.readouterr().out.split())
+    assert "already has version 0.2.0 with other content" in " ".join(capsys.readouterr().err.split())
     assert (out / "latest").resolve() == (out / "0.2.0").resolve() and sorted(
         p.name for p in out.iterdir() if p.name[0].isdigit()) == ["0.1.0", "0.2.0"]

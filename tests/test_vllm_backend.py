@@ -150,7 +150,7 @@ def test_vllm_build_of_the_arithmetic_recipe_has_no_generation_errors(tmp_path):
     })
     result = run_build(recipe, out=str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "0.1.0" / "report" / "report.json").read_text())
-    assert result.counts["samples generated"] == 128
+    assert result.counts["samples"] == 128
     assert report["generation"]["errors"]["total"] == 0, report["generation"]["errors"]
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 from cotforge.schemas.records import stable_id
 from cotforge.tasks.core.shards import ShardStore
@@ -12,12 +13,14 @@ from cotforge.tasks.core.shards import ShardStore
 class BuildContext:
     """One build of one recipe: where its shards live and the lineage every row and shard carries.
 
-    `build_id` derives from the recipe hash and the version only, so a resumed build writes the same rows."""
+    `build_id` derives from the recipe hash and the version only, so a resumed build writes the same rows; `run_id`
+    is new for each run of it, so the report tells the work this run did from the shards it reused."""
 
     store: ShardStore
     recipe_hash: str
     version: str = "0.1.0"
     seed: int = 0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)  # never in a key or a row
 
     @property
     def build_id(self) -> str:

@@ -1,10 +1,13 @@
 """MinHash indexes that outlive a build: the per-version index a published dataset stores (the shared Redis index is
 in `shared_index.py`).
 
-Each published version writes `OUT/index/<version>/{questions,samples}.parquet`: the kept rows' ids, groups,
-signatures and (index format 2) normalised texts, with the MinHash parameters in the Parquet metadata. The next build
-reads every earlier version's index (from its own folder, from folders listed in the recipe, and from Hub repos via
-`snapshot_download`) and flags rows that match one as "earlier_version". The texts let a match near the threshold be
+Each published version writes `OUT/index/<version>/{questions,samples}.parquet`: the rows' ids, groups, signatures
+and (index format 2) normalised texts, with the MinHash parameters in the Parquet metadata. Since index format 3 the
+rows the version dropped (near-duplicates, contaminated) are there too, marked `kept` false: a question dropped through
+a bridging question (C near B near A, C not near A) is matched by a later version through its own signature, never
+published as new. The next build reads every earlier version's index, kept and dropped rows alike (from its own
+folder, from folders listed in the recipe, and from Hub repos via `snapshot_download`) and flags rows that match one
+as "earlier_version". The texts let a match near the threshold be
 confirmed by exact Jaccard; an index of format 1 (signatures only, written before 2026-11-30) is still read, its
 matches near the threshold decided by the signature estimate (counted in the report). The LSH layout is not part of
 an index (candidates are re-banded at read time), so format 1 signatures compare as they are. Indexes built with
@@ -30,7 +33,7 @@ from cotforge.tasks.dedup.minhash import bands_rows, estimated_jaccard
 
 _COMPARABLE = ("num_perm", "seed", "shingle", "shingle_size", "hash")
 SCHEME = "affine32"  # datasketch permutation scheme of our signatures
-INDEX_FORMAT = 2  # 1: id, group, signature; 2: and the normalised text
+INDEX_FORMAT = 3  # 1: id, group, signature; 2: and the normalised text; 3: and the dropped rows, `kept` false
 
 
 def index_params(config: MinHashConfig) -> dict:
@@ -41,12 +44,13 @@ def index_params(config: MinHashConfig) -> dict:
 
 
 def write_index(out: str, version: str, kind: str, table: pa.Table, config: MinHashConfig) -> str:
-    """Write the kept rows of a signatures table as this version's index of `kind`; returns the relative path."""
+    """Write a signatures table, kept and dropped rows (`kept`), as this version's index of `kind`; returns the
+    relative path."""
     fs, root = fsspec.core.url_to_fs(out)
     relative = f"index/{version}/{kind}.parquet"
-    kept = table.filter(table.column("keep"))
-    params = {**index_params(config), "index_format": INDEX_FORMAT if "text" in kept.column_names else 1}
-    write_parquet_atomic(fs, f"{root}/{relative}", kept.drop(["keep"]),
+    rows = table.rename_columns(["kept" if c == "keep" else c for c in table.column_names])
+    params = {**index_params(config), "index_format": INDEX_FORMAT if "text" in rows.column_names else 1}
+    write_parquet_atomic(fs, f"{root}/{relative}", rows,
                          {"cotforge.minhash_params": json.dumps(params, sort_keys=True),
                           "cotforge.dataset_version": version, "cotforge.index_kind": kind})
     return relative
@@ -79,8 +83,9 @@ def read_indexes(folder: str, kind: str, exclude_version: str | None = None) -> 
 
 def earlier_index(out: str, version: str, sources: list[str], kind: str, config: MinHashConfig,
                   skipped: list[str] | None = None) -> PriorIndex | None:
-    """Every earlier version's kept signatures (and texts, format 2) of `kind` whose parameters match `config`, as one
-    PriorIndex."""
+    """Every earlier version's signatures (and texts, format 2) of `kind` whose parameters match `config`, as one
+    PriorIndex: the rows it published and (format 3) those it dropped, which a later version must not publish
+    either."""
     wanted = {k: v for k, v in index_params(config).items() if k in _COMPARABLE or k == "scheme"}
     ids, groups, texts, blocks = [], [], [], []
     folders = [(out, version)] + [(_hub_folder(s) if s.startswith("hf://") else s, None) for s in sources]

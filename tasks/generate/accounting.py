@@ -39,6 +39,11 @@ class SamplingStats:
         self.gpus = max(self.gpus, other.gpus)
 
 
+# The counts of the build (report, card) that tell this run's sampling work from the work it reused.
+REUSE_COUNTS = ("samples generated this run", "samples reused from earlier runs", "shards reused from earlier runs",
+                "completion tokens generated this run", "completion tokens reused from earlier runs")
+
+
 def stats_path(key: str) -> str:
     return f"_work/samples/{key}.stats.json"
 
@@ -62,18 +67,24 @@ def window_summary(log: list, rows: int = 20) -> list[dict]:
 
 
 def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verdicts, stage_wall_s: float,
-                          window: list | None = None) -> dict:
+                          window: list | None = None, run_id: str | None = None) -> dict:
     """The build report's generation section: tokens, throughput, wall time, accepted samples per token and per
     GPU-hour, and the streaming backend's window over time (`window`: its log, when it keeps one). Totals come from
-    the sample rows (complete even after a resume); throughput from this run's stats."""
+    the sample rows (complete even after a resume); "this run" figures and throughput only from the stats of the
+    shards run `run_id` sampled (None: every shard's stats); shards an earlier run wrote are reused work."""
     run = SamplingStats()
+    reused_shards = 0
     for ref in refs:
         # beside the shard's file (a shard with errors is referenced under a key that names them: see sample_shard)
         path = ref.path[: -len(".parquet")] + ".stats.json"
+        saved = None
         if store.fs.exists(path):
             with store.fs.open(path, "r") as f:
                 saved = json.load(f)
-            run.add(SamplingStats(**{k: v for k, v in saved.items() if k in SamplingStats.__dataclass_fields__}))
+        if saved is None or (run_id is not None and saved.get("run_id") != run_id):
+            reused_shards += 1
+            continue
+        run.add(SamplingStats(**{k: v for k, v in saved.items() if k in SamplingStats.__dataclass_fields__}))
     prompt_tokens = int(samples["prompt_tokens"].sum()) if samples.height else 0
     completion_tokens = int(samples["completion_tokens"].sum()) if samples.height else 0
     accepted = verdicts.filter(pl.col("verdict") == True).height if verdicts is not None else 0  # noqa: E712
@@ -82,7 +93,11 @@ def generation_accounting(store: ShardStore, refs: list[ShardRef], samples, verd
     return {
         "samples": samples.height, "guided samples (off-policy)": guided,
         "prompt tokens": prompt_tokens, "completion tokens": completion_tokens,
+        "samples generated this run": run.completions,
+        "samples reused from earlier runs": max(0, samples.height - run.completions),
+        "shards reused from earlier runs": reused_shards,
         "completion tokens generated this run": run.completion_tokens,
+        "completion tokens reused from earlier runs": max(0, completion_tokens - run.completion_tokens),
         "completion tokens/s (backend)": round(run.completion_tokens / run.generate_s, 2) if run.generate_s else None,
         "completion tokens/s (stage)": round(run.completion_tokens / run.stage_s, 2) if run.stage_s else None,
         "sampling stage wall time (s)": round(stage_wall_s, 2),

@@ -210,7 +210,7 @@ def sample_shards(ctx: BuildContext, questions: list[ShardRef], generator: Gener
             table = to_table(rows, Sample)
             ref = store.write("samples", key, table, ctx.metadata)
             store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend,
-                                                                "model": generator.model})
+                                                                "model": generator.model, "run_id": ctx.run_id})
             return _content_ref(ref, table)
         return _work(position, lambda: store.read(q), finished, write, PartStore(store, key, ctx.metadata),
                      generator, config, ctx.seed, ctx.recipe_hash, ctx.build_id, pool, verify_config)

@@ -12,7 +12,9 @@ bad contradicts the verdict, so the search goes on (and the row is flagged). A p
 text that reached the answer passes through it (`witnessed`: a verified sibling sample, or a successful rollout of
 another prefix that went on through the same steps: OmegaPRM's reuse of rollouts). A probe stops early: it sends
 `first` rollouts, and the rest of its m only if none of them reached the answer (a good prefix is usually settled by
-its first rollouts; a bad one always costs m).
+its first rollouts; a bad one always costs m). Labels never go against the scores they come with: a prefix measured
+bad (m rollouts, none reached the answer, no witness) before a longer one proved good is the first error, flagged
+`non_monotone`, as per-step MC flags it; a witness counts in its prefix's score as a rollout that reached the answer.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ class PrefixResult:
 
     @property
     def score(self) -> float | None:
-        return self.successes / self.valid if self.valid else None
+        """Share of the prefix's rollouts that reached the answer, a witness counting as one that did (None: not
+        rolled out). A witnessed prefix whose own few rollouts all failed is good, so its score is not 0."""
+        return (self.successes + self.witnessed) / (self.valid + self.witnessed) if self.valid else None
+
+    def refuted(self, m: int) -> bool:
+        """Measured bad: all m rollouts sent, none reached the answer, and no other text reached it through here."""
+        return self.attempted >= m and self.valid > 0 and not self.successes and not self.witnessed
 
 
 @dataclass
@@ -163,8 +171,17 @@ def search_outcome(n_steps: int, verified: bool, m: int, results: list[PrefixRes
     if state.want is not None:
         return Outcome("pending", [], scores, None, [])
     uncertain = ["non_monotone"] if state.rechecked else []
-    if verified and state.bad is not None:
+    bad = state.bad
+    # The search trusts monotonicity: a longer good prefix makes every shorter one good. A shorter prefix measured
+    # bad on an earlier round (before the witnesses that moved the search past it) says otherwise; as per-step MC
+    # does, it is the first error and the row is in doubt, never a correct step with a score of 0.
+    refuted = next((i for i, r in enumerate(results[:min(n_steps - 1, n_steps if bad is None else bad)])
+                    if r is not None and r.refuted(m)), None)
+    if refuted is not None:
+        bad = refuted
+        uncertain = ["non_monotone"]
+    if verified and bad is not None:
         uncertain.append("verdict_disagrees")
-    if state.bad is not None and state.bad < n_steps - 1 and results[state.bad].valid < m:
+    if bad is not None and bad < n_steps - 1 and results[bad].valid < m:
         uncertain.append("few_rollouts")
-    return Outcome("labelled", _first_error_labels(n_steps, state.bad), scores, state.bad, uncertain)
+    return Outcome("labelled", _first_error_labels(n_steps, bad), scores, bad, uncertain)

@@ -26,17 +26,27 @@ class CorruptVersionError(RuntimeError):
 
 
 def version_files(folder: str) -> dict[str, str]:
-    """Relative path -> fsspec path of every file of a version folder but the manifest (hidden and temporary files
-    are not part of a version)."""
+    """Relative path -> fsspec path of every file of a version folder but the manifest, hidden files included (a
+    version holds exactly the files its manifest lists)."""
     fs, root = fsspec.core.url_to_fs(folder)
     root = root.rstrip("/")
-    files = {}
-    for path in fs.find(root):
-        relative = path[len(root) + 1:]
-        if relative == MANIFEST or any(part.startswith(".") or ".tmp" in part for part in relative.split("/")):
-            continue
-        files[relative] = path
-    return files
+    return {path[len(root) + 1:]: path for path in fs.find(root, withdirs=False)
+            if path[len(root) + 1:] not in (MANIFEST, f"{MANIFEST}.tmp")}
+
+
+def damaged_versions(out: str) -> list[str]:
+    """The `X.Y.Z/` folders of an output folder that have no manifest: damaged versions (a build moves a version into
+    place with its manifest, in one rename), never a version to rebuild over."""
+    fs, root = fsspec.core.url_to_fs(out)
+    if not fs.isdir(root):
+        return []
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+    return sorted((n for n in names if SEMVER.match(n) and fs.isdir(f"{root}/{n}")
+                   and not fs.exists(f"{root}/{n}/{MANIFEST}")), key=parse_semver)
+
+
+DAMAGED = (f"{MANIFEST}: missing, so nothing says what this version holds: a damaged version (a build never leaves "
+           f"one; restore its {MANIFEST}, or move the folder out if it is not a version)")
 
 
 def write_manifest(folder: str, version: str, views: list[PublishedView], lineage: dict, previous: str | None,
@@ -141,21 +151,22 @@ class CheckReport:
 
 def check_output(out: str) -> CheckReport:
     """Check every version of an output folder (or the one version folder `out` is) against its manifest, and the
-    `latest` pointer. A version folder without a manifest is a build that was interrupted: a note, not a version."""
+    `latest` pointer. A version folder without a manifest is damaged (a build never leaves one): a problem."""
     fs, root = fsspec.core.url_to_fs(out)
     report = CheckReport()
+    name = root.rstrip("/").rsplit("/", 1)[-1]
     if fs.exists(f"{root}/{MANIFEST}"):
-        name = root.rstrip("/").rsplit("/", 1)[-1]
         report.versions[name] = check_version(out, name if SEMVER.match(name) else None)
         return report
     if not fs.isdir(root):
         report.problems.append(f"{out}: no such folder")
         return report
+    if SEMVER.match(name):  # a version folder itself, without its manifest
+        report.versions[name] = [DAMAGED]
+        return report
     versions = local_versions(out)
-    for name in sorted((p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)), key=str):
-        if SEMVER.match(name) and name not in versions and fs.isdir(f"{root}/{name}"):
-            report.notes.append(f"{name}/: no {MANIFEST}, so not a version (a build of it was interrupted; "
-                                "building it again replaces it)")
+    for damaged in damaged_versions(out):
+        report.versions[damaged] = [DAMAGED]
     for version in versions:
         report.versions[version] = check_version(f"{out.rstrip('/')}/{version}", version)
     if not versions:

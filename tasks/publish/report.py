@@ -11,10 +11,12 @@ from cotforge.tasks.label.summary import labelling_markdown
 
 def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.DataFrame, votes: pl.DataFrame,
                  dedup: pl.DataFrame, views: dict[str, int]) -> dict[str, int]:
-    """The funnel: generated -> sampled -> verified -> voted -> deduplicated -> published."""
+    """The funnel: generated -> sampled -> verified -> voted -> deduplicated -> published. `samples` counts every
+    sample of the version's new questions, whichever run sampled it (the generation section splits this run's work
+    from the reused)."""
     counts = {
         "questions generated": questions.height,
-        "samples generated": samples.height,
+        "samples": samples.height,
         "samples with generation errors": samples.filter(pl.col("error").is_not_null()).height,
         "answers extracted": verdicts.filter(pl.col("extracted_answer").is_not_null()).height,
         "samples verified correct": verdicts.filter(pl.col("verdict") == True).height,  # noqa: E712
@@ -77,7 +79,7 @@ def pass_rate_histogram_png(votes: pl.DataFrame) -> bytes:
     return _png(fig)
 
 
-FUNNEL_STAGES = ("questions generated", "questions kept after dedup", "samples generated", "answers extracted",
+FUNNEL_STAGES = ("questions generated", "questions kept after dedup", "samples", "answers extracted",
                  "samples verified correct")
 
 

@@ -16,7 +16,7 @@ import fsspec
 import pyarrow as pa
 
 from cotforge.schemas.views import VIEWS
-from cotforge.tasks.publish.manifest import read_manifest
+from cotforge.tasks.publish.manifest import CorruptVersionError, damaged_versions, read_manifest
 from cotforge.tasks.publish.versions import (
     VersionExistsError,
     bump_patch,
@@ -126,8 +126,9 @@ def finalize_version(out: str, version: str, staging: str, manifest: dict) -> st
         raise VersionExistsError(
             f"{out} already has version {version} with other content ({'; '.join(differs)}); a published version "
             f"is never changed: build a new version (e.g. --version {bump_patch(newest)})")
-    if fs.exists(final):  # a version folder without a manifest: an interrupted move, never published
-        fs.rm(final, recursive=True)
+    if fs.exists(final):  # a version folder without a manifest is damaged: never replaced (plan_version refuses it)
+        fs.rm(fsspec.core.url_to_fs(staging)[1], recursive=True)
+        raise CorruptVersionError(_damaged_message(out, [version]))
     fs.mv(fsspec.core.url_to_fs(staging)[1], final, recursive=True)
     set_latest(out, local_versions(out)[-1])  # oldest first: the newest version
     return "published"
@@ -145,11 +146,21 @@ def check_new_version(out: str, version: str, hub_versions: list[str] | None = N
                                  f"the latest one, so it must be newer (e.g. --version {bump_patch(latest)})")
 
 
+def _damaged_message(out: str, versions: list[str]) -> str:
+    return (f"{out} has a damaged version ({', '.join(f'{v}/' for v in versions)}: a version folder without its "
+            "manifest.json); nothing is built over it: restore its manifest.json, or move the folder out of the "
+            f"output folder if it is not a version (`cotforge check {out}` lists what is wrong)")
+
+
 def plan_version(out: str, version: str | None, hub_repo: str | None = None,
                  previous: str | None = None) -> tuple[str, str | None]:
     """(version to build, location of the version it carries). The version: as given; else the next version of the
     Hub repo when pushing; else the latest local version (a re-run resumes it, or finds nothing to do), else 0.1.0.
-    The previous version: as given, else the highest version below it, locally or on the Hub."""
+    The previous version: as given, else the highest version below it, locally or on the Hub. An output folder with a
+    damaged version (an `X.Y.Z/` folder without manifest) is refused: its rows are unknown."""
+    damaged = damaged_versions(out)
+    if damaged:  # its rows are unknown: no version may replace it or be built as if it were not there
+        raise CorruptVersionError(_damaged_message(out, damaged))
     hub = {v: f"hf://datasets/{hub_repo}@{v}" for v in published_versions(hub_repo)} if hub_repo else {}
     if version is None:
         version = bump_patch(max(hub, key=parse_semver)) if hub else latest_local_version(out) or "0.1.0"

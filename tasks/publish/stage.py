@@ -18,7 +18,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import join_records
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
-from cotforge.tasks.generate.accounting import generation_accounting, window_path
+from cotforge.tasks.generate.accounting import REUSE_COUNTS, generation_accounting, window_path
 from cotforge.tasks.label.summary import labelling_rules, labelling_summary
 from cotforge.tasks.publish.card import card_text, verification_rules
 from cotforge.tasks.publish.manifest import write_manifest
@@ -60,6 +60,11 @@ class BuildResult:
     @property
     def folder(self) -> str:
         return version_folder(self.out, self.version)
+
+
+def _window(store: ShardStore, build_id: str) -> list | None:
+    path = f"{store.root}/{window_path(build_id)}"
+    return json.loads(store.fs.cat(path))["window"] if store.fs.exists(path) else None
 
 
 def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
@@ -109,6 +114,9 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     sources = _frame(store, refs.get("source_questions") or refs["questions"])
     mix = question_mix(sources, _frame(store, [rejects]) if rejects else None)
     counts.update(mix_counts(mix))
+    generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0),
+                                       _window(store, build_id), run_id=ctx.run_id)
+    counts.update({k: generation[k] for k in REUSE_COUNTS})
     breakdown = verdict_breakdown(verdicts)
     code_questions = questions.filter(pl.col("verifier") == "code").height
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
@@ -133,9 +141,6 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     write_text(folder, "report/pass_rate.png", pass_rate_histogram_png(votes))
     write_text(folder, "report/funnel.png", funnel_png(counts))
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
-    window_file = f"{store.root}/{window_path(build_id)}"
-    window = json.loads(store.fs.cat(window_file))["window"] if store.fs.exists(window_file) else None
-    generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0), window)
     view_table = [{k: getattr(v, k) for k in ("name", "schema_version", "rows", "new_rows", "carried_rows")}
                   for v in published]
     write_text(folder, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix,

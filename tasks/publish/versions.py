@@ -1,9 +1,9 @@
 """Dataset versions: semver parsing and bumps, Hub targets, and the versions published on the Hub or in a folder.
 
 A version is a tag on the Hub (`X.Y.Z`, or `vX.Y.Z`), or locally an `OUT/X.Y.Z/` folder holding a `manifest.json`
-(written last: a folder without one is a build that was interrupted, not a version). `OUT/latest` points at the
-latest version: a relative symlink on a local disk (so `load_dataset("OUT/latest", "sft")` works), a small text file
-holding the version on other fsspec filesystems.
+(written last, in the staging folder, before the version moves into place in one rename: a version folder without one
+is damaged, and no build replaces it). `OUT/latest` points at the latest version: a relative symlink on a local disk
+(so `load_dataset("OUT/latest", "sft")` works), a small text file holding the version on other fsspec filesystems.
 """
 
 from __future__ import annotations

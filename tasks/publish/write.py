@@ -66,7 +66,8 @@ def read_view_format(source: str, view: str, format_: str | None = None) -> tupl
     fs, root = fsspec.core.url_to_fs(source)
     files = sorted(fs.glob(f"{root}/{view}/*.parquet"))
     if not files:
-        available = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root) if fs.isdir(p) and not p.endswith("_work"))
+        available = sorted(name for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root) if fs.isdir(p))
+                           if name in VIEWS)  # not index/ nor report/
         raise FileNotFoundError(f"{source} has no view {view!r}; it has {available}")
     frames = []
     for path in files:

@@ -8,7 +8,9 @@ Hub datasets: 🤗 datasets resolves which files make a config and split (as `lo
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +44,16 @@ def read_seed_file(path: str | Path, format: str = "auto") -> SeedRows:
     if kind == "parquet":
         return SeedRows(list(enumerate(pq.read_table(path).to_pylist())), dataset=str(path))
     if kind == "csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return SeedRows(list(enumerate(csv.DictReader(f))), dataset=str(path))
+        return _read_csv(path)
     rows, unreadable = [], []
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for index, line in enumerate(f):
-            if not line.strip():
+    with path.open("rb") as f:
+        for index, raw in enumerate(f):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                unreadable.append((index, not_utf8(error), raw.decode("utf-8", "replace")[:MAX_ROW_CHARS]))
                 continue
             try:
                 row = json.loads(line)
@@ -59,6 +65,42 @@ def read_seed_file(path: str | Path, format: str = "auto") -> SeedRows:
                 continue
             rows.append((index, row))
     return SeedRows(rows, unreadable, dataset=str(path))
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """The reason of a row whose bytes are not UTF-8 (read as-is, its text would hold replacement characters)."""
+    return f"not_utf8: byte 0x{error.object[error.start]:02x} at offset {error.start}"
+
+
+def _read_csv(path: Path) -> SeedRows:
+    """Rows of a CSV file; a row that is not UTF-8, or has more or fewer cells than the header, is unreadable."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape")  # bad bytes become lone surrogates, found per row
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    rows, unreadable = [], []
+    if header is None:
+        return SeedRows(rows, dataset=str(path))
+    for index, cells in enumerate(reader):
+        if not cells:
+            continue
+        raw = ",".join(cells)
+        if any(_SURROGATE.search(cell) for cell in [*cells, *header]):
+            bad = raw.encode("utf-8", "surrogateescape")
+            try:
+                bad.decode("utf-8")
+                reason = "not_utf8: the header is not UTF-8"
+            except UnicodeDecodeError as error:
+                reason = not_utf8(error)
+            unreadable.append((index, reason, bad.decode("utf-8", "replace")[:MAX_ROW_CHARS]))
+        elif len(cells) != len(header):
+            unreadable.append((index, f"malformed_csv_row: {len(cells)} cells, the header has {len(header)}",
+                               raw[:MAX_ROW_CHARS]))
+        else:
+            rows.append((index, dict(zip(header, cells))))
+    return SeedRows(rows, unreadable, dataset=str(path))
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 def hub_seed_files(hub: HubDatasetConfig) -> tuple[list[str], str]:

@@ -208,8 +208,13 @@ def parse_seed_rows(source: SeedSourceConfig, rows: SeedRows, count: int | None,
     for index, row in rows.rows:
         question = row.get(f.question)
         try:
-            if _missing(question) or not isinstance(question, str):
+            if _missing(question):
                 raise RowError("missing_question")
+            if not isinstance(question, str):
+                raise RowError(f"question_not_text: {type(question).__name__}")
+            if len(question) > source.max_question_chars:
+                raise RowError(f"question_too_long: {len(question)} characters > max_question_chars "
+                               f"{source.max_question_chars}")
             options = parse_options(row.get(f.choices)) if f.choices else None
             answer = ParsedAnswer(None, "number", source.verifier or "math") if f.answer is None else \
                 parse_answer(row.get(f.answer), row.get(f.solution) if f.solution else None, source.answer_format,

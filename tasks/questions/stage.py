@@ -44,6 +44,7 @@ from cotforge.tasks.questions.seeds import RejectedQuestion, seed_questions
 class CollectedQuestions:
     questions: list[Question] = field(default_factory=list)
     rejected: list[RejectedQuestion] = field(default_factory=list)
+    empty_sources: list[str] = field(default_factory=list)  # sources that gave no question at all, and why
 
 
 def family_questions(source: FamilySourceConfig, seed: int, recipe_hash: str, build_id: str,
@@ -99,6 +100,8 @@ def collect_sources(config: QuestionsConfig, seed: int, recipe_hash: str, build_
             part = synth_questions(source, count, source_seed, recipe_hash, build_id, store, metadata,
                                    open_generators)
         out.rejected += part.rejected
+        if not part.questions:
+            out.empty_sources.append(_empty_source(position, source, part.rejected))
         for index, q in enumerate(part.questions):
             if q.question_id in first_source:
                 out.rejected.append(RejectedQuestion(
@@ -109,6 +112,18 @@ def collect_sources(config: QuestionsConfig, seed: int, recipe_hash: str, build_
             first_source[q.question_id] = q.source
             out.questions.append(q)
     return out
+
+
+def _empty_source(position: int, source, rejected: list[RejectedQuestion]) -> str:
+    """What to tell about a source that gave no question: which one, and what became of its rows."""
+    if isinstance(source, SeedSourceConfig):
+        name = f"seed source {source.name!r} ({source.path or source.hub.repo})"
+    else:
+        name = f"{source.kind} source {getattr(source, 'name', None) or getattr(source, 'family', None) or ''}".strip()
+    reasons = Counter(r.reason.split(":")[0] for r in rejected)
+    why = f"all {len(rejected)} rows rejected ({', '.join(f'{k}: {v}' for k, v in reasons.most_common(5))})" \
+        if rejected else "no rows at all (an empty file?)"
+    return f"questions.sources[{position}], {name}: {why}"
 
 
 def question_mix(questions: pl.DataFrame, rejects: pl.DataFrame | None) -> list[dict]:
@@ -191,4 +206,8 @@ def questions_shards(ctx: BuildContext, config: QuestionsConfig, shard_size: int
         reasons = sorted({r.reason.split(":")[0] for r in collected.rejected})
         raise BuildFailed(f"the recipe's sources gave no questions ({len(collected.rejected)} rows rejected"
                           f"{': ' + ', '.join(reasons) if reasons else ''}); nothing to sample, nothing published")
+    if collected.empty_sources:  # the recipe asked for questions from it: a silent gap in the mix is not a build
+        raise BuildFailed("a question source gave no questions, nothing published: "
+                          + "; ".join(collected.empty_sources) + ". Fix the source or remove it from the recipe "
+                          "(rejected rows and their reasons: `cotforge validate`)")
     return refs
