@@ -1,0 +1,80 @@
+"""Each export read by its trainer's own data code, in the trainer's own venv (scripts/install_trainers.sh): the
+scripts in tests/trainers/ run there as subprocesses and report what the trainer loaded. CPU only; no training step.
+
+- verl 0.9.1: `RLHFDataset` and `MultiTurnSFTDataset` load the export with the views' row counts; verl's `naive`
+  reward manager, loaded with the export's `reward.py` the way `reward.custom_reward_function.path` loads it, gives
+  every published generation the build's verdict (1.0 exactly where verified); verl's `default_compute_score`
+  has no scorer for cotforge rows (only reward.py scores them).
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from cotforge.tasks.export.stage import export_version
+from cotforge.tasks.publish.manifest import read_manifest
+from cotforge.tasks.publish.write import read_view
+from tests.conftest import missing_component
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "tests" / "trainers"
+
+
+def trainer_python(name: str) -> str:
+    python = ROOT / f".venv-{name}" / "bin" / "python"
+    if not python.is_file():
+        missing_component(f"no .venv-{name}: run scripts/install_trainers.sh {name}")
+    return str(python)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir() -> str:
+    """SmolLM2-135M-Instruct's tokenizer as a Hugging Face folder (converted from the packaged GGUF, no download)."""
+    from cotforge.tasks.generate.convert import smollm2_hf_dir
+
+    return smollm2_hf_dir()
+
+
+def run_check(venv: str, script: str, *args, timeout: int = 600) -> dict:
+    """Run a tests/trainers script in a trainer's venv; its last stdout line is its JSON report."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "WANDB_MODE": "disabled", "DO_NOT_TRACK": "1", "AXOLOTL_DO_NOT_TRACK": "1"}
+    done = subprocess.run([trainer_python(venv), str(SCRIPTS / script), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def view_rows(out, view: str) -> int:
+    return read_manifest(str(out / "0.1.0"))["views"][view]["rows"]
+
+
+@pytest.mark.parametrize("kind", ["math", "gym"])
+def test_verl_loads_the_export_and_its_reward_manager_gives_the_build_verdicts(export_builds, tokenizer_dir,
+                                                                              tmp_path, kind):
+    out = export_builds[kind]
+    dest = tmp_path / "verl"
+    export_version(str(out), "verl", dest=str(dest))
+    generations = read_view(str(out / "0.1.0"), "generations")
+    texts = {r["question_id"]: r["generations"] for r in generations.iter_rows(named=True)}
+    (tmp_path / "generations.json").write_text(json.dumps(texts))
+    report = run_check("verl", "verl_check.py", dest, tokenizer_dir, tmp_path / "generations.json")
+    assert report["rl_rows"] == view_rows(out, "rlvr") and report["sft_rows"] == view_rows(out, "sft")
+    assert all(n > 0 for n in report["sft_trained_tokens"])  # the assistant turns carry the loss
+    assert report["lossy_decodes"] == 0  # the reward manager saw each generation's exact text
+    verdicts = {r["question_id"]: [1.0 if v is True else 0.0 for v in r["correctness"]]
+                for r in generations.iter_rows(named=True)}
+    # Every question with a generation is an RL prompt here (band [0, 1]): every published generation is scored.
+    assert set(report["rewards"]) == set(verdicts)
+    assert report["rewards"] == verdicts
+    rewards = [x for xs in report["rewards"].values() for x in xs]
+    assert 0 < sum(rewards) < len(rewards)
+    assert report["default_compute_score"].startswith("NotImplementedError")
+    sources = set(pl.read_parquet(dest / "rl.parquet")["data_source"])
+    assert report["data_sources"] == sorted(sources) and all(s.startswith("cotforge/") for s in sources)
