@@ -37,6 +37,15 @@ declare -A nodeps=(
   [axolotl]='axolotl==0.19.0 axolotl-contribs-lgpl==0.0.7 axolotl-contribs-mit==0.0.6 openrlhf==0.11.2'
 )
 
+# LLaMA-Factory requires torchvision and torchaudio, and imports torchaudio on every import, but no release on PyPI
+# is built for torch 2.13 on CPU: torchvision 0.28's CUDA build breaks `import transformers` (torchvision::nms), and
+# torchaudio 2.11.1's compiled ops are built for torch 2.11. Text datasets use neither: torchvision goes, and
+# torchaudio keeps its Python modules without its compiled library (it then imports as a build without extensions).
+cpu_torch_only() {
+  "$1/bin/python" -m pip uninstall -y -q torchvision &&
+  rm -f "$1"/lib/python3*/site-packages/torchaudio/lib/*.so
+}
+
 install_one() {
   local name=$1 venv=".venv-$1" lock="requirements/trainers-$1.lock"
   # .venv-verl holds cotforge itself: its dependencies in pyproject.toml count too.
@@ -56,7 +65,8 @@ install_one() {
   {
     "${pip[@]}" "torch==2.13.0" &&
     "${pip[@]}" "torch==2.13.0" ${wants[$name]} &&
-    if [ -n "${nodeps[$name]:-}" ]; then "${pip[@]}" --no-deps ${nodeps[$name]}; fi
+    if [ -n "${nodeps[$name]:-}" ]; then "${pip[@]}" --no-deps ${nodeps[$name]}; fi &&
+    if [ "$name" = llamafactory ]; then cpu_torch_only "$venv"; fi
   } >"$venv/install.log" 2>&1 || {
     tail -n 30 "$venv/install.log" >&2
     echo "== failed; log: $venv/install.log" >&2

@@ -5,6 +5,9 @@ scripts in tests/trainers/ run there as subprocesses and report what the trainer
   reward manager, loaded with the export's `reward.py` the way `reward.custom_reward_function.path` loads it, gives
   every published generation the build's verdict (1.0 exactly where verified); verl's `default_compute_score`
   has no scorer for cotforge rows (only reward.py scores them).
+- LLaMA-Factory 0.9.5: `get_dataset` (with its argument parser and the `qwen3` reasoning template) loads each
+  dataset registered in `dataset_info.json` (SFT, `ranking` pairs, `kto_tag` rows) with the views' row counts, and
+  trains on the `<think>` block.
 """
 
 import json
@@ -78,3 +81,23 @@ def test_verl_loads_the_export_and_its_reward_manager_gives_the_build_verdicts(e
     assert report["default_compute_score"].startswith("NotImplementedError")
     sources = set(pl.read_parquet(dest / "rl.parquet")["data_source"])
     assert report["data_sources"] == sorted(sources) and all(s.startswith("cotforge/") for s in sources)
+
+
+def test_llamafactory_loads_every_dataset_of_the_export_through_its_dataset_info(export_builds, tokenizer_dir,
+                                                                                   tmp_path):
+    out = export_builds["math"]
+    dest = tmp_path / "llamafactory"
+    export_version(str(out), "llamafactory", dest=str(dest))
+    report = run_check("llamafactory", "llamafactory_check.py", dest, tokenizer_dir, tmp_path / "work")
+    datasets = report["datasets"]
+    assert set(datasets) == {"cotforge_sft", "cotforge_preference", "cotforge_kto"}
+    assert datasets["cotforge_sft"]["rows"] == view_rows(out, "sft")
+    assert datasets["cotforge_preference"]["rows"] == view_rows(out, "preference")
+    assert {"chosen_input_ids", "rejected_input_ids"} <= set(datasets["cotforge_preference"]["columns"])
+    assert datasets["cotforge_kto"]["rows"] == view_rows(out, "unpaired")
+    assert datasets["cotforge_kto"]["kto_tags"] == read_view(str(out / "0.1.0"), "unpaired")["label"].to_list()
+    # The qwen3 reasoning template trains on the whole assistant turn, its <think> block included.
+    first = read_view(str(out / "0.1.0"), "sft").row(0, named=True)
+    trained = datasets["cotforge_sft"]["trained_text"]
+    assert trained.startswith(f"<think>\n{first['reasoning']}\n</think>") and first["final_answer"] in trained
+
