@@ -8,6 +8,9 @@ scripts in tests/trainers/ run there as subprocesses and report what the trainer
 - LLaMA-Factory 0.9.5: `get_dataset` (with its argument parser and the `qwen3` reasoning template) loads each
   dataset registered in `dataset_info.json` (SFT, `ranking` pairs, `kto_tag` rows) with the views' row counts, and
   trains on the `<think>` block.
+- axolotl 0.19.0: each YAML snippet, merged into a small base config, goes through axolotl's own config loader and
+  validation (`load_cfg`) and dataset preparation (`load_datasets` / `load_preference_datasets`): SFT with the
+  rationale from `reasoning_content` in the loss, DPO, KTO, and the PRM view as `stepwise_supervised`.
 """
 
 import json
@@ -100,4 +103,25 @@ def test_llamafactory_loads_every_dataset_of_the_export_through_its_dataset_info
     first = read_view(str(out / "0.1.0"), "sft").row(0, named=True)
     trained = datasets["cotforge_sft"]["trained_text"]
     assert trained.startswith(f"<think>\n{first['reasoning']}\n</think>") and first["final_answer"] in trained
+
+
+def test_axolotl_prepares_every_file_of_the_export_from_its_yaml_snippet(export_builds, tokenizer_dir, tmp_path):
+    out = export_builds["math"]
+    dest = tmp_path / "axolotl"
+    export_version(str(out), "axolotl", dest=str(dest))
+    report = run_check("axolotl", "axolotl_check.py", dest, tokenizer_dir, tmp_path / "work", timeout=900)
+    assert set(report) == {"sft", "dpo", "kto", "prm"}
+    assert report["sft"]["rows"] == view_rows(out, "sft")
+    assert report["dpo"]["rows"] == view_rows(out, "preference")
+    assert {"prompt", "chosen", "rejected"} <= set(report["dpo"]["columns"])
+    assert report["kto"]["rows"] == view_rows(out, "unpaired")
+    assert {"prompt", "completion", "label"} <= set(report["kto"]["columns"])
+    prm = read_view(str(out / "0.1.0"), "prm")
+    assert report["prm"]["rows"] == prm.height
+    # stepwise_supervised puts one label on each step's last token: as many labelled tokens as steps.
+    assert report["prm"]["labelled_steps"] == [len(labels) for labels in prm["labels"].to_list()]
+    # qwen3's template renders `reasoning_content` in the thinking block, and the loss covers it.
+    first = read_view(str(out / "0.1.0"), "sft").row(0, named=True)
+    trained = report["sft"]["trained_text"]
+    assert first["reasoning"] in trained and trained.index(first["reasoning"]) < trained.index(first["final_answer"])
 

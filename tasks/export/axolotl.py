@@ -48,7 +48,8 @@ def dataset_block(name: str, kind: str) -> dict:
             "type": "chat_template.default", "field_messages": "messages", "field_chosen": "chosen",
             "field_rejected": "rejected"}]}
     if kind == "kto":
-        return {"rl": "kto", "datasets": [base | {"type": "chatml.argilla_chat"}]}
+        # axolotl's config check: KTO needs the label column through to the trainer
+        return {"rl": "kto", "remove_unused_columns": False, "datasets": [base | {"type": "chatml.argilla_chat"}]}
     return {"process_reward_model": True, "datasets": [base | {
         "type": "stepwise_supervised", "step_separator": "\n", "train_on_last_step_only": False}]}
 
