@@ -11,6 +11,9 @@ scripts in tests/trainers/ run there as subprocesses and report what the trainer
 - axolotl 0.19.0: each YAML snippet, merged into a small base config, goes through axolotl's own config loader and
   validation (`load_cfg`) and dataset preparation (`load_datasets` / `load_preference_datasets`): SFT with the
   rationale from `reasoning_content` in the loss, DPO, KTO, and the PRM view as `stepwise_supervised`.
+- OpenRLHF 0.11.2 (--no-deps: its dataset classes need neither deepspeed nor flash-attn): every flag written
+  beside a file is defined by the CLI it is for, and `SFTDataset` / `RewardDataset` / `PromptDataset` configured by
+  exactly those flags load the files.
 """
 
 import json
@@ -125,3 +128,21 @@ def test_axolotl_prepares_every_file_of_the_export_from_its_yaml_snippet(export_
     trained = report["sft"]["trained_text"]
     assert first["reasoning"] in trained and trained.index(first["reasoning"]) < trained.index(first["final_answer"])
 
+
+def test_openrlhf_flags_exist_in_its_clis_and_its_dataset_classes_load_the_export(export_builds, tokenizer_dir,
+                                                                                    tmp_path):
+    out = export_builds["math"]
+    dest = tmp_path / "openrlhf"
+    export_version(str(out), "openrlhf", dest=str(dest))
+    report = run_check("axolotl", "openrlhf_check.py", dest, tokenizer_dir)  # OpenRLHF lives in .venv-axolotl
+    assert set(report) == {"sft", "preference", "rl"}
+    for kind, view in (("sft", "sft"), ("preference", "preference"), ("rl", "rlvr")):
+        assert report[kind]["unknown_flags"] == [], kind  # every written flag is one its CLI defines
+        assert report[kind]["rows"] == view_rows(out, view), kind
+    assert {"input_key", "output_key", "apply_chat_template"} <= set(report["sft"]["keys"])
+    assert {"prompt_key", "chosen_key", "rejected_key"} <= set(report["preference"]["keys"])
+    rlvr = read_view(str(out / "0.1.0"), "rlvr").row(0, named=True)
+    assert report["rl"]["first"]["label"] == rlvr["solution"]
+    assert rlvr["prompt"][-1]["content"] in report["rl"]["first"]["prompt"]
+    sft = read_view(str(out / "0.1.0"), "sft").row(0, named=True)
+    assert report["sft"]["first"]["response"].startswith(f"<think>\n{sft['reasoning']}\n</think>")

@@ -42,7 +42,8 @@ def export_openrlhf(views: dict[str, pl.DataFrame]) -> Export:
     for kind, (view, module, flags) in FLAGS.items():
         if view not in views:
             continue
-        data = f"--data.dataset {{dest}}/{kind}.jsonl {flags}"
+        # train_ppo_ray names its file --data.prompt_dataset; train_sft and train_dpo --data.dataset
+        data = f"--data.{'prompt_dataset' if kind == 'rl' else 'dataset'} {{dest}}/{kind}.jsonl {flags}"
         export.files += [ExportFile(f"{kind}.jsonl", openrlhf_rows(kind, views[view]), view=view),
                          ExportFile(f"{kind}.flags", text=data + "\n")]
         model = "--actor.model_name_or_path MODEL --reward.remote_url REWARD_URL" if kind == "rl" \
