@@ -182,3 +182,22 @@ def test_verl_reward_leaves_other_datasets_to_verl(export_builds):
         compute_score("some/other-dataset", "The answer is 1.", "1", {})
     with pytest.raises(ValueError, match="verifier_spec"):
         compute_score("cotforge/family:arithmetic", "The answer is 1.", "1", {})
+
+
+def test_verl_rows_carry_the_build_verify_config_and_the_reward_decides_with_it(export_builds):
+    """The reward runs the cascade under the build's verify config (read from the recipe in the version's card):
+    a recipe whose format check vetoes gives a text without the required tags no reward, as its build would."""
+    from cotforge.schemas.config_verify import VerifyConfig
+
+    rows, _ = _generations_with_rl_rows(export_builds["math"])
+    row = rows[0][0]
+    spec = json.loads(row["extra_info"]["verifier_spec"])
+    assert spec["verify_config"] == VerifyConfig().model_dump(mode="json")  # this recipe kept the defaults
+    gold = row["reward_model"]["ground_truth"]
+    strict = VerifyConfig.model_validate({"format": {"require": "think_answer_tags", "enforce": "always"}})
+    strict_info = dict(row["extra_info"], verifier_spec=json.dumps(spec | {
+        "verify_config": strict.model_dump(mode="json")}))
+    plain, tagged = f"Adding up.\nThe answer is {gold}.", f"<think>Adding up.</think>\n<answer>{gold}</answer>"
+    assert compute_score(row["data_source"], plain, gold, row["extra_info"]) == 1.0
+    assert compute_score(row["data_source"], plain, gold, strict_info) == 0.0
+    assert compute_score(row["data_source"], tagged, gold, strict_info) == 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
+from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.tasks.export.axolotl import export_axolotl
 from cotforge.tasks.export.bundle import Export, jsonl
 from cotforge.tasks.export.llamafactory import export_llamafactory
@@ -100,6 +103,23 @@ def read_views(source: str, manifest: dict) -> tuple[dict[str, pl.DataFrame], li
     return views, notes
 
 
+_RECIPE_BLOCK = re.compile(r"^## Recipe\s*\n+```yaml\n(.*?)\n```", re.S | re.M)
+
+
+def recipe_verify_config(source: str) -> tuple[dict | None, str | None]:
+    """(the build's verify config as JSON, why not) from the recipe the version's card holds (the validated
+    recipe, defaults included); the rewards of a verl export decide with it."""
+    try:
+        with open(os.path.join(source, "README.md"), encoding="utf-8") as f:
+            found = _RECIPE_BLOCK.search(f.read())
+        recipe = yaml.safe_load(found.group(1)) if found else None
+        if not isinstance(recipe, dict) or "verify" not in recipe:
+            return None, "the card holds no recipe with a verify section"
+        return VerifyConfig.model_validate(recipe["verify"]).model_dump(mode="json"), None
+    except (OSError, ValueError, yaml.YAMLError) as error:  # pydantic's ValidationError is a ValueError
+        return None, f"the card's recipe is unreadable ({type(error).__name__})"
+
+
 def _write(path: str, rows) -> None:
     if path.endswith(".parquet"):
         pq.write_table(rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows), path)
@@ -150,7 +170,13 @@ def export_version(out: str, trainer: str, version: str | None = None, dest: str
     check_dest(dest, out, source)
     manifest = read_manifest(source)
     views, notes = read_views(source, manifest)
-    export = EXPORTERS[trainer](views)
+    if trainer == "verl":  # its rewards run the cascade: with the build's verify config, as the build did
+        verify_config, why = recipe_verify_config(source)
+        if why:
+            notes.append(f"reward.py decides with the default verify config: {why}")
+        export = export_verl(views, verify_config=verify_config)
+    else:
+        export = EXPORTERS[trainer](views)
     commands = {name: command.replace("{dest}", os.path.abspath(dest)) for name, command in export.commands.items()}
     result = ExportResult(trainer=trainer, version=version, source=os.path.abspath(source), dest=os.path.abspath(dest),
                           files={f.name: f.count for f in export.files},

@@ -14,6 +14,7 @@ import json
 import polars as pl
 import pyarrow as pa
 
+from cotforge.schemas.config_verify import VerifyConfig
 from cotforge.tasks.export.bundle import Export, ExportFile
 from cotforge.tasks.verify.reward import completion_reward, question_spec
 
@@ -41,20 +42,26 @@ from cotforge.tasks.export.verl import compute_score  # noqa: F401
 '''
 
 
-def rl_spec(row: dict) -> str:
-    """The `verifier_spec` of an RL row: the question spec without the gold answer (that is `ground_truth`)."""
+def rl_spec(row: dict, verify_config: dict | None = None) -> str:
+    """The `verifier_spec` of an RL row: the question spec without the gold answer (that is `ground_truth`), and
+    the build's verify config (timeouts, structure checks that veto) when known, so the reward decides as it did."""
     spec = question_spec(row["solution"], row["verifier"], row.get("answer_type"), row.get("tests"),
                          row.get("verifier_spec"))
-    return json.dumps({k: v for k, v in spec.items() if k != "gold"}, sort_keys=True)
+    spec = {k: v for k, v in spec.items() if k != "gold"}
+    if verify_config is not None:
+        spec["verify_config"] = verify_config
+    return json.dumps(spec, sort_keys=True)
 
 
-def verl_rl_table(rlvr: pl.DataFrame, split: str = "train") -> pa.Table:
-    """The `rlvr` view (conversational) as verl's RL parquet rows, one per prompt, in the view's order."""
+def verl_rl_table(rlvr: pl.DataFrame, split: str = "train", verify_config: dict | None = None) -> pa.Table:
+    """The `rlvr` view (conversational) as verl's RL parquet rows, one per prompt, in the view's order;
+    `verify_config` is the build's (`VerifyConfig` as JSON), carried in each row's `verifier_spec`."""
     rows = [{
         "data_source": DATA_SOURCE_PREFIX + (r["source"] or "unknown"), "prompt": r["prompt"],
         "ability": ABILITY.get(r["verifier"], r["verifier"]),
         "reward_model": {"style": "rule", "ground_truth": r["solution"]},
-        "extra_info": {"split": split, "index": i, "question_id": r["question_id"], "verifier_spec": rl_spec(r),
+        "extra_info": {"split": split, "index": i, "question_id": r["question_id"],
+                       "verifier_spec": rl_spec(r, verify_config),
                        "solution_kind": r["solution_kind"]},
     } for i, r in enumerate(rlvr.iter_rows(named=True))]
     return pa.Table.from_pylist(rows, schema=RL_SCHEMA)
@@ -80,14 +87,18 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str | None,
     spec_json = (extra_info or {}).get("verifier_spec")
     if not spec_json:
         raise ValueError(f"a {data_source} row without extra_info.verifier_spec: not written by `cotforge export`")
-    return completion_reward(solution_str, {**json.loads(spec_json), "gold": ground_truth})
+    spec = json.loads(spec_json)
+    config = spec.pop("verify_config", None)
+    return completion_reward(solution_str, {**spec, "gold": ground_truth},
+                             None if config is None else VerifyConfig.model_validate(config))
 
 
-def export_verl(views: dict[str, pl.DataFrame]) -> Export:
+def export_verl(views: dict[str, pl.DataFrame], verify_config: dict | None = None) -> Export:
     """verl's files from the views present: `rl.parquet` + `reward.py` (from `rlvr`), `sft.parquet` (from `sft`)."""
     export = Export("verl")
     if "rlvr" in views:
-        export.files += [ExportFile("rl.parquet", verl_rl_table(views["rlvr"]), view="rlvr"),
+        export.files += [ExportFile("rl.parquet", verl_rl_table(views["rlvr"], verify_config=verify_config),
+                                    view="rlvr"),
                          ExportFile("reward.py", text=REWARD_FILE)]
         export.commands["rl.parquet"] = (
             "python -m verl.trainer.main_ppo algorithm.adv_estimator=grpo data.train_files={dest}/rl.parquet "

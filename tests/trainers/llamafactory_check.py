@@ -20,7 +20,8 @@ STAGES = {"cotforge_sft": ("sft", "sft"), "cotforge_preference": ("dpo", "rm"), 
 
 def main() -> None:
     dest, tokenizer_dir, work = sys.argv[1:4]
-    info = json.load(open(f"{dest}/dataset_info.json"))
+    with open(f"{dest}/dataset_info.json", encoding="utf-8") as f:
+        info = json.load(f)
     report = {"datasets": {}}
     for name in info:
         stage, data_stage = STAGES[name]

@@ -26,7 +26,8 @@ from verl.utils.reward_score import default_compute_score
 
 def main() -> None:
     dest, tokenizer_dir, generations_path = sys.argv[1:4]
-    generations = json.load(open(generations_path))
+    with open(generations_path, encoding="utf-8") as f:
+        generations = json.load(f)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     cache = tempfile.mkdtemp()
     rl = RLHFDataset(data_files=[f"{dest}/rl.parquet"], tokenizer=tokenizer,
