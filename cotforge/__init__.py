@@ -7,6 +7,7 @@ The stage folders of the repository install beneath this package (`flows/` as `c
     recipe = cotforge.load_recipe("data/recipes/simulated.yaml")
     result = cotforge.build(recipe, out="data/builds/simulated", version="0.1.0")
     sft = cotforge.pull("data/builds/simulated", "sft")           # a Polars frame, schema-checked
+    cotforge.export("data/builds/simulated", "verl")              # files for verl, beside the versions
 
 Names are imported on first use, so `import cotforge` stays cheap (Prefect loads only when a build starts).
 """
@@ -18,10 +19,10 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["Recipe", "RecipeError", "build", "load_recipe", "pull", "read_view"]
+__all__ = ["Recipe", "RecipeError", "build", "export", "load_recipe", "pull", "read_view"]
 
 if TYPE_CHECKING:
-    from cotforge.flows.api import build, pull
+    from cotforge.flows.api import build, export, pull
     from cotforge.schemas.recipe import Recipe, RecipeError, load_recipe
     from cotforge.tasks.publish.write import read_view
 
@@ -47,6 +48,7 @@ if (_root := _checkout_root()) is not None and _root not in __path__:
 _LAZY = {
     "build": "cotforge.flows.api",
     "pull": "cotforge.flows.api",
+    "export": "cotforge.flows.api",
     "Recipe": "cotforge.schemas.recipe",
     "RecipeError": "cotforge.schemas.recipe",
     "load_recipe": "cotforge.schemas.recipe",

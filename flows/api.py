@@ -29,3 +29,13 @@ def pull(source: str, view: str, version: str | None = None, token: str | None =
     from cotforge.tasks.publish.pull import cotforge_pull
 
     return cotforge_pull(source, view, version=version, token=token)
+
+
+def export(out: str, to: str, version: str | None = None, dest: str | None = None):
+    """Write a published version of the local output folder `out` (the latest unless `version`) as files for
+    another trainer, `to` in verl / llamafactory / axolotl / openrlhf, into `dest` (default
+    `out/_exports/<version>/<to>/`; never inside a version folder). The version is checked against its manifest
+    first. Returns the `ExportResult` (files with their rows, and the command that trains on each)."""
+    from cotforge.tasks.export.stage import export_version
+
+    return export_version(out, to, version=version, dest=dest)

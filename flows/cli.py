@@ -1,6 +1,6 @@
 """The `cotforge` command: validate a recipe and print its plan, build a recipe (optionally pushing it to the Hub),
-push a finished version, check an output folder against its manifests, pull a published view, schedule builds and
-serve the schedules."""
+push a finished version, check an output folder against its manifests, pull a published view, export a version for other
+trainers, schedule builds and serve the schedules."""
 
 from __future__ import annotations
 
@@ -218,6 +218,26 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cotforge.tasks.export.stage import export_version
+    from cotforge.tasks.publish.manifest import CorruptVersionError
+
+    try:
+        result = export_version(args.out, args.to, version=args.version, dest=args.dest)
+    except (CorruptVersionError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"cannot export {args.out} for {args.to}: {error}", file=sys.stderr)
+        return 2
+    print(f"{result.trainer} export of version {result.version} -> {result.dest}")
+    for name, rows in result.files.items():
+        source = f" (from {result.views[name]})" if name in result.views else ""
+        print(f"  {name}: {'text' if rows is None else f'{rows} rows'}{source}")
+    for note in result.notes:
+        print(f"note: {note}")
+    for name, command in result.commands.items():
+        print(f"train on {name}:\n  {command}")
+    return 0
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from cotforge.flows.schedule import create_schedule
     from cotforge.schemas.recipe import RecipeError
@@ -290,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="view name: sft, preference, prm ...")
     p.add_argument("--out", help="write the view to OUT/<config>.parquet instead of printing it")
     p.set_defaults(func=_cmd_pull)
+    e = sub.add_parser("export", help="write a published version as files for verl, LLaMA-Factory, axolotl or "
+                                      "OpenRLHF (never into the version) and print the command to train")
+    e.add_argument("out", help="a local output folder, or one of its X.Y.Z/ version folders")
+    e.add_argument("--to", required=True, choices=["verl", "llamafactory", "axolotl", "openrlhf"])
+    e.add_argument("--version", help="version X.Y.Z to export (default: the latest)")
+    e.add_argument("--dest", help="folder to write (default: OUT/_exports/<version>/<trainer>/); never inside a "
+                                  "version folder")
+    e.set_defaults(func=_cmd_export)
     s = sub.add_parser("schedule", help="create a Prefect deployment that builds a recipe on a schedule")
     s.add_argument("recipe")
     when = s.add_mutually_exclusive_group(required=True)

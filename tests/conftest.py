@@ -83,3 +83,35 @@ def kill_once_parts_written(script: str, parts_dir, count: int, poll_s: float = 
         time.sleep(poll_s)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+# The export tests' builds: every usable question is an RL prompt (the pass-rate band [0, 1], ends included), so the
+# verl reward can be checked against every published generation of them.
+EXPORT_MATH_RECIPE = {"name": "export-math", "seed": 21, "shard_size": 10,
+                      "questions": {"sources": [{"kind": "family", "family": "arithmetic", "n": 10, "difficulty": 2},
+                                                {"kind": "family", "family": "linear", "n": 6, "difficulty": 2}]},
+                      "generation": {"backend": "simulated", "samples_per_question": 4,
+                                     "simulated": {"step_error_rate": 0.3}},
+                      "views": {"rlvr": {"exclusive": False}}}
+EXPORT_GYM_RECIPE = {"name": "export-gym", "seed": 5, "shard_size": 8,
+                     "questions": {"total": 16, "sources": [
+                         {"kind": "reasoning_gym", "task": "chain_sum", "weight": 2, "level": 0},
+                         {"kind": "reasoning_gym", "task": "leg_counting", "weight": 1, "level": 1},
+                         {"kind": "reasoning_gym", "task": "word_sorting", "weight": 1,
+                          "config": {"min_words": 3, "max_words": 4}}]},
+                     "generation": {"backend": "simulated", "samples_per_question": 4,
+                                    "simulated": {"step_error_rate": 0.3}},
+                     "views": {"rlvr": {"exclusive": False}}}
+
+
+@pytest.fixture(scope="session")
+def export_builds(tmp_path_factory):
+    """{"math": OUT, "gym": OUT}: version 0.1.0 of each export recipe (read-only: copy before changing anything)."""
+    from cotforge.flows.build import build
+    from cotforge.schemas.recipe import parse_recipe
+
+    outs = {}
+    for kind, recipe in (("math", EXPORT_MATH_RECIPE), ("gym", EXPORT_GYM_RECIPE)):
+        outs[kind] = tmp_path_factory.mktemp(f"export-{kind}") / "out"
+        build(parse_recipe(recipe), out=str(outs[kind]), version="0.1.0")
+    return outs

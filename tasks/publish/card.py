@@ -10,6 +10,20 @@ from cotforge.tasks.publish.write import PublishedView
 from cotforge.tasks.views.builders import OWN_WORDS_RULE, PROMPT_RULE
 
 REPO_PLACEHOLDER = "REPO_OR_PATH"  # replaced by the Hub repo id when the card is pushed (tasks/publish/hub.py)
+# What `cotforge export` writes for each trainer (tasks/export/), as the card lists it.
+EXPORTS = (
+    ("verl", "`rl.parquet` (verl's RL columns: `data_source`, `prompt`, `ability`, `reward_model`, `extra_info`) with "
+             "`reward.py`, whose `compute_score` runs cotforge's own verifiers (so rewards are this build's "
+             "verdicts; `reward.custom_reward_function.path=reward.py`), and `sft.parquet` (`messages`) for "
+             "`verl.trainer.sft_trainer`"),
+    ("llamafactory", "`sft.jsonl`, `preference.jsonl` (`ranking: true`), `kto.jsonl` (`kto_tag`) in ShareGPT format "
+                     "with the rationale in `<think>`, registered in `dataset_info.json` (`--dataset_dir` it, "
+                     "`--dataset cotforge_sft`)"),
+    ("axolotl", "`sft.jsonl` (`chat_template`, rationale in `reasoning_content`), `dpo.jsonl`, `kto.jsonl` and "
+                "`prm.jsonl` (`stepwise_supervised`), each with a `<kind>.yaml` snippet to paste into a config"),
+    ("openrlhf", "`sft.jsonl`, `preference.jsonl`, `rl.jsonl`, each with a `<kind>.flags` file holding the "
+                 "`--data.*_key` flags for `openrlhf.cli.train_sft` / `train_dpo` / `train_ppo_ray`"),
+)
 FUNNEL = (  # (stage, count key in the report's counts) of the card's funnel
     ("generated", "samples"),
     ("verified", "samples verified correct"),
@@ -59,6 +73,8 @@ def card_text(name: str, version: str, description: str, license_: str, recipe_y
                        for v in views)
     pulls = "\n".join(f"cotforge pull {repo} --config {v.name} --version {version}" for v in views)
     plot_lines = "\n".join(f"![{p.rsplit('/', 1)[-1]}]({p})" for p in plots) or "No plots."
+    export_lines = "\n".join(f"- `cotforge export OUT --to {trainer} --version {version}`: {what}"
+                             for trainer, what in EXPORTS)
     rule_lines = "\n".join(f"- {rule}" for rule in rules or [PROMPT_RULE, OWN_WORDS_RULE])
     return f"""---
 {yaml.safe_dump(header, sort_keys=False).strip()}
@@ -99,6 +115,13 @@ or as a Polars frame with a schema check (and migration of older schema versions
 import cotforge
 frame = cotforge.pull("{repo}", "{views[0].name if views else 'sft'}", version="{version}")
 ```
+
+## Train with other trainers
+
+`cotforge export` writes this version as another trainer's files, outside the version folder (default
+`OUT/_exports/{version}/<trainer>/`), after checking it against its manifest, and prints the command to train:
+
+{export_lines}
 
 ## Question sources
 
