@@ -198,3 +198,25 @@ def test_verl_rows_carry_the_build_verify_config_and_the_reward_decides_with_it(
     assert compute_score(row["data_source"], plain, gold, row["extra_info"]) == 1.0
     assert compute_score(row["data_source"], plain, gold, strict_info) == 0.0
     assert compute_score(row["data_source"], tagged, gold, strict_info) == 1.0
+
+
+def test_verl_reward_follows_the_answer_contract_on_its_red_team_corpus():
+    """verl's reward over rows as the export writes them: 0.0 for every wrong answer of the contract's red-team corpus
+    (math, choice and exact golds), 1.0 for every honest form, so RL rewards grade as the build's verdicts do."""
+    from cotforge.tasks.export.verl import rl_spec
+    from tests.contract_corpus import HONEST, QUESTION, WRONG
+
+    golds = {"math": ("18", "math", "number"), "choice": ("B", "choice", "choice"), "exact": ("Paris", "exact", "text")}
+
+    def reward(kind: str, text: str) -> float:
+        gold, verifier, answer_type = golds[kind]
+        prompt = [{"role": "user", "content": QUESTION if kind == "math" else "Which one?"}]
+        info = {"verifier_spec": rl_spec({"solution": gold, "verifier": verifier, "answer_type": answer_type,
+                                          "tests": None, "verifier_spec": None, "prompt": prompt})}
+        return compute_score(f"cotforge/{kind}", text, gold, info)
+
+    wrong = [c for c in WRONG if c.kind in golds]
+    honest = [c for c in HONEST if c.kind in golds]
+    assert len(wrong) >= 90 and len(honest) >= 60
+    assert [c.text for c in wrong if reward(c.kind, c.text) != 0.0] == []
+    assert [c.text for c in honest if reward(c.kind, c.text) != 1.0] == []
