@@ -277,7 +277,8 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int, group_keys: np.ndar
 
 def band_buckets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(members, offsets) of one band's keys: the rows of each bucket holding two rows or more are
-    members[offsets[k]:offsets[k + 1]], in ascending row order. Linear in rows (one sort), whatever the buckets' sizes."""
+    members[offsets[k]:offsets[k + 1]], in ascending row order. Linear in rows (one sort), whatever the buckets'
+    sizes."""
     n = keys.shape[0]
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]

@@ -185,8 +185,8 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
                 counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
             # LSH proposes, the exact check (or a decisive estimate) confirms: both counts, so recall and the
             # cost of confirming stay visible
-            for stat, line in (("candidate_pairs", "pairs compared (member and representative)"), ("confirmed_pairs", "pairs confirmed"),
-                               ("checked_exact", "pairs checked by exact Jaccard")):
+            for stat, line in (("candidate_pairs", "pairs compared (member and representative)"),
+                               ("confirmed_pairs", "pairs confirmed"), ("checked_exact", "pairs checked by exact Jaccard")):
                 if stat in report[kind]:
                     counts[f"{label} dedup: {line}"] = report[kind][stat]
     if refs.get("decontam"):
