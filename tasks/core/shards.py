@@ -83,8 +83,8 @@ class ShardStore:
         with self.fs.open(ref.path, "rb") as f:  # one file: ParquetFile reads it ~3x faster than read_table's dataset
             return pq.ParquetFile(f).read(columns=columns)
 
-    def read_all(self, refs: list[ShardRef]) -> pa.Table:
-        tables = [self.read(r) for r in refs]
+    def read_all(self, refs: list[ShardRef], columns: list[str] | None = None) -> pa.Table:
+        tables = [self.read(r, columns) for r in refs]
         return pa.concat_tables(tables) if tables else None
 
     def write_json(self, relative: str, payload: dict) -> str:
