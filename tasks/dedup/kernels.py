@@ -57,18 +57,23 @@ def _min_permuted_loops(hv, offsets, a, b, out):
         out[d, :] = mins
 
 
+def _shared(offsets, values, a, b):
+    """|set(a) & set(b)| for rows a, b of a CSR of sorted, distinct values (a merge walk)."""
+    i, i_end = offsets[a], offsets[a + 1]
+    j, j_end = offsets[b], offsets[b + 1]
+    shared = 0
+    while i < i_end and j < j_end:
+        x, y = values[i], values[j]
+        shared += x == y
+        i += x <= y
+        j += y <= x
+    return shared
+
+
 def _intersection_sizes_loops(offsets, values, first, second, out):
-    """out[p] = |set(first[p]) & set(second[p])| for rows of a CSR of sorted, distinct values (a merge walk)."""
+    """out[p] = |set(first[p]) & set(second[p])| for rows of a CSR of sorted, distinct values."""
     for p in range(first.size):
-        i, i_end = offsets[first[p]], offsets[first[p] + 1]
-        j, j_end = offsets[second[p]], offsets[second[p] + 1]
-        shared = 0
-        while i < i_end and j < j_end:
-            x, y = values[i], values[j]
-            shared += x == y
-            i += x <= y
-            j += y <= x
-        out[p] = shared
+        out[p] = _shared(offsets, values, first[p], second[p])
 
 
 def _root(parent, i):
@@ -129,15 +134,9 @@ def _link_band_loops(band, members, bucket_offsets, keys, was_rep, parent, signa
                         if similarity < threshold:
                             continue
                     else:
-                        i, i_end = shingle_offsets[row_x], shingle_offsets[row_x + 1]
-                        j, j_end = shingle_offsets[row_r], shingle_offsets[row_r + 1]
-                        size = (i_end - i) + (j_end - j)
-                        shared = 0
-                        while i < i_end and j < j_end:
-                            a, c = shingle_values[i], shingle_values[j]
-                            shared += a == c
-                            i += a <= c
-                            j += c <= a
+                        size = (shingle_offsets[row_x + 1] - shingle_offsets[row_x]
+                                + shingle_offsets[row_r + 1] - shingle_offsets[row_r])
+                        shared = _shared(shingle_offsets, shingle_values, row_x, row_r)
                         union = size - shared
                         similarity = shared / union if union > 0 else 1.0
                         counters[2] += 1
@@ -181,8 +180,11 @@ def _jitted() -> SimpleNamespace | None:
 
 
 def _compile_with(jit) -> SimpleNamespace:
-    root = jit(_root)
-    link_globals = _link_band_loops.__globals__ | {"_root": root}
-    link = type(_link_band_loops)(_link_band_loops.__code__, link_globals, "_link_band_loops")
-    return SimpleNamespace(min_permuted=jit(_min_permuted_loops), intersection_sizes=jit(_intersection_sizes_loops),
-                           link_band=jit(link))
+    helpers = {"_root": jit(_root), "_shared": jit(_shared)}  # the compiled loops call the compiled helpers
+
+    def compiled_with_helpers(loops):
+        return jit(type(loops)(loops.__code__, loops.__globals__ | helpers, loops.__name__))
+
+    return SimpleNamespace(min_permuted=jit(_min_permuted_loops),
+                           intersection_sizes=compiled_with_helpers(_intersection_sizes_loops),
+                           link_band=compiled_with_helpers(_link_band_loops))
