@@ -139,15 +139,28 @@ def marginal_gib_per_million(small: dict, large: dict) -> float:
 def report(results: list[dict]) -> str:
     lines = []
     for r in results:
-        load = ", ".join(f"{x:.2f}" for x in r["load"])
-        lines.append(f"\n{r['questions']} questions x {r['samples'] // r['questions']} samples: build "
-                     f"{r['build_s']:.1f} s, peak RSS {r['peak_bytes'] / 2**30:.2f} GiB (build process alone "
-                     f"{r['own_peak_bytes'] / 2**30:.2f} GiB), load average after it {load}")
-        lines.append(f"{'stage':<44} {'seconds':>9} {'share':>6} {'rows':>9} {'rows/s':>10}")
-        for stage, seconds in r["timings"].items():
-            rows = r["rows"].get(stage)
-            rate = f"{rows / seconds:,.0f}" if rows and seconds > 0 else "-"
-            lines.append(f"{stage:<44} {seconds:>9.1f} {seconds / r['build_s']:>6.1%} {rows or '-':>9} {rate:>10}")
+        lines += size_lines(r)
+    lines += growth_lines(results)
+    return "\n".join(lines)
+
+
+def size_lines(r: dict) -> list[str]:
+    """One size's figures: build time, peak RSS, and per stage its seconds, share, rows and rows/s."""
+    load = ", ".join(f"{x:.2f}" for x in r["load"])
+    lines = [f"\n{r['questions']} questions x {r['samples'] // r['questions']} samples: build {r['build_s']:.1f} s, "
+             f"peak RSS {r['peak_bytes'] / 2**30:.2f} GiB (build process alone {r['own_peak_bytes'] / 2**30:.2f} "
+             f"GiB), load average after it {load}",
+             f"{'stage':<44} {'seconds':>9} {'share':>6} {'rows':>9} {'rows/s':>10}"]
+    for stage, seconds in r["timings"].items():
+        rows = r["rows"].get(stage)
+        rate = f"{rows / seconds:,.0f}" if rows and seconds > 0 else "-"
+        lines.append(f"{stage:<44} {seconds:>9.1f} {seconds / r['build_s']:>6.1%} {rows or '-':>9} {rate:>10}")
+    return lines
+
+
+def growth_lines(results: list[dict]) -> list[str]:
+    """Growth exponents and added memory between consecutive sizes, then the last line scripts read."""
+    lines = []
     for small, large in zip(results, results[1:]):
         grown = exponents(small, large)
         build = math.log(large["build_s"] / small["build_s"]) / math.log(large["questions"] / small["questions"])
@@ -160,7 +173,7 @@ def report(results: list[dict]) -> str:
     lines.append(f"scale: questions={last['questions']} build_s={last['build_s']:.1f} "
                  f"peak_gb={last['peak_bytes'] / 1e9:.2f} worst_stage={stage.replace(' ', '_')} "
                  f"worst_exponent={exponent:.2f}")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -178,7 +191,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"building {questions} questions x {args.samples} samples (load average {os.getloadavg()[0]:.2f}) ...",
               flush=True)
         results.append(run_size(questions, args.samples, args.keep))
-    print(report(results), flush=True)
+        print("\n".join(size_lines(results[-1])), flush=True)  # each size as soon as it is built
+    print("\n".join(growth_lines(results)), flush=True)
     return results
 
 
