@@ -153,7 +153,7 @@ def size_lines(r: dict) -> list[str]:
              f"{'stage':<44} {'seconds':>9} {'share':>6} {'rows':>9} {'rows/s':>10}"]
     for stage, seconds in r["timings"].items():
         rows = r["rows"].get(stage)
-        rate = f"{rows / seconds:,.0f}" if rows and seconds > 0 else "-"
+        rate = f"{rows / seconds:,.0f}" if rows and seconds >= 0.1 else "-"  # hidden behind another stage: no rate
         lines.append(f"{stage:<44} {seconds:>9.1f} {seconds / r['build_s']:>6.1%} {rows or '-':>9} {rate:>10}")
     return lines
 
