@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 
 from prefect import flow
+from prefect.utilities.annotations import quote
 
 from cotforge.flows.overlap import ShardWorker
 from cotforge.schemas.recipe import Recipe
@@ -123,7 +124,9 @@ def _build_version(recipe: Recipe, ctx: BuildContext, previous: str | None, requ
     finally:
         generators.close()
     with _timed(timings, "publish"):
-        result = publish_views(ctx, recipe, refs, timings, previous, require_new_rows)
+        # quote: Prefect would record every ShardRef in `refs` as an input of the task run, and the run's state event
+        # outgrows Prefect's 1.5 MB event limit at ~80,000 questions (EventTooLarge); the refs are plain values.
+        result = publish_views(ctx, recipe, quote(refs), timings, previous, require_new_rows)
     # Only now that the build has published do its rows enter the shared Redis index (dedup.redis), if it has one.
     publish_shared_index(ctx, refs, recipe.dedup)
     return result

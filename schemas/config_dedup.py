@@ -26,7 +26,9 @@ class MinHashConfig(StrictConfig):
     candidate_miss: float = Field(default=0.01, gt=0.0, lt=1.0)
     scope: Literal["global", "question"] = "global"  # "question": only texts of the same question are compared
     keep: list[KeepRule] = Field(default=["verified", "shortest", "earliest"], min_length=1)
-    max_bucket: int = Field(default=256, ge=2)  # bucket size above which pairs are linked as a chain, not all pairs
+    # Representatives an LSH bucket keeps for clustering (each member is compared with these, never with every member;
+    # decontam: bucket size above which pairs are linked as a chain)
+    max_bucket: int = Field(default=256, ge=2)
 
     @model_validator(mode="after")
     def _bands_rows(self) -> MinHashConfig:

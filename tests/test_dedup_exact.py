@@ -179,34 +179,3 @@ def test_dedup_shard_tasks_plus_merge_equal_the_single_pass(tmp_path):
         outcomes.append([t.select(["keep", "cluster_id", "drop_reason", "similarity"]).to_pylist() for t in (q, s)])
     assert outcomes[0] == outcomes[1]
     assert sum(not r["keep"] for r in outcomes[0][0]) == single.stats["rows_in"] - single.stats["kept"]
-
-
-def test_dedup_confirm_links_gives_the_clusters_of_checking_every_pair():
-    """`confirm_links` checks only pairs that could still join two clusters, in rounds; its clusters must equal those
-    of checking every unsure pair (`confirm_pairs`), with no edge the full check rejects, and fewer exact checks."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from cotforge.tasks.dedup.confirm import confirm_links, confirm_pairs
-    from cotforge.tasks.dedup.minhash import bands_rows, candidate_pairs, estimated_jaccard
-
-    texts, _ = planted_corpus(1_500, seed=7)
-    norms = [normalize_text(t) for t in texts]
-    signatures = minhash_signatures(texts, CONFIG)
-    pairs = candidate_pairs(signatures, *bands_rows(CONFIG))
-    estimate = estimated_jaccard(signatures, pairs)
-    texts_of = lambda nodes: [norms[k] for k in nodes.tolist()]  # noqa: E731
-    full = confirm_pairs(pairs, estimate, texts_of, CONFIG)
-    links = confirm_links(pairs, estimate, texts_of, CONFIG)
-
-    def components(similar):
-        edges = pairs[similar]
-        graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(texts),) * 2)
-        return connected_components(graph, directed=False)[1]
-
-    assert full["exact"] > 50 and links["skipped"] > 0  # the corpus has unsure pairs, and redundant ones
-    assert not (links["similar"] & ~full["similar"]).any()
-    assert links["exact"] + links["estimated"] + links["skipped"] == full["exact"] + full["estimated"]
-    assert links["exact"] < full["exact"]
-    first, second = components(full["similar"]), components(links["similar"])
-    assert len(set(zip(first.tolist(), second.tolist()))) == len(set(first.tolist())) == len(set(second.tolist()))

@@ -231,3 +231,17 @@ def test_processes_compiling_at_once_share_one_cache(fast, tmp_path):
     assert warm["misses"] == 0 and warm["hits"] >= 2  # both kernels came from the cache
     assert {p.suffix for p in tmp_path.rglob("*")} >= {".nbi", ".nbc"}
     print(f"first call: cold {[round(r['seconds'], 2) for r in cold]} s (two at once), cached {warm['seconds']:.2f} s")
+
+
+def test_link_band_runs_as_python_without_numba(fast, monkeypatch):
+    """Without the compiled kernels, the union-find pass over the bands runs as plain Python: the same clusters,
+    counts and similarities (on planted near-duplicates and templated questions, whose buckets hold many clusters)."""
+    from tests.test_dedup_dense import templated_corpus
+
+    texts = planted_corpus(400, 9)[0] + templated_corpus(400)
+    config = MinHashConfig(keep=["earliest"])
+    compiled, python = _both_paths(monkeypatch, lambda: cluster_texts([str(i) for i in range(len(texts))], texts,
+                                                                      config))
+    assert compiled.stats["checked_exact"] > 100 and compiled.stats["dropped_near_duplicate"] > 50
+    assert (compiled.cluster_id, compiled.keep, compiled.stats) == (python.cluster_id, python.keep, python.stats)
+    assert compiled.similarity == python.similarity

@@ -51,6 +51,12 @@ def test_layout_and_metadata(built):
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["counts"]["questions generated"] == 25
     assert report["counts"]["samples"] == 100
+    # rows/s per timed stage, so the slow stage shows at a glance
+    rates = {r["stage"]: r for r in report["stage_rates"]}
+    assert {"questions", "sample", "dedup", "label_steps"} <= set(rates)
+    assert rates["sample"]["rows"] == 100 and rates["dedup"]["rows"] == 125
+    assert rates["sample"]["rows_per_s"] == pytest.approx(100 / result.timings["sample"])
+    assert "| stage | seconds | rows | rows/s |" in (out / "report" / "report.md").read_text()
     assert (out.parent / "latest").resolve() == out.resolve() and (out / "manifest.json").is_file()
     assert read_view(str(out), "sft")["added_in"].unique().to_list() == ["1.2.3"]  # a first version: all rows new
     assert result.carried_rows == dict.fromkeys(result.views, 0) and result.new_rows == result.views

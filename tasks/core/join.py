@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from cotforge.tasks.core.shards import ShardRef, ShardStore
@@ -61,10 +62,37 @@ class RecordRefs:
                                    self.sample_dedup) for r in part]
 
 
+_BY_QUESTION: dict[tuple, pl.DataFrame] = {}  # (store root, shard paths) -> rows sorted by question id
+_BY_QUESTION_KEPT = 2  # the dedup and sample_dedup tables of the build being labelled
+
+
+def rows_of_questions(store: ShardStore, shards: list[ShardRef], question_ids: pl.Series) -> pl.DataFrame:
+    """The rows of `shards` whose question_id is in `question_ids`. The shards are read once per process and kept
+    sorted by question id (at most two sets), so each call costs its own rows plus a binary search, not a read of the
+    whole table: step labelling reads the build's global dedup flags once per shard of samples."""
+    key = (store.root, tuple(r.path for r in shards))
+    table = _BY_QUESTION.get(key)
+    if table is None:
+        table = pl.from_arrow(store.read_all(shards)).sort("question_id")
+        while len(_BY_QUESTION) >= _BY_QUESTION_KEPT:
+            _BY_QUESTION.pop(next(iter(_BY_QUESTION)))
+        _BY_QUESTION[key] = table
+    wanted = question_ids.unique().sort().cast(table["question_id"].dtype)
+    column = table["question_id"]
+    starts = column.search_sorted(wanted, side="left").to_numpy().astype(np.int64)
+    lengths = column.search_sorted(wanted, side="right").to_numpy().astype(np.int64) - starts
+    before = np.cumsum(lengths) - lengths  # rows of the earlier ids
+    rows = np.repeat(starts - before, lengths) + np.arange(lengths.sum(), dtype=np.int64)
+    return table[rows]
+
+
 def read_joined(store: ShardStore, refs: RecordRefs) -> pl.DataFrame:
-    """`join_records` over the shards `refs` names."""
+    """`join_records` over the shards `refs` names (the dedup flags: only those of its questions)."""
     def frame(shards: list[ShardRef]) -> pl.DataFrame:
         return pl.from_arrow(store.read_all(shards))
 
-    return join_records(frame(refs.questions), frame(refs.samples), frame(refs.verdicts), frame(refs.votes),
-                        frame(refs.dedup), sample_dedup=frame(refs.sample_dedup) if refs.sample_dedup else None)
+    questions = frame(refs.questions)
+    ids = questions["question_id"]
+    return join_records(questions, frame(refs.samples), frame(refs.verdicts), frame(refs.votes),
+                        rows_of_questions(store, refs.dedup, ids),
+                        sample_dedup=rows_of_questions(store, refs.sample_dedup, ids) if refs.sample_dedup else None)

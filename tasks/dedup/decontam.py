@@ -94,7 +94,7 @@ def ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
 def find_contamination(texts: list[str], evals: dict[str, list[str]], config: DecontamConfig) -> list[dict]:
     """Every (text, benchmark) overlap: dicts with index, benchmark, method, score, eval_row, eval_text."""
     hits: list[dict] = []
-    if not texts:
+    if not texts or not any(evals.values()):  # nothing to compare with: no n-grams, no signatures
         return hits
     hashes, owner = ngram_hashes(texts, config.ngram)
     signatures = minhash_signatures(texts, config.minhash)

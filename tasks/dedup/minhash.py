@@ -260,13 +260,42 @@ def _band_keys(signatures: np.ndarray, band: int, rows: int, group_keys: np.ndar
     return _fmix(key)
 
 
+def group_band_keys(groups: np.ndarray | None) -> np.ndarray | None:
+    """Per-row keys mixed into every band key, so only rows of the same group share a bucket."""
+    if groups is None:
+        return None
+    return _fmix(np.asarray(groups, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int, group_keys: np.ndarray | None = None) -> np.ndarray:
+    """(n, bands) uint64: the bucket key of each row in each band (with its group mixed in)."""
+    keys = np.empty((signatures.shape[0], bands), dtype=np.uint64)
+    for band in range(bands):
+        keys[:, band] = _band_keys(signatures, band, rows, group_keys)
+    return keys
+
+
+def band_buckets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(members, offsets) of one band's keys: the rows of each bucket holding two rows or more are
+    members[offsets[k]:offsets[k + 1]], in ascending row order. Linear in rows (one sort), whatever the buckets'
+    sizes."""
+    n = keys.shape[0]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    run_start = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if n else np.zeros(0, np.int64)
+    run_len = np.diff(np.r_[run_start, n])
+    shared = run_len >= 2
+    starts, lengths = run_start[shared], run_len[shared]
+    members = order[np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                                        lengths))]
+    return members.astype(np.int64), np.r_[0, np.cumsum(lengths)].astype(np.int64)
+
+
 def candidate_pairs(signatures: np.ndarray, bands: int, rows: int, groups: np.ndarray | None = None,
                     max_bucket: int = 256) -> np.ndarray:
     """(k, 2) int64 pairs (i < j) that share at least one LSH band (and the group, when groups are given)."""
     n = signatures.shape[0]
-    group_keys = None
-    if groups is not None:
-        group_keys = _fmix(np.asarray(groups, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+    group_keys = group_band_keys(groups)
     found = []
     for band in range(bands):
         keys = _band_keys(signatures, band, rows, group_keys)

@@ -108,7 +108,7 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
     done = ctx.store.done("dedup", key)
     if done is not None:
         return done
-    vote_table = pl.from_arrow(ctx.store.read_all(votes)) if votes else None
+    vote_table = pl.from_arrow(ctx.store.read_all(votes, ["question_id", "n_correct"])) if votes else None
     verified = {} if vote_table is None else dict(zip(vote_table["question_id"].to_list(),
                                                       (vote_table["n_correct"] > 0).to_list()))
     contamination: dict[str, list[str]] = {}
@@ -117,7 +117,7 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
             names = contamination.setdefault(row["question_id"], [])
             if row["benchmark"] not in names:
                 names.append(row["benchmark"])
-    question_table = ctx.store.read_all(questions)
+    question_table = ctx.store.read_all(questions, ["question_id", "text"])  # all rows at once: only what is compared
     table, result = dedup_questions(question_table, config.questions, ctx.recipe_hash, ctx.build_id,
                                     verified=verified, contamination=contamination, prior=prior,
                                     sketch=_merged_sketch(ctx, questions, sketches, config.questions))
@@ -144,11 +144,11 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
     done = ctx.store.done("sample_dedup", key)
     if done is not None:
         return done
-    verdict_table = ctx.store.read_all(verdicts) if verdicts else None
+    verdict_table = ctx.store.read_all(verdicts, ["sample_id", "verdict"]) if verdicts else None
     verified = {} if verdict_table is None else {
         s: v is True for s, v in zip(verdict_table.column("sample_id").to_pylist(),
                                      verdict_table.column("verdict").to_pylist())}
-    sample_table = ctx.store.read_all(samples)
+    sample_table = ctx.store.read_all(samples, ["sample_id", "question_id", "text"])
     table, result = dedup_samples(sample_table, config.samples, ctx.recipe_hash, ctx.build_id, verified=verified,
                                   prior=prior, sketch=_merged_sketch(ctx, samples, sketches, config.samples))
     if config.redis is not None:  # rationales too: within their question when the scope says so
@@ -185,8 +185,8 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
                 counts[f"{label} dropped: {reason.replace('_', ' ')}"] = reasons.count(reason)
             # LSH proposes, the exact check (or a decisive estimate) confirms: both counts, so recall and the
             # cost of confirming stay visible
-            for stat, line in (("candidate_pairs", "LSH candidate pairs"), ("confirmed_pairs", "pairs confirmed"),
-                               ("checked_exact", "pairs checked by exact Jaccard")):
+            for stat, line in (("candidate_pairs", "pairs compared (member and representative)"),
+                               ("confirmed_pairs", "pairs confirmed"), ("checked_exact", "pairs checked by exact Jaccard")):
                 if stat in report[kind]:
                     counts[f"{label} dedup: {line}"] = report[kind][stat]
     if refs.get("decontam"):

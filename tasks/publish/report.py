@@ -34,6 +34,28 @@ def stage_counts(questions: pl.DataFrame, samples: pl.DataFrame, verdicts: pl.Da
     return counts
 
 
+def stage_rows(rows: dict[str, int]) -> dict[str, int]:
+    """The rows each timed stage of a build works through, from {"questions", "samples", "step_labels"} counts: the
+    questions stage makes questions, sampling, verification, voting and publishing go through samples, dedup compares
+    questions and samples, step labelling labels the samples it picks (rows of `step_labels`)."""
+    questions, samples = rows.get("questions", 0), rows.get("samples", 0)
+    return {"questions": questions, "sample": samples, "verify": samples, "vote": samples,
+            "verify+vote beside sampling (worker busy)": samples, "dedup": questions + samples,
+            "label_steps": rows.get("step_labels", samples), "publish": samples}
+
+
+def stage_rates(timings: dict[str, float], rows: dict[str, int]) -> list[dict]:
+    """Per timed stage: seconds, rows and rows per second (None where a stage has no row count or took no time), so
+    the slow stage shows at a glance."""
+    return [{"stage": stage, "seconds": seconds, "rows": rows.get(stage),
+             "rows_per_s": rows[stage] / seconds if rows.get(stage) is not None and seconds > 0 else None}
+            for stage, seconds in timings.items()]
+
+
+def _or_dash(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
     """Per verifier: how many true / false / null, and why.
 
@@ -135,7 +157,9 @@ def mix_markdown(mix: list[dict]) -> list[str]:
 
 def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict[str, float],
                     generation: dict | None = None, mix: list[dict] | None = None,
-                    views: list[dict] | None = None, labelling: dict | None = None) -> str:
+                    views: list[dict] | None = None, labelling: dict | None = None,
+                    rows: dict[str, int] | None = None) -> str:
+    """The report's markdown; `rows`: the rows each timed stage went through (`stage_rows`), for rows/s."""
     lines = ["# Build report", ""]
     if views:  # the version is a snapshot: each view's rows new in this version, and those carried from the previous
         lines += ["## Rows per view", "", "| view | schema version | rows | new in this version | carried |",
@@ -167,7 +191,8 @@ def report_markdown(counts: dict[str, int], breakdown: list[dict], timings: dict
         lines += [""] + labelling_markdown(labelling)
     lines += ["", "## Verdicts per verifier", "", "| verifier | verdict | reason | samples |", "|---|---|---|---|"]
     lines += [f"| {b['verifier_name']} | {b['verdict']} | {b['reason']} | {b['len']} |" for b in breakdown]
-    lines += ["", "## Wall time per stage (s)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    lines += ["", "## Wall time per stage", "", "| stage | seconds | rows | rows/s |", "|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['seconds']:.1f} | {_or_dash(r['rows'], 'd')} | "
+              f"{_or_dash(r['rows_per_s'], ',.0f')} |" for r in stage_rates(timings, rows or {})]
     lines += [""] + [f"![{title}]({name})" for name, title in REPORT_PLOTS.items()] + [""]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ from cotforge.tasks.publish.report import (
     pass_rate_histogram_png,
     report_markdown,
     stage_counts,
+    stage_rates,
+    stage_rows,
     verdict_breakdown,
     verdicts_png,
 )
@@ -56,6 +58,7 @@ class BuildResult:
     # "published"; "unchanged" (the version existed with the same rows: nothing written); "skipped" (no new rows
     # and the caller asked for new rows: nothing written)
     status: str = "published"
+    stage_rows: dict[str, int] = field(default_factory=dict)  # rows each timed stage went through (report: rows/s)
 
     @property
     def folder(self) -> str:
@@ -143,14 +146,18 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     write_text(folder, "report/verdicts.png", verdicts_png(breakdown))
     view_table = [{k: getattr(v, k) for k in ("name", "schema_version", "rows", "new_rows", "carried_rows")}
                   for v in published]
+    rows = stage_rows({"questions": sources.height, "samples": samples.height,
+                       **({"step_labels": step_labels.height} if step_labels is not None else {})})
     write_text(folder, "report/report.md", report_markdown(counts, breakdown, timings, generation, mix=mix,
-                                                           views=view_table, labelling=labelling))
+                                                           views=view_table, labelling=labelling, rows=rows))
     result = BuildResult(store.url, version, build_id, recipe_hash, counts, view_rows, timings,
                          new_rows={v.name: v.new_rows for v in published},
-                         carried_rows={v.name: v.carried_rows for v in published}, previous=previous)
+                         carried_rows={v.name: v.carried_rows for v in published}, previous=previous,
+                         stage_rows=rows)
     write_text(folder, "report/report.json", dumps_json({**asdict(result), "questions": mix, "verdicts": breakdown,
                                                          "generation": generation, "rows_per_view": view_table,
-                                                         "dedup": dedup_summary["report"], "labelling": labelling}))
+                                                         "dedup": dedup_summary["report"], "labelling": labelling,
+                                                         "stage_rates": stage_rates(timings, rows)}))
     manifest = write_manifest(folder, version, published, {"build_id": build_id, "recipe_hash": recipe_hash},
                               previous, {stage: [asdict(r) for r in rs] for stage, rs in refs.items()})
     result.status = finalize_version(store.url, version, folder, manifest)

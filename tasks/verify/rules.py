@@ -250,6 +250,9 @@ def letter_scripts(text: str) -> Counter:
     """Letters per Unicode script, counted per word; one-letter Greek words (pi, theta) are notation, not language."""
     counts: Counter = Counter()
     for word in re.findall(r"[^\W\d_]+", text):
+        if word.isascii():  # ASCII letters are all LATIN (the common case: no per-character name lookup)
+            counts["latin"] += len(word)
+            continue
         scripts = Counter(unicodedata.name(ch, "UNKNOWN").split(" ")[0].lower() for ch in word)
         script = scripts.most_common(1)[0][0]
         if script in ("mathematical", "unknown") or (script == "greek" and len(word) == 1):
