@@ -22,7 +22,7 @@ def test_bench_scale_prints_sane_figures(capsys):
     assert "growth exponents 40 -> 80 questions" in out and "rows/s" in out and "load average" in out
     for r in results:
         assert r["counts"]["questions generated"] == r["questions"]
-        assert r["counts"]["samples generated"] == 2 * r["questions"]
+        assert r["counts"]["samples"] == 2 * r["questions"]
         assert r["rows"]["sample"] == 2 * r["questions"] and r["rows"]["dedup"] == 3 * r["questions"]
         assert 0 < sum(r["timings"].values()) <= 2 * r["build_s"]
         assert 50 * 2**20 < r["peak_bytes"] < 8 * 2**30  # a Python process with polars loaded, far below 8 GiB
