@@ -17,7 +17,7 @@ from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardStore
 from cotforge.tasks.generate.base import Completion, StreamingGenerator, stream_completions
 from cotforge.tasks.generate.lazy import SharedGenerators, engine_key
-from cotforge.tasks.generate.parts import PART_STAGE, PartBuffer, usable_rows
+from cotforge.tasks.generate.parts import PART_STAGE, PartBuffer, PartIndex, PartStore, usable_rows
 from cotforge.tasks.generate.sample import sample_shard, sample_shards
 from cotforge.tasks.generate.simulated import SimulatedGenerator
 from cotforge.tasks.generate.window import AimdWindow, pick_server
@@ -129,6 +129,38 @@ def test_stream_killed_mid_stream_resumes_with_only_missing_requests_and_same_ro
     assert len(generator.asked) == 24 - saved // 2  # each saved request's two rows are not asked again
     for a, b in zip(reference, resumed):
         assert pl.from_arrow(a).equals(pl.from_arrow(b))
+
+
+def test_stream_resume_lists_the_parts_folder_once_per_stage(tmp_path, monkeypatch):
+    """Every shard finds its own parts through one listing of the parts folder (a listing per shard made the stage
+    quadratic in shards), and a resume from parts alone asks the backend nothing and gives the same rows."""
+    config = GenerationConfig(backend="simulated", samples_per_question=2, part_requests=1)
+    store, refs = _shards(tmp_path, n_shards=6)
+    ctx = BuildContext(store, "rh", seed=5)
+    first = [store.read(r) for r in sample_shards.fn(ctx, refs, ShufflingStream(window=5), config)]
+    for marker in (tmp_path / "_work" / "samples").glob("*.done.json"):
+        marker.unlink()  # the shards are gone, their parts are left: the rerun resumes every shard from parts
+    listings = []
+    done_keys = ShardStore.done_keys
+    monkeypatch.setattr(ShardStore, "done_keys", lambda self, *a: listings.append(a) or done_keys(self, *a))
+    generator = ShufflingStream(window=5)
+    again = [store.read(r) for r in sample_shards.fn(ctx, refs, generator, config)]
+    assert listings == [(PART_STAGE, "")] and generator.asked == []
+    for a, b in zip(first, again):
+        assert pl.from_arrow(a).equals(pl.from_arrow(b))
+
+
+def test_stream_part_index_matches_a_listing_and_sees_parts_written_after_it(tmp_path):
+    store = ShardStore(str(tmp_path))
+    rows = [_sample("a", 1, 0)]
+    PartStore(store, "ab", None).write("p1", rows)
+    PartStore(store, "abc", None).write("p1", rows)  # a key that extends another shard's key is not its part
+    index = PartIndex(store)
+    assert index.with_prefix("ab-") == store.done_keys(PART_STAGE, "ab-") == ["ab-p1"]
+    PartStore(store, "ab", None, index).write("p0", rows)  # written after the listing: the index has it
+    PartStore(store, "ab", None, index).write("p0", rows)  # written again (a part's name is its content): once
+    assert index.with_prefix("ab-") == store.done_keys(PART_STAGE, "ab-") == ["ab-p0", "ab-p1"]
+    assert index.with_prefix("abc-") == ["abc-p1"] and index.with_prefix("zz-") == []
 
 
 def test_stream_parts_close_by_count_and_by_age():

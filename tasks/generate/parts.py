@@ -9,6 +9,8 @@ retryable error; the rest is asked again with the same seeds.
 
 from __future__ import annotations
 
+import bisect
+import threading
 import time
 
 import pyarrow as pa
@@ -74,22 +76,57 @@ class PartBuffer:
         return name, rows
 
 
-class PartStore:
-    """The parts of one shard in a ShardStore, under `_work/samples-parts/<shard key>-<part name>`."""
+class PartIndex:
+    """The keys of every finished part of a stage's shards, listed once when first asked and kept up to date with the
+    parts this run writes: a directory listing per shard would read every shard's parts each time one opens (the
+    stage then grows with the square of its shards)."""
 
-    def __init__(self, store: ShardStore | None, shard_key: str, metadata: dict[str, str] | None):
+    def __init__(self, store: ShardStore):
+        self.store = store
+        self.keys: list[str] | None = None  # sorted
+        self.lock = threading.Lock()  # shards open in the backend's thread, parts are written in the sampler's
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        """The finished part keys that start with `prefix` (sorted), as `ShardStore.done_keys` lists them."""
+        with self.lock:
+            if self.keys is None:
+                self.keys = self.store.done_keys(PART_STAGE, "")
+            out, at = [], bisect.bisect_left(self.keys, prefix)
+            while at < len(self.keys) and self.keys[at].startswith(prefix):
+                out.append(self.keys[at])
+                at += 1
+            return out
+
+    def add(self, key: str) -> None:
+        """A part this run has written (its marker is on disk); before the first listing, that listing finds it."""
+        with self.lock:
+            if self.keys is not None:
+                at = bisect.bisect_left(self.keys, key)
+                if at == len(self.keys) or self.keys[at] != key:
+                    self.keys.insert(at, key)
+
+
+class PartStore:
+    """The parts of one shard in a ShardStore, under `_work/samples-parts/<shard key>-<part name>`. The shards of one
+    stage share one `PartIndex`, so the parts folder is listed once per stage."""
+
+    def __init__(self, store: ShardStore | None, shard_key: str, metadata: dict[str, str] | None,
+                 index: PartIndex | None = None):
         self.store, self.shard_key, self.metadata = store, shard_key, metadata
+        self.index = index if index is not None or store is None else PartIndex(store)
 
     def read_all(self) -> list[list[Sample]]:
         """Every finished part of the shard (sorted by name, so a resume decides the same way each time)."""
         if self.store is None:
             return []
-        keys = self.store.done_keys(PART_STAGE, f"{self.shard_key}-")
+        keys = self.index.with_prefix(f"{self.shard_key}-")
         return [[Sample(**row) for row in self.store.read(self.store.done(PART_STAGE, k)).to_pylist()] for k in keys]
 
     def write(self, part_name: str, rows: list[Sample]) -> None:
         if self.store is not None:
-            self.store.write(PART_STAGE, f"{self.shard_key}-{part_name}", _table(rows), self.metadata)
+            key = f"{self.shard_key}-{part_name}"
+            self.store.write(PART_STAGE, key, _table(rows), self.metadata)
+            self.index.add(key)
 
 
 def _table(rows: list[Sample]) -> pa.Table:

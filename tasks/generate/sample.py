@@ -34,7 +34,7 @@ from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.generate import Completion, GenerationRequest, Generator, SamplingParams
 from cotforge.tasks.generate.accounting import SamplingStats, stats_path
 from cotforge.tasks.generate.adaptive import accepted_flags, plan_extra_samples  # noqa: F401 - re-exported
-from cotforge.tasks.generate.parts import PART_STAGE, PartStore  # noqa: F401 - PART_STAGE re-exported
+from cotforge.tasks.generate.parts import PART_STAGE, PartIndex, PartStore  # noqa: F401 - PART_STAGE re-exported
 from cotforge.tasks.generate.shard_job import GUIDED_ROUND, ShardJob
 from cotforge.tasks.generate.stream_sampler import ShardWork, StreamSampler
 
@@ -194,6 +194,7 @@ def sample_shards(ctx: BuildContext, questions: list[ShardRef], generator: Gener
     done resumes from its parts). `on_shard(position, ref)` is called as each shard is written, in finishing order.
     `verify_config` matters only with the adaptive budget or guidance, which verify as they sample."""
     store = ctx.store
+    part_index = PartIndex(store)  # every shard's parts, listed once for the stage
 
     def shard(position: int, q: ShardRef) -> ShardWork:
         key = samples_key(ctx, q, config, verify_config)
@@ -212,7 +213,8 @@ def sample_shards(ctx: BuildContext, questions: list[ShardRef], generator: Gener
             store.write_json(stats_path(key), stats.__dict__ | {"backend": generator.backend,
                                                                 "model": generator.model, "run_id": ctx.run_id})
             return _content_ref(ref, table)
-        return _work(position, lambda: store.read(q), finished, write, PartStore(store, key, ctx.metadata),
+        parts = PartStore(store, key, ctx.metadata, part_index)
+        return _work(position, lambda: store.read(q), finished, write, parts,
                      generator, config, ctx.seed, ctx.recipe_hash, ctx.build_id, pool, verify_config)
 
     with _judge_pool(config, verify_config) as pool:
