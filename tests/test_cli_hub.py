@@ -39,7 +39,7 @@ def test_build_push_pull_and_refuse_republish(hub_server, tmp_path):
     assert pl.read_parquet(tmp_path / "pulled" / "sft.parquet").height == local.height > 0
 
     again = _cli("build", str(recipe), "--out", str(tmp_path / "out2"), "--push", "org/cli", "--version", "0.1.0")
-    assert again.returncode == 2 and "already has version 0.1.0" in again.stdout
+    assert again.returncode == 2 and "already has version 0.1.0" in again.stderr  # refusals go to stderr
     assert not (tmp_path / "out2").exists()  # refused before building anything
 
     missing = _cli("pull", "org/cli", "--config", "sft", "--version", "2.0.0")

@@ -33,6 +33,7 @@ from cotforge.tasks.verify.gym_sandbox import (  # noqa: E402
     score_in_sandbox,
     unevaluable,
 )
+from cotforge.tasks.verify.sandbox import marked_processes  # noqa: E402
 
 LIMITS = {"cpu_s": 2, "wall_s": 6.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
 
@@ -168,6 +169,8 @@ def test_gym_scoring_refuses_without_isolation(monkeypatch):
     from cotforge.tasks.verify import sandbox
 
     close_sandboxes()
+    # scorer sandboxes of other processes (an earlier test's pool workers) may run: none may be added by this one
+    others = set(marked_processes("cotforge-scorer-"))
     monkeypatch.setenv("PATH", "/nonexistent")
     sandbox.isolation_problem.cache_clear()
     try:
@@ -177,4 +180,4 @@ def test_gym_scoring_refuses_without_isolation(monkeypatch):
     finally:
         sandbox.isolation_problem.cache_clear()
         close_sandboxes()
-    assert_nothing_left("cotforge-scorer-")
+    assert set(marked_processes("cotforge-scorer-")) <= others
