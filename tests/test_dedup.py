@@ -20,14 +20,8 @@ from cotforge.tasks.dedup.cluster import (
     signatures_table,
 )
 from cotforge.tasks.dedup.index import earlier_index, read_indexes, write_index
-from cotforge.tasks.dedup.minhash import (
-    bands_rows,
-    candidate_pairs,
-    fast_hash32,
-    lsh_params,
-    minhash_signatures,
-    recall_params,
-)
+from cotforge.tasks.dedup.lsh import bands_rows, candidate_pairs, lsh_params, recall_params
+from cotforge.tasks.dedup.minhash import fast_hash32, minhash_signatures
 from tests.bench.bench_dedup import exact_jaccard_pairs, planted_corpus, shingle_set
 
 

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.tasks.dedup.cluster import cluster_texts, sketch_texts
 from cotforge.tasks.dedup.confirm import exact_jaccard, shingle_sets
-from cotforge.tasks.dedup.minhash import bands_rows, candidate_pairs
+from cotforge.tasks.dedup.lsh import bands_rows, candidate_pairs
 from cotforge.tasks.questions.families import get_family
 from tests.bench.bench_dedup import planted_corpus
 

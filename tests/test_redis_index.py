@@ -366,7 +366,7 @@ def test_redis_dedup_adopts_entries_of_the_legacy_layout(redis_port):
     shingle sets) are adopted once into the recall-tuned layout: still found, states kept, claims still released."""
     import redis
 
-    from cotforge.tasks.dedup.minhash import lsh_params
+    from cotforge.tasks.dedup.lsh import lsh_params
     from cotforge.tasks.dedup.shared_index import _prefix
 
     client = redis.Redis(port=redis_port)

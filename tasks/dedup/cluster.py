@@ -21,17 +21,9 @@ from scipy.sparse.csgraph import connected_components
 from cotforge.schemas.arrow import to_table
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import DedupFlag, SampleDedupFlag
-from cotforge.tasks.dedup import kernels
-from cotforge.tasks.dedup.confirm import decisive_band, shingle_sets
-from cotforge.tasks.dedup.minhash import (
-    band_buckets,
-    band_keys,
-    bands_rows,
-    group_band_keys,
-    minhash_signatures,
-    normalize_fast,
-    sorted_unique,
-)
+from cotforge.tasks.dedup.confirm import decisive_band
+from cotforge.tasks.dedup.lsh import bands_rows, link_buckets
+from cotforge.tasks.dedup.minhash import minhash_signatures, normalize_fast
 
 _MIN_PER_WORKER = 2_000  # below this many texts per process, forking costs more than it saves
 
@@ -140,48 +132,6 @@ def cluster_texts(ids: list[str], texts: list[str], config: MinHashConfig, *, gr
     sketch = sketch_texts(texts, config, workers)
     return cluster_sketches(ids, sketch, _texts_of(texts, sketch), config,
                             groups=groups, verified=verified, contamination=contamination, prior=prior)
-
-
-def link_buckets(pool: np.ndarray, bands: int, rows: int, node_groups: np.ndarray | None, n_current: int,
-                 node_texts, config: MinHashConfig) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(edges, their similarities, counts): pairs of nodes (rows of `pool`) confirmed similar, enough to connect
-    every cluster the LSH finds, through one union-find pass per band over that band's buckets (`kernels.link_band`):
-    each member is compared with the representatives of its bucket's clusters, never with every member, and not at
-    all once joined to one of them. So the work grows with rows x bands x clusters per bucket (at most
-    `config.max_bucket`), not with the square of a bucket, however dense its template cluster. A pair links only when
-    exact Jaccard (or an estimate outside `confirm.decisive_band`) says so. Nodes >= n_current are earlier versions'
-    rows, never linked to each other; `node_texts(nodes)` gives normalised texts (None: not stored)."""
-    n = pool.shape[0]
-    group_keys = group_band_keys(node_groups)
-    keys = band_keys(pool, bands, rows, group_keys)
-    buckets = [band_buckets(keys[:, band]) for band in range(bands)]
-    nodes = sorted_unique(np.concatenate([members for members, _ in buckets])) if buckets \
-        else np.zeros(0, np.int64)
-    # shingle sets of the nodes a bucket holds, only those: the exact checks read them
-    texts = node_texts(nodes) if nodes.size else []
-    known = np.array([t is not None for t in texts], dtype=bool)
-    shingle_row = np.full(n, -1, dtype=np.int64)
-    shingle_row[nodes[known]] = np.arange(int(known.sum()))
-    offsets, values = shingle_sets([t for t in texts if t is not None], config) if known.any() \
-        else (np.zeros(1, np.int64), np.zeros(0, np.uint32))
-    del texts
-    lo, hi = decisive_band(config.threshold, config.num_perm)
-    parent = np.arange(n, dtype=np.int64)
-    edges = np.zeros((max(n - 1, 0), 2), dtype=np.int64)  # each edge joins two clusters: n - 1 at most
-    sims = np.zeros(max(n - 1, 0), dtype=np.float64)
-    counters = np.zeros(6, dtype=np.int64)  # edges, compared, exact, estimated, same cluster, compared before
-    reps = np.zeros(config.max_bucket, dtype=np.int64)
-    was_rep = np.zeros((n, bands), dtype=bool)  # node was a representative of its bucket in that band
-    fast = kernels.compiled()
-    link = fast.link_band if fast is not None else kernels.link_band_python()
-    signatures = np.ascontiguousarray(pool, dtype=np.uint32)
-    for band, (members, bucket_offsets) in enumerate(buckets):
-        link(band, members, bucket_offsets, keys, was_rep, parent, signatures, shingle_row, offsets, values,
-             n_current, lo, hi, config.threshold, config.max_bucket, reps, edges, sims, counters)
-    found = int(counters[0])
-    return edges[:found], sims[:found], {"compared": int(counters[1]), "exact": int(counters[2]),
-                                         "estimated": int(counters[3]), "skipped": int(counters[4]),
-                                         "repeated": int(counters[5])}
 
 
 def cluster_sketches(ids: list[str], sketch: Sketch, texts_of, config: MinHashConfig, *,

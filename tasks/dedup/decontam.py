@@ -24,14 +24,8 @@ from cotforge.schemas.records import DecontamHit, normalize_text, stable_id
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.shards import ShardRef, shard_key
 from cotforge.tasks.dedup.confirm import confirm_pairs
-from cotforge.tasks.dedup.minhash import (
-    bands_rows,
-    candidate_pairs,
-    estimated_jaccard,
-    minhash_signatures,
-    shingle_spans,
-    span_hashes64,
-)
+from cotforge.tasks.dedup.lsh import bands_rows, candidate_pairs, estimated_jaccard
+from cotforge.tasks.dedup.minhash import minhash_signatures, shingle_spans, span_hashes64
 
 _WORD = re.compile(r"\w+")
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.tasks.core.shards import write_parquet_atomic
 from cotforge.tasks.dedup.cluster import PriorIndex, Sketch, signatures_table
-from cotforge.tasks.dedup.minhash import bands_rows, estimated_jaccard
+from cotforge.tasks.dedup.lsh import bands_rows, estimated_jaccard
 
 _COMPARABLE = ("num_perm", "seed", "shingle", "shingle_size", "hash")
 SCHEME = "affine32"  # datasketch permutation scheme of our signatures

@@ -37,7 +37,8 @@ import pyarrow as pa
 from cotforge.schemas.config_dedup import MinHashConfig, RedisIndexConfig
 from cotforge.schemas.records import stable_id
 from cotforge.tasks.dedup.confirm import decisive_band, shingle_sets
-from cotforge.tasks.dedup.minhash import bands_rows, lsh_params, normalize_fast
+from cotforge.tasks.dedup.lsh import bands_rows, lsh_params
+from cotforge.tasks.dedup.minhash import normalize_fast
 
 BATCH = 256  # rows per script call: each call blocks the server, so keep it short
 
