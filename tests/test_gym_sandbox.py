@@ -181,3 +181,40 @@ def test_gym_scoring_refuses_without_isolation(monkeypatch):
         sandbox.isolation_problem.cache_clear()
         close_sandboxes()
     assert set(marked_processes("cotforge-scorer-")) <= others
+
+
+def _settled_count(run_id: str) -> int:
+    """How many processes a sandbox holds once it is idle (the reply comes before the clean-up and the next fork)."""
+    import time
+
+    last, deadline = -1, time.monotonic() + 10
+    while time.monotonic() < deadline:
+        count = len(marked_processes(run_id))
+        if count == last:
+            return count
+        last = count
+        time.sleep(0.2)
+    return last
+
+
+def test_gym_sandbox_scoring_two_configs_of_a_task_by_turns_keeps_one_standby_child():
+    """The child for the next answer is forked ahead (tasks/verify/scorer_zygote.py); a request for a scorer it was
+    forked without (another config of the task) drops it and forks anew: every verdict is the in-process score, and
+    the sandbox holds the same processes after each (the warm scorer and one waiting child, nothing left over)."""
+    from cotforge.tasks.verify import gym_sandbox
+
+    close_sandboxes()
+    items = [_item("chain_sum", seed) for seed in (1, 2)]
+    items += [(config, gym.entry_json(gym.make_entry("chain_sum", config, 5)))
+              for config in [gym.effective_config("chain_sum", {"min_terms": 4, "max_terms": 5}, None)]]
+    counts = []
+    try:
+        for config, entry in items * 2 + items[::-1]:
+            for answer in (str(entry["answer"]), "not a number", str(int(entry["answer"]) + 1)):
+                (score, why), = score_in_sandbox("chain_sum", json.dumps(config), json.dumps(entry), (answer,))
+                assert why is None and score == _in_process("chain_sum", config, entry, answer), (config, answer)
+            box, = gym_sandbox._SANDBOXES.values()
+            counts.append(_settled_count(box.run_id))
+    finally:
+        close_sandboxes()
+    assert set(counts) == {3}, counts  # bwrap, the warm scorer and the one waiting child, each time

@@ -9,9 +9,11 @@ then answers one request per line on stdin, `{"task", "module", "config", "entry
 line on stdout: `{"score": <the scorer's value>}`, `{"error": "<exception type>"}` or `{"status": "timeout" |
 "cpu_limit" | "crashed"}`.
 
-Model text never runs here: each answer is scored by a forked child that holds no fd but its own result pipe, runs
-under rlimits (address space: what the warm process holds plus `memory_mb`), scores that one answer and exits. After
-it, every other process in the namespace is killed and reaped (as pid 1 this process outlives `kill(-1)`, and the
+Model text never runs here: each answer is scored by a forked child that holds no fd but its own request and result
+pipes, runs under rlimits (address space: what the warm process holds plus `memory_mb`), scores that one answer and
+exits. The child for the next answer is forked (and has set itself up) as soon as the last verdict is cleaned up, while
+the caller is busy with the reply: the fork, the child's set-up and its exit are off the path of a verdict (on this
+machine they are most of its cost, 0.5-1.5 ms; scoring in the child is the rest). After a verdict, every other process in the namespace is killed and reaped (as pid 1 this process outlives `kill(-1)`, and the
 init's signal protection keeps the child from killing it), so nothing of one verdict is left for the next: no
 process, no file (the sandbox's one writable place, a capped tmpfs, is emptied), no System V object (the seccomp
 filter refuses them), and this process's memory is out of reach (not dumpable, ptrace refused). Whatever a child
@@ -60,32 +62,57 @@ def _vm_size() -> int:
     return 0
 
 
-def _score_child(score_answer, request: dict, result_w: int) -> None:
-    """The forked child: drop every fd but the result pipe, set the limits, score one answer, leave."""
+def _standby_child(scorers: dict, request_r: int, result_w: int) -> None:
+    """The forked child: keep only its two pipes (as fds 3 and 4), wait for one request, set the limits, score that
+    one answer with the warm scorer, leave. Everything before the request is set-up the caller does not wait for."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    keep = os.dup2(result_w, 3)
-    for fd in map(int, os.listdir("/proc/self/fd")):  # (closerange over every possible fd costs milliseconds)
-        if fd > 3:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-    memory = _vm_size() + (request["memory_mb"] << 20)
-    for name, value in (("RLIMIT_AS", memory), ("RLIMIT_CPU", request["cpu_s"]), ("RLIMIT_FSIZE", 0),
-                        ("RLIMIT_NOFILE", 16), ("RLIMIT_NPROC", request["max_processes"]), ("RLIMIT_CORE", 0)):
+    max_fd = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # no fd of this process is above it
+    os.dup2(request_r, max_fd - 2)  # out of the way first: either pipe may be fd 3 or 4 now
+    os.dup2(result_w, max_fd - 1)
+    os.dup2(max_fd - 2, 3)
+    os.dup2(max_fd - 1, 4)
+    os.closerange(5, max_fd)  # one close_range call
+    warm_size = _vm_size()
+    request = b""
+    while not request.endswith(b"\n"):
+        chunk = os.read(3, 1 << 20)
+        if not chunk:
+            os._exit(0)  # the warm process dropped this standby (a new scorer to warm first)
+        request += chunk
+    request = json.loads(request)
+    for name, value in (("RLIMIT_AS", warm_size + (request["memory_mb"] << 20)), ("RLIMIT_CPU", request["cpu_s"]),
+                        ("RLIMIT_FSIZE", 0), ("RLIMIT_NOFILE", 16), ("RLIMIT_NPROC", request["max_processes"]),
+                        ("RLIMIT_CORE", 0)):
         resource.setrlimit(getattr(resource, name), (value, value))
     try:
-        score = score_answer(request["answer"], request["entry"])
+        score = scorers[request["key"]](request["answer"], request["entry"])
         try:
             message = json.dumps({"score": score})
         except (TypeError, ValueError):
             message = json.dumps({"score": repr(score)[:60]})
     except BaseException as error:  # whatever the answer made the scorer do: this verdict's error, nothing more
         message = json.dumps({"error": type(error).__name__})
-    os.write(keep, (message + "\n").encode()[:_RESULT_CAP])
+    os.write(4, (message + "\n").encode()[:_RESULT_CAP])
     os._exit(0)
+
+
+class Standby:
+    """The forked child that will score the next answer, with the warm process's ends of its pipes."""
+
+    def __init__(self, scorers: dict):
+        request_r, self.request_w = os.pipe()
+        self.result_r, result_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            _standby_child(scorers, request_r, result_w)
+        os.close(request_r)
+        os.close(result_w)
+
+    def drop(self) -> None:
+        for fd in (self.request_w, self.result_r):
+            os.close(fd)
 
 
 def _reap_everything_else() -> None:
@@ -115,16 +142,17 @@ def _wipe(work_dir: str) -> None:
             os.unlink(path)
 
 
-def _verdict(score_answer, request: dict) -> dict:
-    """Fork the child for one answer and read its one line (within the wall limit). The caller replies, then kills
-    and reaps everything but itself before it reads the next request: no verdict starts while anything of the last
-    one lives."""
-    result_r, result_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(result_r)
-        _score_child(score_answer, request, result_w)
-    os.close(result_w)
+def _verdict(standby: Standby, request: dict) -> dict:
+    """Hand one answer to the standby child and read its one line (within the wall limit). The caller replies, then
+    kills and reaps everything but itself before it forks the next standby: no verdict starts while anything of the
+    last one lives."""
+    child = standby.pid
+    try:
+        os.write(standby.request_w, (json.dumps(request) + "\n").encode())
+    except OSError:  # BrokenPipeError: the child is gone before it was asked
+        pass
+    os.close(standby.request_w)
+    result_r = standby.result_r
     deadline = time.monotonic() + request["wall_s"]
     data, status = b"", None
     while b"\n" not in data and len(data) <= _RESULT_CAP:
@@ -165,7 +193,8 @@ def main() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: no /proc/1/mem, /proc/1/fd for the children
         os._exit(125)
-    scorers = {}
+    scorers: dict = {}
+    standby: Standby | None = None
     _wipe(job["work_dir"])  # what the imports cached there (matplotlib's config): every verdict starts empty
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     gc.freeze()  # the warm heap stays shared with the children instead of being copied by their collector
@@ -173,16 +202,21 @@ def main() -> None:
     stdin = os.fdopen(0, "rb", buffering=0)
     for line in iter(stdin.readline, b""):
         request = json.loads(line)
-        key = (request["task"], json.dumps(request["config"], sort_keys=True))
+        request["key"] = key = request["task"] + "\n" + json.dumps(request["config"], sort_keys=True)
         if key not in scorers:  # built here, from the task and config only (no model text): a warm scorer
+            if standby is not None:  # it was forked without this scorer: it leaves, unasked
+                standby.drop()
+                _reap_everything_else()
+                standby = None
             load_task_module(request["module"])  # first: the task module imports the factory in its own order
             factory = load_task_module("reasoning_gym.factory")
             scorers[key] = factory.create_dataset(request["task"], size=1, seed=0, **request["config"]).score_answer
             scorers[key](str(request["entry"].get("answer")), request["entry"])  # the gold answer warms its imports
             gc.freeze()
-        os.write(1, (json.dumps(_verdict(scorers[key], request)) + "\n").encode())
+        os.write(1, (json.dumps(_verdict(standby or Standby(scorers), request)) + "\n").encode())
         _reap_everything_else()
         _wipe(job["work_dir"])
+        standby = Standby(scorers)  # the next answer's child, set up while the caller reads this reply
 
 
 if __name__ == "__main__":
