@@ -64,15 +64,17 @@ def version_views(folder: str) -> list[str]:
     return re.findall(r"config_name:\s*(\S+)", header)
 
 
+def carried_view(folder: str, view: str, format_: str | None = None) -> tuple[pa.Table, str]:
+    """One view of a published version, read back schema-checked and migrated to the current schema, with
+    `added_in` as each row was first published, and its TRL format: `format_` when given (rows converted), else the
+    one it was written in."""
+    frame, format_ = read_view_format(folder, view, format_)
+    return frame.to_arrow().cast(VIEWS[view].arrow_for(format_)), format_
+
+
 def carried_views(folder: str, formats: dict[str, str] | None = None) -> dict[str, tuple[pa.Table, str]]:
-    """Every view of a published version, read back schema-checked and migrated to the current schema, with
-    `added_in` as each row was first published, and its TRL format: the one `formats` names for it (rows converted),
-    else the one it was written in."""
-    carried = {}
-    for view in version_views(folder):
-        frame, format_ = read_view_format(folder, view, (formats or {}).get(view))
-        carried[view] = (frame.to_arrow().cast(VIEWS[view].arrow_for(format_)), format_)
-    return carried
+    """Every view of a published version (`carried_view` of each)."""
+    return {view: carried_view(folder, view, (formats or {}).get(view)) for view in version_views(folder)}
 
 
 def copy_indexes(source: str, folder: str, version: str) -> list[str]:

@@ -7,6 +7,7 @@ import json
 
 from dataclasses import asdict, dataclass, field
 
+import fsspec
 import polars as pl
 import pyarrow as pa
 import yaml
@@ -34,7 +35,14 @@ from cotforge.tasks.publish.report import (
     verdict_breakdown,
     verdicts_png,
 )
-from cotforge.tasks.publish.snapshot import carried_views, copy_indexes, finalize_version, open_version, staging_folder
+from cotforge.tasks.publish.snapshot import (
+    carried_view,
+    copy_indexes,
+    finalize_version,
+    open_version,
+    staging_folder,
+    version_views,
+)
 from cotforge.tasks.publish.versions import version_folder
 from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
@@ -74,6 +82,20 @@ def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
     return pl.from_arrow(store.read_all(refs))
 
 
+def _publish_view(folder: str, name: str, build_table, previous_folder: str | None, previous_views: list[str],
+                  recipe: Recipe, ctx: BuildContext) -> PublishedView:
+    """Write one view into the staged version: the previous version's rows (if it has the view) then this build's.
+    Carried rows take the format the recipe publishes the view in (a view it no longer builds keeps its own)."""
+    format_ = view_format(recipe.views, name) if build_table is not None else None
+    carried = None
+    if previous_folder and name in previous_views:
+        carried, format_ = carried_view(previous_folder, name, format_)
+    parts = [t for t in (carried, build_table() if build_table is not None else None) if t is not None]
+    return write_view(folder, name, pa.concat_tables(parts),
+                      view_metadata(name, ctx.recipe_hash, ctx.build_id, ctx.version, format_),
+                      carried_rows=carried.num_rows if carried is not None else 0)
+
+
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardRef]], timings: dict[str, float],
                   previous: str | None = None, require_new_rows: bool = False) -> BuildResult:
@@ -86,25 +108,20 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
     joined = join_records(questions, samples, verdicts, votes, dedup,
                           sample_dedup=_frame(store, refs["sample_dedup"]) if refs.get("sample_dedup") else None)
+    samples = samples.drop("text")  # the views read the joined copy; the counts need the other columns only
     step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
     builders = view_builders(joined, step_labels, recipe.views, recipe.generation.system_prompt, added_in=version)
-    # Carried rows take the format the recipe publishes their view in (a view it no longer builds keeps its own).
-    formats = {name: view_format(recipe.views, name) for name in builders}
-    carried = carried_views(previous_folder, formats) if previous_folder else {}
-    formats.update({name: format_ for name, (_, format_) in carried.items() if name not in formats})
-    carried = {name: table for name, (table, _) in carried.items()}
-    new_tables = {name: build_table() for name, build_table in builders.items()}
-    if require_new_rows and not any(t.num_rows for t in new_tables.values()):
+    folder = staging_folder(store.url, version)
+    # One view in memory at a time (its carried rows, its new rows, the written table): a build holds the joined
+    # records plus its largest view, not every view at once (issue 26: peak memory).
+    previous_views = version_views(previous_folder) if previous_folder else []
+    published = [_publish_view(folder, name, builders.get(name), previous_folder, previous_views, recipe, ctx)
+                 for name in [*builders, *(v for v in previous_views if v not in builders)]]  # (it keeps its rows)
+    if require_new_rows and not any(v.new_rows for v in published):
+        fs, staged = fsspec.core.url_to_fs(folder)
+        fs.rm(staged, recursive=True)
         return BuildResult(store.url, version, build_id, recipe_hash, {}, {}, timings, previous=previous,
                            status="skipped")
-    folder = staging_folder(store.url, version)
-    published: list[PublishedView] = []
-    # A view the previous version has keeps its rows even when this recipe no longer builds it.
-    for name in [*new_tables, *(v for v in carried if v not in new_tables)]:
-        parts = [t for t in (carried.get(name), new_tables.get(name)) if t is not None]
-        published.append(write_view(folder, name, pa.concat_tables(parts),
-                                    view_metadata(name, recipe_hash, build_id, version, formats[name]),
-                                    carried_rows=carried[name].num_rows if name in carried else 0))
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     counts.update({f"rows new in view {v.name}": v.new_rows for v in published})
