@@ -11,9 +11,10 @@ line on stdout: `{"score": <the scorer's value>}`, `{"error": "<exception type>"
 
 Model text never runs here: each answer is scored by a forked child that holds no fd but its own request and result
 pipes, runs under rlimits (address space: what the warm process holds plus `memory_mb`), scores that one answer and
-exits. The child for the next answer is forked (and has set itself up) as soon as the last verdict is cleaned up, while
-the caller is busy with the reply: the fork, the child's set-up and its exit are off the path of a verdict (on this
-machine they are most of its cost, 0.5-1.5 ms; scoring in the child is the rest). After a verdict, every other process in the namespace is killed and reaped (as pid 1 this process outlives `kill(-1)`, and the
+exits. The child for the next answer is forked (and sets itself up) as soon as the last verdict is cleaned up, while
+the caller reads the reply: the fork, the set-up and the child's exit are off a verdict's path (measured here: 0.5-1.5
+ms of it; the rest is the scoring, and its copy-on-write faults, in the child). After a verdict, every other process
+in the namespace is killed and reaped (as pid 1 this process outlives `kill(-1)`, and the
 init's signal protection keeps the child from killing it), so nothing of one verdict is left for the next: no
 process, no file (the sandbox's one writable place, a capped tmpfs, is emptied), no System V object (the seccomp
 filter refuses them), and this process's memory is out of reach (not dumpable, ptrace refused). Whatever a child
@@ -65,6 +66,7 @@ def _vm_size() -> int:
 def _standby_child(scorers: dict, request_r: int, result_w: int) -> None:
     """The forked child: keep only its two pipes (as fds 3 and 4), wait for one request, set the limits, score that
     one answer with the warm scorer, leave. Everything before the request is set-up the caller does not wait for."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -149,7 +151,7 @@ def _verdict(standby: Standby, request: dict) -> dict:
     child = standby.pid
     try:
         os.write(standby.request_w, (json.dumps(request) + "\n").encode())
-    except OSError:  # BrokenPipeError: the child is gone before it was asked
+    except BrokenPipeError:  # the child is gone before it was asked: no line comes, the verdict says "crashed"
         pass
     os.close(standby.request_w)
     result_r = standby.result_r
@@ -196,7 +198,9 @@ def main() -> None:
     scorers: dict = {}
     standby: Standby | None = None
     _wipe(job["work_dir"])  # what the imports cached there (matplotlib's config): every verdict starts empty
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # A write to a standby that died raises here instead of ending this process (its children restore the default);
+    # a caller that is gone still ends it (the write of the reply raises).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     gc.freeze()  # the warm heap stays shared with the children instead of being copied by their collector
     os.write(1, b'{"ready": true}\n')
     stdin = os.fdopen(0, "rb", buffering=0)
