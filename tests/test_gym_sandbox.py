@@ -187,14 +187,12 @@ def _settled_count(run_id: str) -> int:
     """How many processes a sandbox holds once it is idle (the reply comes before the clean-up and the next fork)."""
     import time
 
-    last, deadline = -1, time.monotonic() + 10
-    while time.monotonic() < deadline:
-        count = len(marked_processes(run_id))
-        if count == last:
-            return count
-        last = count
-        time.sleep(0.2)
-    return last
+    seen: list[int] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (len(seen) < 5 or len(set(seen[-5:])) > 1):  # the same for 0.5 s
+        seen.append(len(marked_processes(run_id)))
+        time.sleep(0.1)
+    return seen[-1]
 
 
 def test_gym_sandbox_scoring_two_configs_of_a_task_by_turns_keeps_one_standby_child():
