@@ -220,15 +220,15 @@ def test_gym_score_out_of_range_errors_and_non_numbers_are_undecided(monkeypatch
     raw = reasoning_gym.create_dataset("spell_backward", size=1, seed=1).score_answer("ihgfedcbaXYZ",
                                                                                       json.loads(entry))
     assert raw > 1.0  # the scorer bug this guards against
-    assert gym_check.score_answers("spell_backward", config, entry, ("ihgfedcbaXYZ",))[0] is None
-    assert gym_check.score_answers("spell_backward", config, entry, ("ihgfedcba",)) == (True, "score=1.0")
+    assert gym_check.score_answer("spell_backward", config, entry, "ihgfedcbaXYZ")[0] is None
+    assert gym_check.score_answer("spell_backward", config, entry, "ihgfedcba") == (True, "score=1.0")
     # What the sandboxed scorer can send back besides a number in 0..1 (tests/test_gym_sandbox.py makes real scorers
     # raise and time out there): each is undecided, never accepted.
     for outcome, reason in (((None, "scorer_error:ZeroDivisionError"), "scorer_error:ZeroDivisionError"),
                             ((None, "scorer_timeout"), "scorer_timeout"), ((None, "scorer_returned"), None),
                             ((True, None), "scorer_returned:True"), ((float("nan"), None), "scorer_returned:nan")):
         monkeypatch.setattr(gym_check, "score_in_sandbox", lambda *a, outcome=outcome: [outcome])
-        verdict, why = gym_check.score_answers("chain_sum", "{}", entry, ("1",))
+        verdict, why = gym_check.score_answer("chain_sum", "{}", entry, "1")
         assert verdict is None and why == (reason or outcome[1])
 
 

@@ -134,7 +134,7 @@ def test_gym_guard_lets_the_answers_scorers_read_through():
         config, entry = _item(task)
         if entry["answer"] is not None:
             assert unevaluable(task, str(entry["answer"])) is None, (task, entry["answer"])
-            assert gym_check.score_answers(task, json.dumps(config), json.dumps(entry), (str(entry["answer"]),)) == (
+            assert gym_check.score_answer(task, json.dumps(config), json.dumps(entry), str(entry["answer"])) == (
                 True, "score=1.0"), task
     for task, answer in (("puzzle24", "(8 - 4) * 6"), ("countdown", "5 * 3 + 2 - 1"), ("string_insertion", "abcd"),
                          ("simple_integration", "-3*x**4/4 + exp(x) + log(x)/2 + C"),
@@ -147,7 +147,7 @@ def test_gym_guard_lets_the_answers_scorers_read_through():
                          ("countdown", "1 if 1 else 2")):
         assert unevaluable(task, answer) is not None, (task, answer)
         config, entry = _item(task)
-        verdict, why = gym_check.score_answers(task, json.dumps(config), json.dumps(entry), (answer,))
+        verdict, why = gym_check.score_answer(task, json.dumps(config), json.dumps(entry), answer)
         assert verdict is False and why.startswith("answer_evaluates_code"), (task, answer, why)
     close_sandboxes()
 

@@ -38,24 +38,19 @@ def stated_answer(text: str, forms: tuple[str, ...] = FORMS,
     return read_answer(text, "text", forms, reasoning_tags)
 
 
-def score_answers(task: str, config_json: str, entry: str, answers: tuple[str, ...]) -> Result:
-    """The cascade's verdict from the task's scores of the stated answers (`answers[0]` is the final one)."""
-    scores = []
-    # Scorers may eval the answer: each answer is scored by a child of the warm scorer in the sandbox.
-    for score, why in score_in_sandbox(task, config_json, entry, answers):
-        if why is not None:  # code where an evaluating scorer reads an answer: false; a scorer that raised on a
-            return (False if why.startswith("answer_") else None), why  # strange answer or could not run: undecided
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
-            return None, f"scorer_returned:{score!r}"[:80]
-        if not 0.0 <= score <= 1.0:  # e.g. spell_backward sums 1/n per letter: 1.0000000000000002 for junk appended
-            return None, f"score_out_of_range={score!r}"
-        scores.append(float(score))
-    final = scores[0]
-    if final == 1.0 and all(s == 1.0 for s in scores[1:]):  # only the full score verifies
+def score_answer(task: str, config_json: str, entry: str, answer: str) -> Result:
+    """The cascade's verdict from the task's score of the contract's one final answer."""
+    # Scorers may eval the answer: it is scored by a child of the warm scorer in the sandbox.
+    (score, why), = score_in_sandbox(task, config_json, entry, (answer,))
+    if why is not None:  # code where an evaluating scorer reads an answer: false; a scorer that raised on a
+        return (False if why.startswith("answer_") else None), why  # strange answer or could not run: undecided
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+        return None, f"scorer_returned:{score!r}"[:80]
+    if not 0.0 <= score <= 1.0:  # e.g. spell_backward sums 1/n per letter: 1.0000000000000002 for junk appended
+        return None, f"score_out_of_range={score!r}"
+    if score == 1.0:  # only the full score verifies
         return True, "score=1.0"
-    if final == 1.0:
-        return False, f"conflicting_final_answers:score={min(scores):g}"
-    return False, f"partial_score={final:g}" if final > 0 else f"score={final:g}"
+    return False, f"partial_score={score:g}" if score > 0 else f"score={score:g}"
 
 
 def _spec(item_metadata: str) -> dict | None:
@@ -88,9 +83,9 @@ def verify_reasoning_gym(items: list[VerifyItem], ctx: VerifyContext) -> list[Re
             continue
         out.append(None)
         todo.append((len(out) - 1, (spec["task"], json.dumps(spec["config"], sort_keys=True),
-                                    json.dumps(spec["entry"], sort_keys=True), (answer,))))
+                                    json.dumps(spec["entry"], sort_keys=True), answer)))
     distinct = list(dict.fromkeys(args for _, args in todo))  # samples of a question often state the same answers
-    results = dict(zip(distinct, ctx.pool.run([("cotforge.tasks.verify.gym_check:score_answers", args)
+    results = dict(zip(distinct, ctx.pool.run([("cotforge.tasks.verify.gym_check:score_answer", args)
                                                for args in distinct], ctx.config.timeout_s + _IMPORT_HEADROOM_S)))
     for i, args in todo:
         out[i] = results[args]
@@ -118,8 +113,8 @@ def rescore(spec: str | dict, text: str, check_entry: bool = True) -> Result:
         return False, form
     if text_alternative(answer, data["entry"].get("answer")):
         return False, "alternative_in_answer"
-    return score_answers(data["task"], json.dumps(data["config"], sort_keys=True),
-                         json.dumps(data["entry"], sort_keys=True), (answer,))
+    return score_answer(data["task"], json.dumps(data["config"], sort_keys=True),
+                        json.dumps(data["entry"], sort_keys=True), answer)
 
 
 def rescore_row(row: dict, check_entry: bool = True) -> list[Result]:
