@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing_component
-from tests.sandbox_support import assert_nothing_left, grader, shared_dir  # noqa: F401 (fixtures)
+from tests.sandbox_support import assert_nothing_left, grader, missing, require_bwrap, shared_dir  # noqa: F401
 
 try:
     import reasoning_gym  # noqa: F401
@@ -36,6 +36,17 @@ from cotforge.tasks.verify.gym_sandbox import (  # noqa: E402
 from cotforge.tasks.verify.sandbox import marked_processes  # noqa: E402
 
 LIMITS = {"cpu_s": 2, "wall_s": 6.0, "memory_mb": 256, "max_processes": 8, "max_output_bytes": 10_000, "disk_mb": 4}
+
+
+def _require_isolation() -> None:
+    """Skip (fail under CI=true) where this process cannot open a scorer sandbox: no bwrap, or no namespaces."""
+    from cotforge.tasks.verify.sandbox import isolation_problem
+    from cotforge.tasks.verify.sandbox_host import _sandbox_uid
+
+    require_bwrap()
+    problem = isolation_problem(_sandbox_uid())
+    if problem is not None:
+        missing(f"no scorer sandbox here: {problem}")
 
 
 def _item(task: str, seed: int = 3) -> tuple[dict, dict]:
@@ -130,6 +141,7 @@ def test_gym_scorer_that_runs_away_is_stopped_and_the_next_verdict_is_fine(grade
 def test_gym_guard_lets_the_answers_scorers_read_through():
     """The allow-list in front of the evaluating scorers refuses code, not answers: each task's own gold answer and
     the forms models write pass it, and they verify through the sandbox."""
+    _require_isolation()
     for task in sorted(EVALUATING_SCORERS):
         config, entry = _item(task)
         if entry["answer"] is not None:
@@ -201,6 +213,7 @@ def test_gym_sandbox_scoring_two_configs_of_a_task_by_turns_keeps_one_standby_ch
     the sandbox holds the same processes after each (the warm scorer and one waiting child, nothing left over)."""
     from cotforge.tasks.verify import gym_sandbox
 
+    _require_isolation()
     close_sandboxes()
     items = [_item("chain_sum", seed) for seed in (1, 2)]
     items += [(config, gym.entry_json(gym.make_entry("chain_sum", config, 5)))
