@@ -21,6 +21,7 @@ from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import RecordRefs
 from cotforge.tasks.core.lock import output_lock
+from cotforge.tasks.core.memory import release_memory
 from cotforge.tasks.core.progress import stage_bar
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.decontam import decontam_shard
@@ -53,6 +54,7 @@ from cotforge.tasks.verify.vote import vote_shard
 def _timed(timings: dict[str, float], stage: str):
     start = time.perf_counter()
     yield
+    release_memory()  # what the stage freed goes back to the system before the next one grows
     timings[stage] = time.perf_counter() - start
 
 

@@ -187,6 +187,31 @@ def test_incremental_dedup_against_earlier_version_folder(tmp_path):
     assert skipped and "parameters differ" in skipped[0]
 
 
+def test_index_copied_from_a_shard_in_batches_equals_the_index_written_whole(tmp_path, monkeypatch):
+    """The publish stage copies the dedup stage's index shard batch by batch (bounded memory): same rows, columns,
+    parameters and metadata as the index written from the whole table, and an earlier-version check reads it."""
+    import pyarrow.parquet as pq
+
+    from cotforge.tasks.dedup import index as index_module
+
+    config = MinHashConfig()
+    texts = [f"A farmer has {i} cows and buys {i % 7} more at the market. How many cows?" for i in range(40)]
+    ids = [f"q{i}" for i in range(40)]
+    _, result = dedup_questions(pa.table({"question_id": ids, "text": texts}), config, "r", "b1")
+    table = signatures_table(ids, None, result.keep, result.signatures, texts)
+    pq.write_table(table, tmp_path / "shard.parquet")
+    monkeypatch.setattr(index_module, "INDEX_BATCH_ROWS", 7)  # several batches
+    write_index(str(tmp_path / "whole"), "0.1.0", "questions", table, config)
+    write_index(str(tmp_path / "batched"), "0.1.0", "questions", pq.ParquetFile(tmp_path / "shard.parquet"), config)
+    (_, whole, whole_params), = read_indexes(str(tmp_path / "whole"), "questions")
+    (_, batched, batched_params), = read_indexes(str(tmp_path / "batched"), "questions")
+    assert pq.ParquetFile(tmp_path / "batched/index/0.1.0/questions.parquet").metadata.num_row_groups > 1
+    assert batched.equals(whole) and batched.column_names == whole.column_names and "kept" in batched.column_names
+    assert batched_params == whole_params and batched.schema.metadata == whole.schema.metadata
+    assert earlier_index(str(tmp_path / "next"), "0.2.0", [str(tmp_path / "batched")], "questions",
+                         config).ids == ids
+
+
 def test_incremental_dedup_from_hub_repo(tmp_path, hub_server):
     """An earlier version published to a Hub repo (real huggingface_hub client, local Hub server via HF_ENDPOINT)."""
     from huggingface_hub import HfApi

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.schemas.config_dedup import MinHashConfig
-from cotforge.tasks.core.shards import write_parquet_atomic
+from cotforge.tasks.core.shards import write_batches_atomic, write_parquet_atomic
 from cotforge.tasks.dedup.cluster import PriorIndex, Sketch, signatures_table
 from cotforge.tasks.dedup.lsh import bands_rows, estimated_jaccard
 
@@ -43,16 +43,25 @@ def index_params(config: MinHashConfig) -> dict:
             "bands": bands, "rows": rows}
 
 
-def write_index(out: str, version: str, kind: str, table: pa.Table, config: MinHashConfig) -> str:
+INDEX_BATCH_ROWS = 8192
+
+
+def write_index(out: str, version: str, kind: str, table: pa.Table | pq.ParquetFile, config: MinHashConfig) -> str:
     """Write a signatures table, kept and dropped rows (`kept`), as this version's index of `kind`; returns the
-    relative path."""
+    relative path. A `ParquetFile` (the dedup stage's index shard) is copied batch by batch: an index holds every
+    row's signature and text, which the publishing build need not hold at once."""
     fs, root = fsspec.core.url_to_fs(out)
     relative = f"index/{version}/{kind}.parquet"
-    rows = table.rename_columns(["kept" if c == "keep" else c for c in table.column_names])
-    params = {**index_params(config), "index_format": INDEX_FORMAT if "text" in rows.column_names else 1}
-    write_parquet_atomic(fs, f"{root}/{relative}", rows,
-                         {"cotforge.minhash_params": json.dumps(params, sort_keys=True),
-                          "cotforge.dataset_version": version, "cotforge.index_kind": kind})
+    schema = table.schema if isinstance(table, pa.Table) else table.schema_arrow
+    names = ["kept" if c == "keep" else c for c in schema.names]
+    params = {**index_params(config), "index_format": INDEX_FORMAT if "text" in names else 1}
+    metadata = {"cotforge.minhash_params": json.dumps(params, sort_keys=True), "cotforge.dataset_version": version,
+                "cotforge.index_kind": kind}
+    if isinstance(table, pa.Table):
+        write_parquet_atomic(fs, f"{root}/{relative}", table.rename_columns(names), metadata)
+    else:
+        renamed = pa.schema([field.with_name(name) for field, name in zip(schema, names)])
+        write_batches_atomic(fs, f"{root}/{relative}", renamed, table.iter_batches(INDEX_BATCH_ROWS), metadata)
     return relative
 
 

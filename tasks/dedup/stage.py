@@ -177,8 +177,8 @@ def publish_dedup(ctx: BuildContext, refs: dict[str, list[ShardRef]], config: De
             meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
             report[kind] = json.loads(meta.get("cotforge.minhash", "{}"))
             if index_ref is not None:
-                report["index"][kind] = write_index(folder or ctx.store.url, ctx.version, kind,
-                                                    ctx.store.read(index_ref), mh)
+                with ctx.store.open_parquet(index_ref) as index_file:
+                    report["index"][kind] = write_index(folder or ctx.store.url, ctx.version, kind, index_file, mh)
             reasons = pl.from_arrow(table)["drop_reason"].drop_nulls().to_list()
             label = "questions" if kind == "questions" else "rationales"
             for reason in ("exact_duplicate", "near_duplicate", "earlier_version", "concurrent_build"):

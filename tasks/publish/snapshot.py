@@ -11,6 +11,7 @@ published version never changes). The previous version can be a local version fo
 from __future__ import annotations
 
 import re
+import shutil
 
 import fsspec
 import pyarrow as pa
@@ -89,7 +90,7 @@ def copy_indexes(source: str, folder: str, version: str) -> list[str]:
             continue
         fs.makedirs(f"{root}/{relative.rsplit('/', 1)[0]}", exist_ok=True)
         with src_fs.open(path, "rb") as f, fs.open(f"{root}/{relative}", "wb") as g:
-            g.write(f.read())
+            shutil.copyfileobj(f, g, 1 << 20)  # in blocks: every earlier version's index need not fit in memory
         copied.append(relative)
     return copied
 

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
 from cotforge.tasks.core.join import join_records
+from cotforge.tasks.core.memory import release_memory
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
 from cotforge.tasks.generate.accounting import REUSE_COUNTS, generation_accounting, window_path
@@ -91,9 +92,12 @@ def _publish_view(folder: str, name: str, build_table, previous_folder: str | No
     if previous_folder and name in previous_views:
         carried, format_ = carried_view(previous_folder, name, format_)
     parts = [t for t in (carried, build_table() if build_table is not None else None) if t is not None]
-    return write_view(folder, name, pa.concat_tables(parts),
-                      view_metadata(name, ctx.recipe_hash, ctx.build_id, ctx.version, format_),
-                      carried_rows=carried.num_rows if carried is not None else 0)
+    published = write_view(folder, name, pa.concat_tables(parts),
+                           view_metadata(name, ctx.recipe_hash, ctx.build_id, ctx.version, format_),
+                           carried_rows=carried.num_rows if carried is not None else 0)
+    del parts, carried
+    release_memory()  # the next view grows into the pages this one freed, not beside them
+    return published
 
 
 @task(name="publish", cache_policy=NO_CACHE)
@@ -104,6 +108,13 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     publishes nothing (status "skipped")."""
     store, version, recipe_hash, build_id = ctx.store, ctx.version, ctx.recipe_hash, ctx.build_id
     previous_folder = open_version(previous) if previous else None
+    folder = staging_folder(store.url, version)
+    # The indexes first, copied batch by batch, before the records are loaded: their peak and the records' do not add
+    # up (issue 26: peak memory).
+    dedup_summary = publish_dedup(ctx, refs, recipe.dedup, folder)  # writes <folder>/index/<version>/
+    if previous_folder:
+        copy_indexes(previous_folder, folder, version)  # each version holds the index of all its rows
+    release_memory()
     questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
                                                   ("questions", "samples", "verdicts", "votes", "dedup"))
     joined = join_records(questions, samples, verdicts, votes, dedup,
@@ -111,7 +122,6 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     samples = samples.drop("text")  # the views read the joined copy; the counts need the other columns only
     step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
     builders = view_builders(joined, step_labels, recipe.views, recipe.generation.system_prompt, added_in=version)
-    folder = staging_folder(store.url, version)
     # One view in memory at a time (its carried rows, its new rows, the written table): a build holds the joined
     # records plus its largest view, not every view at once (issue 26: peak memory).
     previous_views = version_views(previous_folder) if previous_folder else []
@@ -126,9 +136,6 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     counts.update({f"rows new in view {v.name}": v.new_rows for v in published})
     counts.update({f"rows carried in view {v.name}": v.carried_rows for v in published})
-    dedup_summary = publish_dedup(ctx, refs, recipe.dedup, folder)  # writes <folder>/index/<version>/
-    if previous_folder:
-        copy_indexes(previous_folder, folder, version)  # each version holds the index of all its rows
     counts.update(dedup_summary["counts"])
     rejects = rejects_ref(ctx, recipe.questions)  # seed rows / synth candidates turned down
     sources = _frame(store, refs.get("source_questions") or refs["questions"])

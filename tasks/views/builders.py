@@ -258,22 +258,50 @@ def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, syste
     return format_table(rows, CalibrationRow, config.format)
 
 
+SLICE_ROWS = 20_000  # samples a view is built from at a time: its rows live as Python objects until converted
+
+
+def question_slices(joined: pl.DataFrame, rows: int = SLICE_ROWS) -> list[pl.DataFrame]:
+    """`joined` cut into slices of about `rows` samples that never split a question (every builder works question by
+    question, so the views of the slices, concatenated, are the view of the whole). Only a frame sorted by question,
+    as `join_records` returns it, is cut; any other is one slice."""
+    ids = joined["question_id"]
+    if joined.height <= rows or not ids.is_sorted():
+        return [joined]
+    slices, start = [], 0
+    while start < joined.height:
+        end = min(start + rows, joined.height)
+        while end < joined.height and ids[end] == ids[end - 1]:
+            end += 1
+        slices.append(joined.slice(start, end - start))
+        start = end
+    return slices
+
+
+def _sliced(build: Callable[[pl.DataFrame], pa.Table], joined: pl.DataFrame) -> pa.Table:
+    """One view built slice by slice (`question_slices`): what a build holds at once is one slice's rows as Python
+    objects, not every row's (issue 26: peak memory)."""
+    tables = [build(part) for part in question_slices(joined)]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
 def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
                   system_prompt: str, added_in: str | None = None) -> dict[str, Callable[[], pa.Table]]:
     """Each enabled view's name and a thunk that builds its table. `system_prompt` is the one the samples were
     generated with: every chat view's prompt starts with it (PROMPT_RULE); every row names `added_in`, the dataset
     version these rows are new in."""
     builders = {
-        "sft": lambda: build_sft(joined, views.sft, system_prompt, added_in),
-        "sft_lenient": lambda: build_sft(joined, views.sft_lenient, system_prompt, added_in),
-        "preference": lambda: build_preference(joined, views.preference, system_prompt, added_in),
-        "unpaired": lambda: build_unpaired(joined, views.unpaired, system_prompt, added_in),
-        "prm": lambda: build_prm(joined, step_labels, views.prm, added_in),
-        "rlvr": lambda: build_rlvr(joined, views.rlvr, system_prompt, added_in),
-        "calibration": lambda: build_calibration(joined, views.calibration, system_prompt, added_in),
-        "generations": lambda: build_generations(joined, views.generations, system_prompt, added_in),
+        "sft": lambda part: build_sft(part, views.sft, system_prompt, added_in),
+        "sft_lenient": lambda part: build_sft(part, views.sft_lenient, system_prompt, added_in),
+        "preference": lambda part: build_preference(part, views.preference, system_prompt, added_in),
+        "unpaired": lambda part: build_unpaired(part, views.unpaired, system_prompt, added_in),
+        "prm": lambda part: build_prm(part, step_labels, views.prm, added_in),
+        "rlvr": lambda part: build_rlvr(part, views.rlvr, system_prompt, added_in),
+        "calibration": lambda part: build_calibration(part, views.calibration, system_prompt, added_in),
+        "generations": lambda part: build_generations(part, views.generations, system_prompt, added_in),
     }
-    return {name: build for name, build in builders.items() if getattr(views, name).enabled}
+    return {name: (lambda build=build: _sliced(build, joined)) for name, build in builders.items()
+            if getattr(views, name).enabled}
 
 
 def view_format(views: ViewsConfig, view: str) -> str:
