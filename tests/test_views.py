@@ -198,25 +198,25 @@ def test_every_view_builds_with_its_registered_schema(joined):
 def test_views_built_slice_by_slice_equal_the_views_built_whole(joined, monkeypatch):
     """A build makes each view from slices of whole questions (bounded memory): every view, sliced at every few
     samples, has the same rows in the same order as built from the whole frame at once."""
+    from cotforge.tasks.core.join import question_slices
     from cotforge.tasks.publish.write import rows_digest
     from cotforge.tasks.views import builders as view_module
 
     frame, generation = joined
-    slices = view_module.question_slices(frame, rows=7)
+    slices = question_slices(frame, rows=7)
     assert len(slices) > 10 and sum(s.height for s in slices) == frame.height
     firsts = [s["question_id"][0] for s in slices]
     lasts = [s["question_id"][-1] for s in slices]
     assert all(last != first for last, first in zip(lasts, firsts[1:]))  # no question is cut in two
     whole = {name: rows_digest(build()) for name, build in
              view_builders(frame, None, ViewsConfig(), generation.system_prompt).items()}
-    monkeypatch.setattr(view_module, "SLICE_ROWS", 7)
-    monkeypatch.setattr(view_module.question_slices, "__defaults__", (7,))
+    monkeypatch.setattr(view_module, "SLICE_ROWS", 7)  # the builds below cut every 7 samples
     sliced = {name: build() for name, build in
               view_builders(frame, None, ViewsConfig(), generation.system_prompt).items()}
     assert {name: rows_digest(table) for name, table in sliced.items()} == whole
     assert all(table.num_rows > 0 for table in sliced.values())
     unsorted = frame.reverse()  # not ordered by question: built whole, one slice
-    assert len(view_module.question_slices(unsorted, rows=7)) == 1
+    assert len(question_slices(unsorted, rows=7)) == 1
 
 
 def test_generations_view_lists_every_generation_in_parallel(joined):

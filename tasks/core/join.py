@@ -96,3 +96,20 @@ def read_joined(store: ShardStore, refs: RecordRefs) -> pl.DataFrame:
     return join_records(questions, frame(refs.samples), frame(refs.verdicts), frame(refs.votes),
                         rows_of_questions(store, refs.dedup, ids),
                         sample_dedup=rows_of_questions(store, refs.sample_dedup, ids) if refs.sample_dedup else None)
+
+
+def question_slices(joined: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
+    """`joined` cut into slices of about `rows` samples that never split a question (every builder works question by
+    question, so the views of the slices, concatenated, are the view of the whole). Only a frame sorted by question,
+    as `join_records` returns it, is cut; any other is one slice."""
+    ids = joined["question_id"]
+    if joined.height <= rows or not ids.is_sorted():
+        return [joined]
+    slices, start = [], 0
+    while start < joined.height:
+        end = min(start + rows, joined.height)
+        while end < joined.height and ids[end] == ids[end - 1]:
+            end += 1
+        slices.append(joined.slice(start, end - start))
+        start = end
+    return slices

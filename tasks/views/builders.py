@@ -33,6 +33,7 @@ from cotforge.schemas.views import (
     SftRow,
     UnpairedRow,
 )
+from cotforge.tasks.core.join import question_slices
 from cotforge.tasks.label.steps import ground_truth_labels, label_steps
 from cotforge.tasks.verify.extract import FINAL_ANSWER_LINE
 from cotforge.tasks.views.formats import format_table
@@ -261,27 +262,10 @@ def build_calibration(joined: pl.DataFrame, config: CalibrationViewConfig, syste
 SLICE_ROWS = 20_000  # samples a view is built from at a time: its rows live as Python objects until converted
 
 
-def question_slices(joined: pl.DataFrame, rows: int = SLICE_ROWS) -> list[pl.DataFrame]:
-    """`joined` cut into slices of about `rows` samples that never split a question (every builder works question by
-    question, so the views of the slices, concatenated, are the view of the whole). Only a frame sorted by question,
-    as `join_records` returns it, is cut; any other is one slice."""
-    ids = joined["question_id"]
-    if joined.height <= rows or not ids.is_sorted():
-        return [joined]
-    slices, start = [], 0
-    while start < joined.height:
-        end = min(start + rows, joined.height)
-        while end < joined.height and ids[end] == ids[end - 1]:
-            end += 1
-        slices.append(joined.slice(start, end - start))
-        start = end
-    return slices
-
-
 def _sliced(build: Callable[[pl.DataFrame], pa.Table], joined: pl.DataFrame) -> pa.Table:
     """One view built slice by slice (`question_slices`): what a build holds at once is one slice's rows as Python
     objects, not every row's (issue 26: peak memory)."""
-    tables = [build(part) for part in question_slices(joined)]
+    tables = [build(part) for part in question_slices(joined, SLICE_ROWS)]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
