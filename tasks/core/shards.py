@@ -109,33 +109,24 @@ def _write_bytes_atomic(fs, path: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
-def _with_metadata(schema: pa.Schema, metadata: dict[str, str] | None) -> pa.Schema:
-    merged = dict(schema.metadata or {})
-    merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
-    return schema.with_metadata(merged)
-
-
 def write_parquet_atomic(fs, path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
     """Write `table` to `path` through a temporary file and a rename, with `metadata` in the key-value metadata."""
-    if metadata:
-        table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
-    fs.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
-    fs.mv(tmp, path)
+    write_batches_atomic(fs, path, table.schema, [table], metadata)
 
 
-def write_batches_atomic(fs, path: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+def write_batches_atomic(fs, path: str, schema: pa.Schema, parts: Iterable[pa.Table | pa.RecordBatch],
                          metadata: dict[str, str] | None = None) -> int:
-    """`write_parquet_atomic` for rows that come batch by batch (never all in memory); returns the rows written."""
-    schema = _with_metadata(schema, metadata)
+    """`write_parquet_atomic` for rows that come part by part (never all in memory), each part taking `schema`'s
+    column names; returns the rows written."""
+    merged = dict(schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
+    schema = schema.with_metadata(merged)
     fs.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     rows = 0
     with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
-            rows += batch.num_rows
+        for part in parts:
+            writer.write(part.rename_columns(schema.names))
+            rows += part.num_rows
     fs.mv(tmp, path)
     return rows
