@@ -118,15 +118,44 @@ def write_batches_atomic(fs, path: str, schema: pa.Schema, parts: Iterable[pa.Ta
                          metadata: dict[str, str] | None = None) -> int:
     """`write_parquet_atomic` for rows that come part by part (never all in memory), each part taking `schema`'s
     column names; returns the rows written."""
-    merged = dict(schema.metadata or {})
-    merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
-    schema = schema.with_metadata(merged)
-    fs.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    rows = 0
-    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
+    with AtomicParquetWriter(fs, path, schema, metadata) as writer:
         for part in parts:
-            writer.write(part.rename_columns(schema.names))
-            rows += part.num_rows
-    fs.mv(tmp, path)
-    return rows
+            writer.write(part)
+    return writer.rows
+
+
+class AtomicParquetWriter:
+    """A Parquet file written part by part, pushed to (`write`) rather than pulled from an iterable, through a
+    temporary file: `path` appears, whole, when the writer is closed, and never when the block raised."""
+
+    def __init__(self, fs, path: str, schema: pa.Schema, metadata: dict[str, str] | None = None):
+        merged = dict(schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
+        self.schema = schema.with_metadata(merged)
+        self.fs, self.path, self.rows = fs, path, 0
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+        self._tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        self._file = fs.open(self._tmp, "wb")
+        self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
+
+    def write(self, part: pa.Table | pa.RecordBatch) -> None:
+        """Append a part (its columns take the schema's names)."""
+        self._writer.write(part.rename_columns(self.schema.names))
+        self.rows += part.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+        self.fs.mv(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the temporary file: nothing appears at `path`."""
+        self._writer.close()
+        self._file.close()
+        self.fs.rm(self._tmp)
+
+    def __enter__(self) -> "AtomicParquetWriter":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self.abort() if kind is not None else self.close()

@@ -194,6 +194,9 @@ class StreamSampler:
         self.outputs[work.position] = work.write(work.job.table_rows(), work.stats)
         with self.feed.lock:
             self.open.remove(work)
+        # Its questions and Sample objects are in the written shard now: kept, every finished shard would stay in
+        # memory until the stage ends (1.3 GB at 320,000 samples; issue 26).
+        work.job = work.buffer = None
         self.on_shard(work.position, self.outputs[work.position])
 
     def _flush_parts(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 import polars as pl
 
@@ -56,11 +57,19 @@ def _or_dash(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
-    """Per verifier: how many true / false / null, and why.
+def verdict_breakdown(verdicts: pl.DataFrame | Iterable[pl.DataFrame]) -> list[dict]:
+    """Per verifier: how many true / false / null, and why; `verdicts` whole, or in parts (counted part by part and
+    summed: the same figures).
 
     Every check on every row counts under its verifier's name; the cascade's final verdicts count under
     "final:<deciding verifier>". Keys: verifier_name, verdict ("true"/"false"/"null"), reason, len."""
+    keys = ["verifier_name", "verdict", "reason"]
+    parts = [_verdict_counts(part) for part in ([verdicts] if isinstance(verdicts, pl.DataFrame) else verdicts)]
+    return (pl.concat(parts, how="vertical_relaxed").group_by(keys).agg(pl.col("len").sum().cast(pl.UInt32))
+            .sort(keys).to_dicts())
+
+
+def _verdict_counts(verdicts: pl.DataFrame) -> pl.DataFrame:
     final = verdicts.select(pl.format("final:{}", pl.col("verifier_name")).alias("verifier_name"), "verdict", "reason")
     parts = [final]
     if "checks" in verdicts.columns and verdicts.height:
@@ -69,8 +78,7 @@ def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
     table = pl.concat(parts, how="vertical_relaxed")
     return (table.with_columns(pl.when(pl.col("verdict").is_null()).then(pl.lit("null"))
                                .otherwise(pl.col("verdict").cast(pl.Utf8).str.to_lowercase()).alias("verdict"))
-            .group_by("verifier_name", "verdict", "reason").len().sort("verifier_name", "verdict", "reason")
-            .to_dicts())
+            .group_by("verifier_name", "verdict", "reason").len())
 
 
 def _pyplot():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 
 import fsspec
 import pyarrow as pa
@@ -29,7 +30,7 @@ from cotforge.tasks.publish.versions import (
     set_latest,
     version_folder,
 )
-from cotforge.tasks.publish.write import read_view_format
+from cotforge.tasks.publish.write import read_view_files, read_view_format
 
 
 def previous_location(out: str, version: str, hub_versions: dict[str, str] | None = None) -> str | None:
@@ -71,6 +72,12 @@ def carried_view(folder: str, view: str, format_: str | None = None) -> tuple[pa
     one it was written in."""
     frame, format_ = read_view_format(folder, view, format_)
     return frame.to_arrow().cast(VIEWS[view].arrow_for(format_)), format_
+
+
+def carried_view_files(folder: str, view: str, format_: str | None = None) -> Iterator[tuple[pa.Table, str]]:
+    """`carried_view` file by file: a version's view is carried without being in memory whole."""
+    for frame, format_ in read_view_files(folder, view, format_):
+        yield frame.to_arrow().cast(VIEWS[view].arrow_for(format_)), format_
 
 
 def carried_views(folder: str, formats: dict[str, str] | None = None) -> dict[str, tuple[pa.Table, str]]:

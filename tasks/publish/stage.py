@@ -4,19 +4,16 @@ previous version's rows carried, then the new rows), with the card, the report, 
 from __future__ import annotations
 
 import json
-
 from dataclasses import asdict, dataclass, field
 
 import fsspec
 import polars as pl
-import pyarrow as pa
 import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from cotforge.schemas.recipe import Recipe
 from cotforge.tasks.core.context import BuildContext
-from cotforge.tasks.core.join import join_records
 from cotforge.tasks.core.memory import release_memory
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
@@ -37,7 +34,7 @@ from cotforge.tasks.publish.report import (
     verdicts_png,
 )
 from cotforge.tasks.publish.snapshot import (
-    carried_view,
+    carried_view_files,
     copy_indexes,
     finalize_version,
     open_version,
@@ -45,9 +42,10 @@ from cotforge.tasks.publish.snapshot import (
     version_views,
 )
 from cotforge.tasks.publish.versions import version_folder
-from cotforge.tasks.publish.write import PublishedView, dumps_json, write_text, write_view
+from cotforge.tasks.publish.buckets import joined_buckets, shard_groups
+from cotforge.tasks.publish.write import PublishedView, ViewWriter, dumps_json, write_text
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
-from cotforge.tasks.views.builders import view_builders, view_format, view_metadata
+from cotforge.tasks.views.builders import view_format, view_metadata, view_part_builders
 from cotforge.tasks.views.generations import CARD_NOTE as GENERATIONS_NOTE, RLVR_NOTE
 
 
@@ -79,24 +77,57 @@ def _window(store: ShardStore, build_id: str) -> list | None:
     return json.loads(store.fs.cat(path))["window"] if store.fs.exists(path) else None
 
 
-def _frame(store: ShardStore, refs: list[ShardRef]) -> pl.DataFrame:
-    return pl.from_arrow(store.read_all(refs))
+def _frame(store: ShardStore, refs: list[ShardRef], columns: list[str] | None = None) -> pl.DataFrame:
+    """The shards' rows as one frame; with `columns`, only those of them the shards have (older shards may lack a
+    column that a later one added)."""
+    if columns is not None and refs:
+        with store.open_parquet(refs[0]) as first:
+            present = set(first.schema_arrow.names)
+        columns = [c for c in columns if c in present]
+    return pl.from_arrow(store.read_all(refs, columns))
 
 
-def _publish_view(folder: str, name: str, build_table, previous_folder: str | None, previous_views: list[str],
-                  recipe: Recipe, ctx: BuildContext) -> PublishedView:
-    """Write one view into the staged version: the previous version's rows (if it has the view) then this build's.
-    Carried rows take the format the recipe publishes the view in (a view it no longer builds keeps its own)."""
-    format_ = view_format(recipe.views, name) if build_table is not None else None
-    carried = None
-    if previous_folder and name in previous_views:
-        carried, format_ = carried_view(previous_folder, name, format_)
-    parts = [t for t in (carried, build_table() if build_table is not None else None) if t is not None]
-    published = write_view(folder, name, pa.concat_tables(parts),
-                           view_metadata(name, ctx.recipe_hash, ctx.build_id, ctx.version, format_),
-                           carried_rows=carried.num_rows if carried is not None else 0)
-    del parts, carried
-    release_memory()  # the next view grows into the pages this one freed, not beside them
+# What the counts, the card and the report read of each stage: never a rationale's text (issue 26: peak memory).
+_COUNTED = {
+    "questions": ["question_id", "verifier"],
+    "samples": ["sample_id", "error", "prompt_tokens", "completion_tokens", "guidance", "backend", "model",
+                "model_revision", "sampling_json"],
+    "verdicts": ["sample_id", "extracted_answer", "verdict", "reason", "verifier_name", "trainable"],
+    "dedup": ["question_id", "keep"],
+    "source_questions": ["question_id", "source", "source_revision"],
+    "step_labels": ["status", "skip_reason", "rollouts", "rollouts_reused", "mc_equivalent_rollouts",
+                    "first_error_step", "consensus", "rollout_rule", "uncertain_reasons", "label_status"],
+}
+
+
+def _publish_views(folder: str, refs: dict[str, list[ShardRef]], previous_folder: str | None, recipe: Recipe,
+                   ctx: BuildContext) -> list[PublishedView]:
+    """Write every view into the staged version: the previous version's rows (if it has the view) then this build's,
+    built bucket by bucket of questions (`joined_buckets`) with every view's file open at once, so a build holds one
+    bucket's records and rows, never a whole view (issue 26). Carried rows take the format the recipe publishes the
+    view in; a view the recipe no longer builds keeps its rows and its format."""
+    previous_views = version_views(previous_folder) if previous_folder else []
+    builders = view_part_builders(recipe.views, recipe.generation.system_prompt, added_in=ctx.version)
+    writers = {}
+    for name in builders:
+        format_ = view_format(recipe.views, name)
+        writers[name] = ViewWriter(folder, name, view_metadata(name, ctx.recipe_hash, ctx.build_id, ctx.version,
+                                                               format_))
+        for table, _ in carried_view_files(previous_folder, name, format_) if name in previous_views else ():
+            writers[name].write(table, carried=True)
+    for bucket in joined_buckets(ctx.store, refs):
+        for name, build in builders.items():
+            writers[name].write(build(bucket.joined, bucket.step_labels))
+        del bucket
+    published = [writer.close() for writer in writers.values()]
+    for name in (v for v in previous_views if v not in builders):
+        writer = None
+        for table, format_ in carried_view_files(previous_folder, name):
+            writer = writer or ViewWriter(folder, name, view_metadata(name, ctx.recipe_hash, ctx.build_id,
+                                                                      ctx.version, format_))
+            writer.write(table, carried=True)
+        published.append(writer.close())
+    release_memory()
     return published
 
 
@@ -115,36 +146,32 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     if previous_folder:
         copy_indexes(previous_folder, folder, version)  # each version holds the index of all its rows
     release_memory()
-    questions, samples, verdicts, votes, dedup = (_frame(store, refs[k]) for k in
-                                                  ("questions", "samples", "verdicts", "votes", "dedup"))
-    joined = join_records(questions, samples, verdicts, votes, dedup,
-                          sample_dedup=_frame(store, refs["sample_dedup"]) if refs.get("sample_dedup") else None)
-    samples = samples.drop("text")  # the views read the joined copy; the counts need the other columns only
-    step_labels = _frame(store, refs["step_labels"]) if refs.get("step_labels") else None
-    builders = view_builders(joined, step_labels, recipe.views, recipe.generation.system_prompt, added_in=version)
-    # One view in memory at a time (its carried rows, its new rows, the written table): a build holds the joined
-    # records plus its largest view, not every view at once (issue 26: peak memory).
-    previous_views = version_views(previous_folder) if previous_folder else []
-    published = [_publish_view(folder, name, builders.get(name), previous_folder, previous_views, recipe, ctx)
-                 for name in [*builders, *(v for v in previous_views if v not in builders)]]  # (it keeps its rows)
+    published = _publish_views(folder, refs, previous_folder, recipe, ctx)
     if require_new_rows and not any(v.new_rows for v in published):
         fs, staged = fsspec.core.url_to_fs(folder)
         fs.rm(staged, recursive=True)
         return BuildResult(store.url, version, build_id, recipe_hash, {}, {}, timings, previous=previous,
                            status="skipped")
+    questions, samples, verdicts, dedup = (_frame(store, refs[k], _COUNTED[k])
+                                           for k in ("questions", "samples", "verdicts", "dedup"))
+    votes = _frame(store, refs["votes"])
+    step_labels = _frame(store, refs["step_labels"], _COUNTED["step_labels"]) if refs.get("step_labels") else None
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     counts.update({f"rows new in view {v.name}": v.new_rows for v in published})
     counts.update({f"rows carried in view {v.name}": v.carried_rows for v in published})
     counts.update(dedup_summary["counts"])
     rejects = rejects_ref(ctx, recipe.questions)  # seed rows / synth candidates turned down
-    sources = _frame(store, refs.get("source_questions") or refs["questions"])
+    sources = _frame(store, refs.get("source_questions") or refs["questions"], _COUNTED["source_questions"])
     mix = question_mix(sources, _frame(store, [rejects]) if rejects else None)
     counts.update(mix_counts(mix))
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0),
                                        _window(store, build_id), run_id=ctx.run_id)
     counts.update({k: generation[k] for k in REUSE_COUNTS})
-    breakdown = verdict_breakdown(verdicts)
+    # (per group of shards: every check of every row is counted, none is held)
+    breakdown = verdict_breakdown(_frame(store, [refs["verdicts"][i] for i in group],
+                                         ["verifier_name", "verdict", "reason", "checks"])
+                                  for group in shard_groups(refs["verdicts"]))
     code_questions = questions.filter(pl.col("verifier") == "code").height
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {

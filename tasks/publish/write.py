@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotforge.schemas.views import VIEWS, check_and_migrate
-from cotforge.tasks.core.shards import write_parquet_atomic
+from cotforge.tasks.core.shards import AtomicParquetWriter
 from cotforge.tasks.views.formats import convert_table
 
 ROWS_PER_FILE = 100_000
@@ -33,19 +34,61 @@ class PublishedView:
 def write_view(out: str, view: str, table: pa.Table, metadata: dict[str, str], carried_rows: int = 0) -> PublishedView:
     """Write one view as `<out>/<view>/train-0000N.parquet` (a version folder), replacing files of an earlier publish
     of it; the first `carried_rows` rows are the previous version's."""
-    fs, root = fsspec.core.url_to_fs(out)
-    folder = f"{root}/{view}"
-    if fs.exists(folder):
-        for old in fs.glob(f"{folder}/*.parquet"):
-            fs.rm(old)
-    files = []
-    for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-        relative = f"{view}/train-{index:05d}.parquet"
-        write_parquet_atomic(fs, f"{root}/{relative}", table.slice(start, ROWS_PER_FILE), metadata)
-        files.append(relative)
-    return PublishedView(view, VIEWS[view].version, table.num_rows, tuple(files), table.num_rows - carried_rows,
-                         carried_rows, rows_digest(table),
-                         metadata.get("cotforge.format", VIEWS[view].default_format))
+    writer = ViewWriter(out, view, metadata)
+    writer.write(table.slice(0, carried_rows), carried=True)
+    writer.write(table.slice(carried_rows))
+    return writer.close()
+
+
+class ViewWriter:
+    """One view written part by part into `<out>/<view>/train-0000N.parquet`, files of ROWS_PER_FILE rows (the same
+    files, digest and counts as writing the concatenated parts at once): a view never needs to be in memory whole."""
+
+    def __init__(self, out: str, view: str, metadata: dict[str, str]):
+        self.fs, root = fsspec.core.url_to_fs(out)
+        self.view, self.metadata, self.folder = view, metadata, f"{root}/{view}"
+        if self.fs.exists(self.folder):  # files of an earlier publish of it
+            for old in self.fs.glob(f"{self.folder}/*.parquet"):
+                self.fs.rm(old)
+        self.files: list[str] = []
+        self.rows = self.carried_rows = 0
+        self.schema: pa.Schema | None = None
+        self._digest = hashlib.sha256()
+        self._file: AtomicParquetWriter | None = None
+
+    def write(self, table: pa.Table, carried: bool = False) -> None:
+        """Append rows (`carried`: the previous version's, which come first)."""
+        self.schema = self.schema or table.schema
+        _update_digest(self._digest, table)
+        self.rows += table.num_rows
+        self.carried_rows += table.num_rows if carried else 0
+        while table.num_rows:
+            if self._file is None:
+                self._file = self._open()
+            part = table.slice(0, ROWS_PER_FILE - self._file.rows)
+            self._file.write(part)
+            table = table.slice(part.num_rows)
+            if self._file.rows == ROWS_PER_FILE:
+                self._file.close()
+                self._file = None
+
+    def _open(self) -> AtomicParquetWriter:
+        relative = f"{self.view}/train-{len(self.files):05d}.parquet"
+        self.files.append(relative)
+        return AtomicParquetWriter(self.fs, f"{self.folder}/{relative.split('/', 1)[1]}", self.schema, self.metadata)
+
+    def close(self) -> PublishedView:
+        """Close the last file (a view without rows: one empty file with its schema) and say what was written."""
+        if self._file is None and not self.files:
+            if self.schema is None:
+                raise ValueError(f"view {self.view!r}: no table was written, so its schema is unknown")
+            self._file = self._open()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return PublishedView(self.view, VIEWS[self.view].version, self.rows, tuple(self.files),
+                             self.rows - self.carried_rows, self.carried_rows, self._digest.hexdigest(),
+                             self.metadata.get("cotforge.format", VIEWS[self.view].default_format))
 
 
 def write_text(out: str, relative: str, text: str | bytes) -> None:
@@ -63,13 +106,21 @@ def read_view(source: str, view: str, format_: str | None = None) -> pl.DataFram
 
 def read_view_format(source: str, view: str, format_: str | None = None) -> tuple[pl.DataFrame, str]:
     """`read_view` and the TRL format of the frame it returns."""
+    frames = list(read_view_files(source, view, format_))
+    format_ = frames[0][1]
+    frames = [frame for frame, _ in frames]
+    return (pl.concat(frames) if len(frames) > 1 else frames[0]), format_
+
+
+def read_view_files(source: str, view: str, format_: str | None = None) -> Iterator[tuple[pl.DataFrame, str]]:
+    """A published view file by file (one in memory at a time), each as `read_view` reads it, with its TRL format:
+    `format_`, or when None the first file's (a later file in another format is converted to it)."""
     fs, root = fsspec.core.url_to_fs(source)
     files = sorted(fs.glob(f"{root}/{view}/*.parquet"))
     if not files:
         available = sorted(name for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root) if fs.isdir(p))
                            if name in VIEWS)  # not index/ nor report/
         raise FileNotFoundError(f"{source} has no view {view!r}; it has {available}")
-    frames = []
     for path in files:
         with fs.open(path, "rb") as f:
             table = pq.read_table(f)
@@ -86,19 +137,23 @@ def read_view_format(source: str, view: str, format_: str | None = None) -> tupl
         format_ = format_ or found_format
         if found_format != format_:
             frame = pl.from_arrow(convert_table(frame.to_arrow(), VIEWS[view], found_format, format_))
-        frames.append(frame)
-    return (pl.concat(frames) if len(frames) > 1 else frames[0]), format_
+        yield frame, format_
 
 
 def rows_digest(table: pa.Table) -> str:
     """SHA-256 of the rows as canonical JSON lines, in order: equal for equal rows whatever the Parquet bytes (row
     groups, pages, writer version) are, so "the same content" compares what a reader gets."""
     digest = hashlib.sha256()
+    _update_digest(digest, table)
+    return digest.hexdigest()
+
+
+def _update_digest(digest, table: pa.Table) -> None:
+    """`rows_digest`'s lines of `table`, added to `digest` (a table digested in parts digests as the whole)."""
     for batch in table.to_batches(max_chunksize=4096):
         for row in batch.to_pylist():
             digest.update(json.dumps(row, sort_keys=True, default=str).encode())
             digest.update(b"\n")
-    return digest.hexdigest()
 
 
 def file_sha256(fs, path: str) -> tuple[str, int]:

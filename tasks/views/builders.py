@@ -193,7 +193,7 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
         "mc_equivalent_rollouts")
     rows = []
     trainable = joined.filter(pl.col("usable") & pl.col("trainable"))
-    for r in trainable.join(labelled, on="sample_id", how="inner").iter_rows(named=True):
+    for r in trainable.join(labelled, on="sample_id", how="inner", maintain_order="left").iter_rows(named=True):
         reference = None
         if r["backend"] == "simulated":
             truth = ground_truth_labels(len(r["steps"]), r["first_error_step"], r["verdict"])
@@ -271,21 +271,28 @@ def _sliced(build: Callable[[pl.DataFrame], pa.Table], joined: pl.DataFrame) -> 
 
 def view_builders(joined: pl.DataFrame, step_labels: pl.DataFrame | None, views: ViewsConfig,
                   system_prompt: str, added_in: str | None = None) -> dict[str, Callable[[], pa.Table]]:
-    """Each enabled view's name and a thunk that builds its table. `system_prompt` is the one the samples were
-    generated with: every chat view's prompt starts with it (PROMPT_RULE); every row names `added_in`, the dataset
-    version these rows are new in."""
+    """Each enabled view's name and a thunk that builds its table from all of `joined`."""
+    return {name: (lambda build=build: _sliced(lambda part: build(part, step_labels), joined))
+            for name, build in view_part_builders(views, system_prompt, added_in).items()}
+
+
+def view_part_builders(views: ViewsConfig, system_prompt: str, added_in: str | None = None
+                       ) -> dict[str, Callable[[pl.DataFrame, pl.DataFrame | None], pa.Table]]:
+    """Each enabled view's name and the function that builds its rows of some whole questions' joined records (and
+    their step labels). Builders work question by question, so the parts of questions in order, concatenated, are the
+    view of all of them. `system_prompt` is the one the samples were generated with: every chat view's prompt starts
+    with it (PROMPT_RULE); every row names `added_in`, the dataset version these rows are new in."""
     builders = {
-        "sft": lambda part: build_sft(part, views.sft, system_prompt, added_in),
-        "sft_lenient": lambda part: build_sft(part, views.sft_lenient, system_prompt, added_in),
-        "preference": lambda part: build_preference(part, views.preference, system_prompt, added_in),
-        "unpaired": lambda part: build_unpaired(part, views.unpaired, system_prompt, added_in),
-        "prm": lambda part: build_prm(part, step_labels, views.prm, added_in),
-        "rlvr": lambda part: build_rlvr(part, views.rlvr, system_prompt, added_in),
-        "calibration": lambda part: build_calibration(part, views.calibration, system_prompt, added_in),
-        "generations": lambda part: build_generations(part, views.generations, system_prompt, added_in),
+        "sft": lambda part, labels: build_sft(part, views.sft, system_prompt, added_in),
+        "sft_lenient": lambda part, labels: build_sft(part, views.sft_lenient, system_prompt, added_in),
+        "preference": lambda part, labels: build_preference(part, views.preference, system_prompt, added_in),
+        "unpaired": lambda part, labels: build_unpaired(part, views.unpaired, system_prompt, added_in),
+        "prm": lambda part, labels: build_prm(part, labels, views.prm, added_in),
+        "rlvr": lambda part, labels: build_rlvr(part, views.rlvr, system_prompt, added_in),
+        "calibration": lambda part, labels: build_calibration(part, views.calibration, system_prompt, added_in),
+        "generations": lambda part, labels: build_generations(part, views.generations, system_prompt, added_in),
     }
-    return {name: (lambda build=build: _sliced(build, joined)) for name, build in builders.items()
-            if getattr(views, name).enabled}
+    return {name: build for name, build in builders.items() if getattr(views, name).enabled}
 
 
 def view_format(views: ViewsConfig, view: str) -> str:
