@@ -307,3 +307,21 @@ def test_stream_rerun_of_a_finished_build_starts_no_engine(tmp_path, started):
     assert again.counts["samples generated this run"] == 0
     assert again.counts["samples reused from earlier runs"] == first.counts["samples"] > 0
     assert started == ["simulated"]  # the rerun read every shard and started nothing
+
+
+def test_stream_holds_no_sample_of_a_shard_once_it_is_written(tmp_path):
+    """Bounded memory (issue 26): a written shard's Sample objects are freed as it is written, not when the stage
+    ends. One request at a time, so one shard is open at a time: whenever a shard is written, no more Sample objects
+    are alive than one shard makes (before, every finished shard's stayed: 12 after the first, 72 after the sixth)."""
+    import gc
+
+    config = GenerationConfig(backend="simulated", samples_per_question=2)
+    store, refs = _shards(tmp_path, n_shards=6)
+    alive = []
+
+    def count(position, ref):
+        gc.collect()
+        alive.append(sum(isinstance(o, Sample) for o in gc.get_objects()))
+
+    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=1), config, on_shard=count)
+    assert len(alive) == 6 and max(alive) <= 6 * 2, alive
