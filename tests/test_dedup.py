@@ -290,3 +290,25 @@ def test_a_question_dropped_through_a_bridge_stays_dropped_in_later_versions(tmp
     later = cluster_texts(["c2", "d"], [BRIDGE_C, "How many legs do 4 spiders and 3 beetles have together?"], config,
                           prior=prior)
     assert later.drop_reason == ["earlier_version", None] and later.cluster_id[0] in ("b", "c")  # both dropped
+
+
+def test_flags_built_column_wise_equal_the_records_built_row_by_row():
+    """Dedup writes its flags as columns (no model object per row: bounded memory at scale, issue 26); the table is
+    the one `to_table` makes of the same records, defaults included, and a wrong type or field still fails."""
+    import pyarrow as pa
+
+    from cotforge.schemas.arrow import columns_table, to_table
+    from cotforge.schemas.records import DedupFlag
+
+    rows = [DedupFlag(question_id="a", cluster_id="a", keep=True, drop_reason=None, recipe_hash="r", build_id="b"),
+            DedupFlag(question_id="b", cluster_id="a", keep=False, drop_reason="near_duplicate", similarity=0.9,
+                      contamination=["gsm8k"], recipe_hash="r", build_id="b")]
+    columns = {name: [getattr(r, name) for r in rows] for name in DedupFlag.model_fields if name != "similarity"}
+    columns["similarity"] = [None, 0.9]
+    assert columns_table(columns, DedupFlag).equals(to_table(rows, DedupFlag))
+    without_defaults = {k: v for k, v in columns.items() if k not in ("similarity", "contamination")}
+    assert columns_table(without_defaults, DedupFlag).column("contamination").to_pylist() == [[], []]
+    with pytest.raises(ValueError, match="no field"):
+        columns_table({**columns, "extra": [1, 2]}, DedupFlag)
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        columns_table({**columns, "keep": ["yes", "no"]}, DedupFlag)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from cotforge.schemas.arrow import to_table
+from cotforge.schemas.arrow import columns_table
 from cotforge.schemas.config_dedup import MinHashConfig
 from cotforge.schemas.records import DedupFlag, SampleDedupFlag
 from cotforge.tasks.dedup.confirm import decisive_band
@@ -114,10 +114,13 @@ def _codes(values: list) -> np.ndarray:
     return np.array([codes.setdefault(v, len(codes)) for v in values], dtype=np.int64)
 
 
-def _texts_of(texts: list[str], sketch: Sketch):
-    """Rows -> texts: the sketch's normalised ones when it kept them."""
+def _texts_of(texts: list[str] | pa.ChunkedArray, sketch: Sketch):
+    """Rows -> texts: the sketch's normalised ones when it kept them, else taken from `texts` (an Arrow column stays
+    one: only the rows asked for become Python strings)."""
     if sketch.norms is not None and len(sketch.norms) == len(texts):
         return lambda rows: [sketch.norms[i] for i in rows]
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        return lambda rows: texts.take(pa.array(rows, pa.int64())).to_pylist()
     return lambda rows: [texts[i] for i in rows]
 
 
@@ -245,15 +248,15 @@ def dedup_questions(questions: pa.Table, config: MinHashConfig, recipe_hash: str
     """One DedupFlag per question row; `verified` (question solved at least once) feeds the keep policy; `sketch`:
     the rows' sketches when shard tasks computed them."""
     ids = questions.column("question_id").to_pylist()
-    texts = questions.column("text").to_pylist()
+    texts = questions.column("text")  # (Arrow: only the texts the exact check asks for become Python strings)
     hits = [sorted((contamination or {}).get(q, [])) for q in ids]
-    sketch = sketch or sketch_texts(texts, config)
+    sketch = sketch or sketch_texts(texts.to_pylist(), config)
     result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config,
                               verified=[(verified or {}).get(q) for q in ids], contamination=hits, prior=prior)
-    flags = [DedupFlag(question_id=q, cluster_id=result.cluster_id[i], keep=result.keep[i],
-                       drop_reason=result.drop_reason[i], similarity=result.similarity[i], contamination=hits[i],
-                       recipe_hash=recipe_hash, build_id=build_id) for i, q in enumerate(ids)]
-    return to_table(flags, DedupFlag), result
+    return columns_table({"question_id": ids, "cluster_id": result.cluster_id, "keep": result.keep,
+                          "drop_reason": result.drop_reason, "similarity": result.similarity, "contamination": hits,
+                          "recipe_hash": [recipe_hash] * len(ids), "build_id": [build_id] * len(ids)},
+                         DedupFlag), result
 
 
 def dedup_samples(samples: pa.Table, config: MinHashConfig, recipe_hash: str, build_id: str, *,
@@ -262,21 +265,21 @@ def dedup_samples(samples: pa.Table, config: MinHashConfig, recipe_hash: str, bu
     """One SampleDedupFlag per rationale; rationales compare within their question when `scope` is "question"."""
     ids = samples.column("sample_id").to_pylist()
     question_ids = samples.column("question_id").to_pylist()
-    texts = samples.column("text").to_pylist()
-    sketch = sketch or sketch_texts(texts, config)
+    texts = samples.column("text")
+    sketch = sketch or sketch_texts(texts.to_pylist(), config)
     result = cluster_sketches(ids, sketch, _texts_of(texts, sketch), config, groups=question_ids,
                               verified=[(verified or {}).get(s) for s in ids], prior=prior)
-    flags = [SampleDedupFlag(sample_id=s, question_id=question_ids[i], cluster_id=result.cluster_id[i],
-                             keep=result.keep[i], drop_reason=result.drop_reason[i],
-                             similarity=result.similarity[i], recipe_hash=recipe_hash, build_id=build_id)
-             for i, s in enumerate(ids)]
-    return to_table(flags, SampleDedupFlag), result
+    return columns_table({"sample_id": ids, "question_id": question_ids, "cluster_id": result.cluster_id,
+                          "keep": result.keep, "drop_reason": result.drop_reason, "similarity": result.similarity,
+                          "recipe_hash": [recipe_hash] * len(ids), "build_id": [build_id] * len(ids)},
+                         SampleDedupFlag), result
 
 
 def signatures_table(ids: list[str], groups: list[str] | None, keep: list[bool], signatures: np.ndarray,
-                     texts: list[str] | None = None) -> pa.Table:
+                     texts: list[str] | pa.ChunkedArray | None = None) -> pa.Table:
     """Ids, groups, keep flags and signatures (fixed-size uint32 lists) as one Arrow table; with `texts`, their
-    normalised form too (what confirms a later build's match against these rows exactly)."""
+    normalised form too (what confirms a later build's match against these rows exactly), normalised a block at a
+    time (never every text as a Python string at once)."""
     num_perm = signatures.shape[1]
     flat = pa.array(np.ascontiguousarray(signatures, dtype=np.uint32).reshape(-1), type=pa.uint32())
     columns = {
@@ -286,5 +289,11 @@ def signatures_table(ids: list[str], groups: list[str] | None, keep: list[bool],
         "signature": pa.FixedSizeListArray.from_arrays(flat, num_perm),
     }
     if texts is not None:
-        columns["text"] = pa.array([normalize_fast(t or "") for t in texts], pa.string())
+        texts = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.string())
+        columns["text"] = pa.chunked_array(
+            [pa.array([normalize_fast(t or "") for t in texts.slice(start, _TEXT_BLOCK).to_pylist()], pa.string())
+             for start in range(0, len(texts), _TEXT_BLOCK)], pa.string())
     return pa.table(columns)
+
+
+_TEXT_BLOCK = 8_192  # texts normalised at a time for the index

@@ -127,7 +127,7 @@ def dedup_shard(ctx: BuildContext, questions: list[ShardRef], votes: list[ShardR
                                     texts=question_table.column("text").to_pylist())
     ctx.store.write("dedup_index", key, signatures_table(table.column("question_id").to_pylist(), None,
                                                      table.column("keep").to_pylist(), result.signatures,
-                                                     question_table.column("text").to_pylist()),
+                                                     question_table.column("text")),
                     {"cotforge.minhash": json.dumps(result.stats)})
     return ctx.store.write("dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
 
@@ -157,7 +157,7 @@ def sample_dedup_shard(ctx: BuildContext, samples: list[ShardRef], verdicts: lis
                                     texts=sample_table.column("text").to_pylist())
     ctx.store.write("sample_dedup_index", key, signatures_table(
         table.column("sample_id").to_pylist(), table.column("question_id").to_pylist(),
-        table.column("keep").to_pylist(), result.signatures, sample_table.column("text").to_pylist()),
+        table.column("keep").to_pylist(), result.signatures, sample_table.column("text")),
         {"cotforge.minhash": json.dumps(result.stats)})
     return ctx.store.write("sample_dedup", key, table, ctx.metadata | {"cotforge.minhash": json.dumps(result.stats)})
 
