@@ -43,13 +43,17 @@ def test_buckets_concatenated_are_the_join_of_every_record(two_versions):
     assert not (out / "_work" / "publish-spill").exists() or not any((out / "_work" / "publish-spill").iterdir())
 
 
-def test_bucket_bounds_and_shard_groups_cut_where_the_samples_add_up():
-    ids = pl.Series(["d", "a", "c", "b", "e"])
-    samples = pl.Series([4, 4, 4, None, 4])  # b: no samples counted
-    # a(0) b(4) c(4) d(8) e(12) samples before each: buckets of 8 start at d
-    assert bucket_bounds(ids, samples, per_bucket=8).to_list() == ["d"]
-    assert bucket_bounds(ids, samples, per_bucket=4).to_list() == ["b", "d", "e"]
-    assert bucket_bounds(ids, samples, per_bucket=100).to_list() == []
+def test_bucket_bounds_cut_the_id_range_evenly_and_shard_groups_where_the_samples_add_up():
+    from cotforge.schemas.records import question_id_for
+
+    assert bucket_bounds(36, per_bucket=4).len() == 8 and bucket_bounds(3, per_bucket=4).len() == 0
+    bounds = bucket_bounds(100_000, per_bucket=20_000)
+    assert bounds.to_list() == sorted(bounds.to_list()) and bounds.len() == 4
+    ids = pl.Series([question_id_for(f"What is {i} + {i % 13}?") for i in range(5_000)])  # as a build makes them
+    sizes = bounds.search_sorted(ids, side="right").value_counts()["count"].to_list()
+    assert len(sizes) == 5 and min(sizes) > 800 and max(sizes) < 1_200  # ~1,000 each: the ids are hashes
+    odd = pl.Series(["zz-not-hex", "", "0"])  # any id still lands in one bucket, in order
+    assert bounds.search_sorted(odd, side="right").to_list() == [4, 0, 0]
     refs = [ShardRef("samples", str(i), "", rows) for i, rows in enumerate([3, 3, 3, 0, 5, 1])]
     assert shard_groups(refs, per_group=6) == [range(0, 2), range(2, 5), range(5, 6)]
     assert shard_groups(refs[:1], per_group=100) == [range(0, 1)]

@@ -38,3 +38,23 @@ def test_memory_filesystem():
     store = ShardStore("memory://cotforge-test")
     ref = store.write("s", "k", pa.table({"x": [7]}))
     assert store.read(store.done("s", "k")).column("x").to_pylist() == [7] and ref.rows == 1
+
+
+def test_row_groups_bound_what_a_batched_read_holds_and_a_failed_write_leaves_nothing(tmp_path):
+    """`row_group_rows` cuts a shard into row groups (what `iter_batches` reads at a time: the dedup index is copied
+    batch by batch, issue 26); a writer whose block raises leaves neither the file nor a temporary one."""
+    import pytest
+
+    from cotforge.tasks.core.shards import AtomicParquetWriter
+
+    store = ShardStore(str(tmp_path))
+    table = pa.table({"x": list(range(10))})
+    ref = store.write("s", "k", table, row_group_rows=3)
+    with store.open_parquet(ref) as f:
+        assert f.metadata.num_row_groups == 4 and [b.num_rows for b in f.iter_batches(3)] == [3, 3, 3, 1]
+    assert store.read(ref).equals(table)
+    with pytest.raises(RuntimeError):
+        with AtomicParquetWriter(store.fs, f"{tmp_path}/failed.parquet", table.schema) as writer:
+            writer.write(table)
+            raise RuntimeError("the build stopped mid-file")
+    assert not list(tmp_path.glob("failed.parquet*"))

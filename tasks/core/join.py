@@ -88,14 +88,20 @@ def rows_of_questions(store: ShardStore, shards: list[ShardRef], question_ids: p
 
 def read_joined(store: ShardStore, refs: RecordRefs) -> pl.DataFrame:
     """`join_records` over the shards `refs` names (the dedup flags: only those of its questions)."""
+    return join_records(**read_records(store, refs))
+
+
+def read_records(store: ShardStore, refs: RecordRefs) -> dict[str, pl.DataFrame | None]:
+    """The records `refs` names, as `join_records` takes them (keyword arguments): the shards' rows, and of the dedup
+    flags only those of their questions."""
     def frame(shards: list[ShardRef]) -> pl.DataFrame:
         return pl.from_arrow(store.read_all(shards))
 
     questions = frame(refs.questions)
     ids = questions["question_id"]
-    return join_records(questions, frame(refs.samples), frame(refs.verdicts), frame(refs.votes),
-                        rows_of_questions(store, refs.dedup, ids),
-                        sample_dedup=rows_of_questions(store, refs.sample_dedup, ids) if refs.sample_dedup else None)
+    return {"questions": questions, "samples": frame(refs.samples), "verdicts": frame(refs.verdicts),
+            "votes": frame(refs.votes), "dedup": rows_of_questions(store, refs.dedup, ids),
+            "sample_dedup": rows_of_questions(store, refs.sample_dedup, ids) if refs.sample_dedup else None}
 
 
 def question_slices(joined: pl.DataFrame, rows: int) -> list[pl.DataFrame]:

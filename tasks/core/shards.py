@@ -72,10 +72,12 @@ class ShardStore:
         pattern = self._path(stage, prefix, "*.done.json")
         return sorted(os.path.basename(p)[: -len(".done.json")] for p in self.fs.glob(pattern))
 
-    def write(self, stage: str, key: str, table: pa.Table, metadata: dict[str, str] | None = None) -> ShardRef:
-        """Write a shard atomically, then its completion marker."""
+    def write(self, stage: str, key: str, table: pa.Table, metadata: dict[str, str] | None = None,
+              row_group_rows: int | None = None) -> ShardRef:
+        """Write a shard atomically, then its completion marker. `row_group_rows`: row groups of at most that many
+        rows (Parquet's unit of reading: a shard read batch by batch holds one row group at a time)."""
         path = self._path(stage, key, ".parquet")
-        write_parquet_atomic(self.fs, path, table, metadata)
+        write_parquet_atomic(self.fs, path, table, metadata, row_group_rows)
         marker = {"rows": table.num_rows, "written_at": time.time(), "stage": stage}
         _write_bytes_atomic(self.fs, self._path(stage, key, ".done.json"), json.dumps(marker).encode())
         return ShardRef(stage, key, path, table.num_rows)
@@ -109,9 +111,12 @@ def _write_bytes_atomic(fs, path: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
-def write_parquet_atomic(fs, path: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
-    """Write `table` to `path` through a temporary file and a rename, with `metadata` in the key-value metadata."""
-    write_batches_atomic(fs, path, table.schema, [table], metadata)
+def write_parquet_atomic(fs, path: str, table: pa.Table, metadata: dict[str, str] | None = None,
+                         row_group_rows: int | None = None) -> None:
+    """Write `table` to `path` through a temporary file and a rename, with `metadata` in the key-value metadata (and
+    row groups of at most `row_group_rows` rows, when given)."""
+    with AtomicParquetWriter(fs, path, table.schema, metadata) as writer:
+        writer.write(table, row_group_rows)
 
 
 def write_batches_atomic(fs, path: str, schema: pa.Schema, parts: Iterable[pa.Table | pa.RecordBatch],
@@ -138,9 +143,9 @@ class AtomicParquetWriter:
         self._file = fs.open(self._tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, self.schema, compression="zstd")
 
-    def write(self, part: pa.Table | pa.RecordBatch) -> None:
-        """Append a part (its columns take the schema's names)."""
-        self._writer.write(part.rename_columns(self.schema.names))
+    def write(self, part: pa.Table | pa.RecordBatch, row_group_rows: int | None = None) -> None:
+        """Append a part (its columns take the schema's names), in row groups of at most `row_group_rows`."""
+        self._writer.write(part.rename_columns(self.schema.names), row_group_size=row_group_rows)
         self.rows += part.num_rows
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 bucket's rows rather than every row of the build (issue 26: a build's peak memory).
 
 Two passes. The stage shards are read in groups of consecutive shards (a question shard and its samples, verdicts,
-votes and step labels line up), each group is joined (`read_joined`) and its rows are spilled to the bucket of their
+votes and step labels line up), each group is joined (`join_records`) and its rows are spilled to the bucket of their
 question id: buckets are ranges of question ids of about BUCKET_SAMPLES samples each. Then each bucket is read back
 and sorted as `join_records` sorts. Question ids are unique in a build and every join key is a question or one of its
 samples, so the buckets, concatenated, are `join_records` of all the records, row for row and in the same order.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from cotforge.tasks.core.join import RecordRefs, read_joined
+from cotforge.tasks.core.join import RecordRefs, join_records, read_records
 from cotforge.tasks.core.shards import ShardRef, ShardStore
 
 BUCKET_SAMPLES = 20_000  # samples per bucket (and per group of shards read at once)
@@ -35,13 +35,12 @@ class Bucket:
     step_labels: pl.DataFrame | None
 
 
-def bucket_bounds(question_ids: pl.Series, samples: pl.Series, per_bucket: int = BUCKET_SAMPLES) -> pl.Series:
-    """The first question id of every bucket but the first: ids in order, a new bucket each time the samples of the
-    questions so far pass another `per_bucket`."""
-    order = pl.DataFrame({"id": question_ids, "n": samples.fill_null(0)}).sort("id")
-    before = order["n"].cum_sum() - order["n"]  # samples of the questions before each one
-    cut = (before // per_bucket).diff().fill_null(0) > 0
-    return order.filter(cut)["id"]
+def bucket_bounds(samples: int, per_bucket: int = BUCKET_SAMPLES) -> pl.Series:
+    """The first question id of every bucket but the first: the 64-bit range of question ids (16 hex digits, a hash
+    of the text: `question_id_for`) cut in equal parts, one per `per_bucket` samples, so a bucket holds about that
+    many without any id being read. Any other id still lands in exactly one bucket, in order."""
+    buckets = max(1, -(-samples // per_bucket))
+    return pl.Series([f"{(part << 64) // buckets:016x}" for part in range(1, buckets)], dtype=pl.String)
 
 
 def shard_groups(samples: list[ShardRef], per_group: int = BUCKET_SAMPLES) -> list[range]:
@@ -100,14 +99,14 @@ def _spill_folder(store: ShardStore) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def joined_buckets(store: ShardStore, refs: dict[str, list[ShardRef]],
-                   per_bucket: int | None = None) -> Iterator[Bucket]:
+def joined_buckets(store: ShardStore, refs: dict[str, list[ShardRef]], per_bucket: int | None = None,
+                   on_group: Callable[[dict[str, pl.DataFrame | None]], None] | None = None) -> Iterator[Bucket]:
     """`join_records` of the build's stage records (and its step labels), bucket by bucket of question ids in order,
     about `per_bucket` samples each (default BUCKET_SAMPLES). Yields at least one bucket (with no rows when the build
-    has none)."""
+    has none). `on_group(records)` sees each group's records (`read_records`, and "step_labels") as they are read:
+    every shard is read once, for the buckets and whatever else the caller counts."""
     per_bucket = per_bucket or BUCKET_SAMPLES
-    votes = pl.from_arrow(store.read_all(refs["votes"], ["question_id", "n_samples"]))
-    bounds = bucket_bounds(votes["question_id"], votes["n_samples"], per_bucket)
+    bounds = bucket_bounds(sum(r.rows for r in refs["samples"]), per_bucket)
     labels = refs.get("step_labels")
     empty: Bucket | None = None
     with _spill_folder(store) as folder:
@@ -115,9 +114,13 @@ def joined_buckets(store: ShardStore, refs: dict[str, list[ShardRef]],
         try:
             for group in shard_groups(refs["samples"], per_bucket):
                 pick = lambda kind: [refs[kind][i] for i in group]  # noqa: E731
-                joined = read_joined(store, RecordRefs(pick("questions"), pick("samples"), pick("verdicts"),
-                                                       pick("votes"), refs["dedup"], refs.get("sample_dedup") or []))
+                records = read_records(store, RecordRefs(pick("questions"), pick("samples"), pick("verdicts"),
+                                                         pick("votes"), refs["dedup"], refs.get("sample_dedup") or []))
                 step_labels = pl.from_arrow(store.read_all(pick("step_labels"))) if labels else None
+                if on_group is not None:
+                    on_group({**records, "step_labels": step_labels})
+                joined = join_records(**records)
+                del records
                 if empty is None:
                     empty = Bucket(joined.head(0), step_labels.head(0) if step_labels is not None else None)
                 spill.write("joined", joined, bounds.search_sorted(joined["question_id"], side="right"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 
 import polars as pl
 
@@ -57,19 +56,23 @@ def _or_dash(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def verdict_breakdown(verdicts: pl.DataFrame | Iterable[pl.DataFrame]) -> list[dict]:
-    """Per verifier: how many true / false / null, and why; `verdicts` whole, or in parts (counted part by part and
-    summed: the same figures).
+def verdict_breakdown(verdicts: pl.DataFrame) -> list[dict]:
+    """Per verifier: how many true / false / null, and why.
 
     Every check on every row counts under its verifier's name; the cascade's final verdicts count under
     "final:<deciding verifier>". Keys: verifier_name, verdict ("true"/"false"/"null"), reason, len."""
+    return merged_breakdown([verdict_counts(verdicts)])
+
+
+def merged_breakdown(counts: list[pl.DataFrame]) -> list[dict]:
+    """`verdict_breakdown` of verdicts counted part by part (`verdict_counts` of each part): the same figures."""
     keys = ["verifier_name", "verdict", "reason"]
-    parts = [_verdict_counts(part) for part in ([verdicts] if isinstance(verdicts, pl.DataFrame) else verdicts)]
-    return (pl.concat(parts, how="vertical_relaxed").group_by(keys).agg(pl.col("len").sum().cast(pl.UInt32))
+    return (pl.concat(counts, how="vertical_relaxed").group_by(keys).agg(pl.col("len").sum().cast(pl.UInt32))
             .sort(keys).to_dicts())
 
 
-def _verdict_counts(verdicts: pl.DataFrame) -> pl.DataFrame:
+def verdict_counts(verdicts: pl.DataFrame) -> pl.DataFrame:
+    """Rows per (verifier_name, verdict, reason) of some verdicts: what `verdict_breakdown` adds up."""
     final = verdicts.select(pl.format("final:{}", pl.col("verifier_name")).alias("verifier_name"), "verdict", "reason")
     parts = [final]
     if "checks" in verdicts.columns and verdicts.height:

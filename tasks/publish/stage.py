@@ -24,13 +24,14 @@ from cotforge.tasks.publish.manifest import write_manifest
 from cotforge.tasks.publish.report import (
     REPORT_PLOTS,
     funnel_png,
+    merged_breakdown,
     mix_counts,
     pass_rate_histogram_png,
     report_markdown,
     stage_counts,
     stage_rates,
     stage_rows,
-    verdict_breakdown,
+    verdict_counts,
     verdicts_png,
 )
 from cotforge.tasks.publish.snapshot import (
@@ -42,7 +43,7 @@ from cotforge.tasks.publish.snapshot import (
     version_views,
 )
 from cotforge.tasks.publish.versions import version_folder
-from cotforge.tasks.publish.buckets import joined_buckets, shard_groups
+from cotforge.tasks.publish.buckets import joined_buckets
 from cotforge.tasks.publish.write import PublishedView, ViewWriter, dumps_json, write_text
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_format, view_metadata, view_part_builders
@@ -89,23 +90,44 @@ def _frame(store: ShardStore, refs: list[ShardRef], columns: list[str] | None = 
 
 # What the counts, the card and the report read of each stage: never a rationale's text (issue 26: peak memory).
 _COUNTED = {
-    "questions": ["question_id", "verifier"],
+    "questions": ["question_id", "verifier", "source", "source_revision"],
     "samples": ["sample_id", "error", "prompt_tokens", "completion_tokens", "guidance", "backend", "model",
                 "model_revision", "sampling_json"],
     "verdicts": ["sample_id", "extracted_answer", "verdict", "reason", "verifier_name", "trainable"],
-    "dedup": ["question_id", "keep"],
-    "source_questions": ["question_id", "source", "source_revision"],
+    "votes": None,  # (every column: one small row per question)
     "step_labels": ["status", "skip_reason", "rollouts", "rollouts_reused", "mc_equivalent_rollouts",
                     "first_error_step", "consensus", "rollout_rule", "uncertain_reasons", "label_status"],
 }
 
 
+class _Counted:
+    """The columns the counts, the card and the report read, gathered as publishing reads the records group by group
+    (`joined_buckets`' `on_group`): every shard is read once, and no rationale's text is kept."""
+
+    def __init__(self):
+        self.parts: dict[str, list[pl.DataFrame]] = {kind: [] for kind in _COUNTED}
+        self.verdict_counts: list[pl.DataFrame] = []
+
+    def add(self, records: dict[str, pl.DataFrame | None]) -> None:
+        for kind, columns in _COUNTED.items():
+            frame = records.get(kind)
+            if frame is not None:
+                self.parts[kind].append(frame if columns is None else
+                                        frame.select([c for c in columns if c in frame.columns]))
+        self.verdict_counts.append(verdict_counts(records["verdicts"]))  # every check of every row, counted now
+
+    def frame(self, kind: str) -> pl.DataFrame | None:
+        parts = self.parts[kind]
+        return pl.concat(parts, how="vertical_relaxed") if parts else None
+
+
 def _publish_views(folder: str, refs: dict[str, list[ShardRef]], previous_folder: str | None, recipe: Recipe,
-                   ctx: BuildContext) -> list[PublishedView]:
+                   ctx: BuildContext, counted: _Counted) -> list[PublishedView]:
     """Write every view into the staged version: the previous version's rows (if it has the view) then this build's,
     built bucket by bucket of questions (`joined_buckets`) with every view's file open at once, so a build holds one
     bucket's records and rows, never a whole view (issue 26). Carried rows take the format the recipe publishes the
-    view in; a view the recipe no longer builds keeps its rows and its format."""
+    view in; a view the recipe no longer builds keeps its rows and its format. `counted` gathers what the report
+    reads of the records as they pass."""
     previous_views = version_views(previous_folder) if previous_folder else []
     builders = view_part_builders(recipe.views, recipe.generation.system_prompt, added_in=ctx.version)
     writers = {}
@@ -115,7 +137,7 @@ def _publish_views(folder: str, refs: dict[str, list[ShardRef]], previous_folder
                                                                format_))
         for table, _ in carried_view_files(previous_folder, name, format_) if name in previous_views else ():
             writers[name].write(table, carried=True)
-    for bucket in joined_buckets(ctx.store, refs):
+    for bucket in joined_buckets(ctx.store, refs, on_group=counted.add):
         for name, build in builders.items():
             writers[name].write(build(bucket.joined, bucket.step_labels))
         del bucket
@@ -146,32 +168,30 @@ def publish_views(ctx: BuildContext, recipe: Recipe, refs: dict[str, list[ShardR
     if previous_folder:
         copy_indexes(previous_folder, folder, version)  # each version holds the index of all its rows
     release_memory()
-    published = _publish_views(folder, refs, previous_folder, recipe, ctx)
+    counted = _Counted()
+    published = _publish_views(folder, refs, previous_folder, recipe, ctx, counted)
     if require_new_rows and not any(v.new_rows for v in published):
         fs, staged = fsspec.core.url_to_fs(folder)
         fs.rm(staged, recursive=True)
         return BuildResult(store.url, version, build_id, recipe_hash, {}, {}, timings, previous=previous,
                            status="skipped")
-    questions, samples, verdicts, dedup = (_frame(store, refs[k], _COUNTED[k])
-                                           for k in ("questions", "samples", "verdicts", "dedup"))
-    votes = _frame(store, refs["votes"])
-    step_labels = _frame(store, refs["step_labels"], _COUNTED["step_labels"]) if refs.get("step_labels") else None
+    questions, samples, verdicts, votes = (counted.frame(k) for k in ("questions", "samples", "verdicts", "votes"))
+    step_labels = counted.frame("step_labels") if refs.get("step_labels") else None
+    dedup = _frame(store, refs["dedup"], ["question_id", "keep"])
     view_rows = {v.name: v.rows for v in published}
     counts = stage_counts(questions, samples, verdicts, votes, dedup, view_rows)
     counts.update({f"rows new in view {v.name}": v.new_rows for v in published})
     counts.update({f"rows carried in view {v.name}": v.carried_rows for v in published})
     counts.update(dedup_summary["counts"])
     rejects = rejects_ref(ctx, recipe.questions)  # seed rows / synth candidates turned down
-    sources = _frame(store, refs.get("source_questions") or refs["questions"], _COUNTED["source_questions"])
+    source_refs = refs.get("source_questions") or refs["questions"]
+    sources = questions if source_refs == refs["questions"] else _frame(store, source_refs, _COUNTED["questions"])
     mix = question_mix(sources, _frame(store, [rejects]) if rejects else None)
     counts.update(mix_counts(mix))
     generation = generation_accounting(store, refs["samples"], samples, verdicts, timings.get("sample", 0.0),
                                        _window(store, build_id), run_id=ctx.run_id)
     counts.update({k: generation[k] for k in REUSE_COUNTS})
-    # (per group of shards: every check of every row is counted, none is held)
-    breakdown = verdict_breakdown(_frame(store, [refs["verdicts"][i] for i in group],
-                                         ["verifier_name", "verdict", "reason", "checks"])
-                                  for group in shard_groups(refs["verdicts"]))
+    breakdown = merged_breakdown(counted.verdict_counts)
     code_questions = questions.filter(pl.col("verifier") == "code").height
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     lineage = {
