@@ -19,6 +19,7 @@ from cotforge.tasks.core.shards import ShardRef, ShardStore
 from cotforge.tasks.dedup.stage import publish_dedup
 from cotforge.tasks.generate.accounting import REUSE_COUNTS, generation_accounting, window_path
 from cotforge.tasks.label.summary import labelling_rules, labelling_summary
+from cotforge.tasks.publish.buckets import joined_buckets
 from cotforge.tasks.publish.card import card_text, verification_rules
 from cotforge.tasks.publish.manifest import write_manifest
 from cotforge.tasks.publish.report import (
@@ -43,7 +44,6 @@ from cotforge.tasks.publish.snapshot import (
     version_views,
 )
 from cotforge.tasks.publish.versions import version_folder
-from cotforge.tasks.publish.buckets import joined_buckets
 from cotforge.tasks.publish.write import PublishedView, ViewWriter, dumps_json, write_text
 from cotforge.tasks.questions.stage import question_mix, rejects_ref
 from cotforge.tasks.views.builders import view_format, view_metadata, view_part_builders
@@ -90,10 +90,10 @@ def _frame(store: ShardStore, refs: list[ShardRef], columns: list[str] | None = 
 
 # What the counts, the card and the report read of each stage: never a rationale's text (issue 26: peak memory).
 _COUNTED = {
-    "questions": ["question_id", "verifier", "source", "source_revision"],
-    "samples": ["sample_id", "error", "prompt_tokens", "completion_tokens", "guidance", "backend", "model",
+    "questions": ["verifier", "source", "source_revision"],
+    "samples": ["error", "prompt_tokens", "completion_tokens", "guidance", "backend", "model",
                 "model_revision", "sampling_json"],
-    "verdicts": ["sample_id", "extracted_answer", "verdict", "reason", "verifier_name", "trainable"],
+    "verdicts": ["extracted_answer", "verdict", "reason", "verifier_name", "trainable"],
     "votes": None,  # (every column: one small row per question)
     "step_labels": ["status", "skip_reason", "rollouts", "rollouts_reused", "mc_equivalent_rollouts",
                     "first_error_step", "consensus", "rollout_rule", "uncertain_reasons", "label_status"],

@@ -193,6 +193,8 @@ def build_prm(joined: pl.DataFrame, step_labels: pl.DataFrame | None = None,
         "mc_equivalent_rollouts")
     rows = []
     trainable = joined.filter(pl.col("usable") & pl.col("trainable"))
+    # maintain_order: rows in question order like every view (polars' default order follows whichever side it hashes,
+    # so at scale it followed the step-label shards: the same rows, in an order that changed with the sizes)
     for r in trainable.join(labelled, on="sample_id", how="inner", maintain_order="left").iter_rows(named=True):
         reference = None
         if r["backend"] == "simulated":
