@@ -140,7 +140,7 @@ def _publish_views(folder: str, refs: dict[str, list[ShardRef]], previous_folder
     for bucket in joined_buckets(ctx.store, refs, on_group=counted.add):
         for name, build in builders.items():
             writers[name].write(build(bucket.joined, bucket.step_labels))
-        del bucket
+        del bucket  # before the next one is read: one bucket in memory, not two
     published = [writer.close() for writer in writers.values()]
     for name in (v for v in previous_views if v not in builders):
         writer = None

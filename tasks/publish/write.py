@@ -45,10 +45,10 @@ class ViewWriter:
     files, digest and counts as writing the concatenated parts at once): a view never needs to be in memory whole."""
 
     def __init__(self, out: str, view: str, metadata: dict[str, str]):
-        self.fs, root = fsspec.core.url_to_fs(out)
-        self.view, self.metadata, self.folder = view, metadata, f"{root}/{view}"
-        if self.fs.exists(self.folder):  # files of an earlier publish of it
-            for old in self.fs.glob(f"{self.folder}/*.parquet"):
+        self.fs, self.root = fsspec.core.url_to_fs(out)
+        self.view, self.metadata = view, metadata
+        if self.fs.exists(f"{self.root}/{view}"):  # files of an earlier publish of it
+            for old in self.fs.glob(f"{self.root}/{view}/*.parquet"):
                 self.fs.rm(old)
         self.files: list[str] = []
         self.rows = self.carried_rows = 0
@@ -75,7 +75,7 @@ class ViewWriter:
     def _open(self) -> AtomicParquetWriter:
         relative = f"{self.view}/train-{len(self.files):05d}.parquet"
         self.files.append(relative)
-        return AtomicParquetWriter(self.fs, f"{self.folder}/{relative.split('/', 1)[1]}", self.schema, self.metadata)
+        return AtomicParquetWriter(self.fs, f"{self.root}/{relative}", self.schema, self.metadata)
 
     def close(self) -> PublishedView:
         """Close the last file (a view without rows: one empty file with its schema) and say what was written."""
