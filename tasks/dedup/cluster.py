@@ -26,6 +26,7 @@ from cotforge.tasks.dedup.lsh import bands_rows, link_buckets
 from cotforge.tasks.dedup.minhash import minhash_signatures, normalize_fast
 
 _MIN_PER_WORKER = 2_000  # below this many texts per process, forking costs more than it saves
+_TEXT_BLOCK = 8_192  # texts normalised at a time for the index
 
 
 class UnionFind:
@@ -294,6 +295,3 @@ def signatures_table(ids: list[str], groups: list[str] | None, keep: list[bool],
             [pa.array([normalize_fast(t or "") for t in texts.slice(start, _TEXT_BLOCK).to_pylist()], pa.string())
              for start in range(0, len(texts), _TEXT_BLOCK)], pa.string())
     return pa.table(columns)
-
-
-_TEXT_BLOCK = 8_192  # texts normalised at a time for the index
