@@ -317,11 +317,13 @@ def test_stream_holds_no_sample_of_a_shard_once_it_is_written(tmp_path):
 
     config = GenerationConfig(backend="simulated", samples_per_question=2)
     store, refs = _shards(tmp_path, n_shards=6)
-    alive = []
 
-    def count(position, ref):
+    def samples_alive() -> int:
         gc.collect()
-        alive.append(sum(isinstance(o, Sample) for o in gc.get_objects()))
+        return sum(type(o) is Sample for o in gc.get_objects())  # (type: a dead weak proxy fails isinstance)
 
-    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=1), config, on_shard=count)
+    before = samples_alive()  # (other tests in this process may hold some)
+    alive = []
+    sample_shards.fn(BuildContext(store, "rh", seed=5), refs, ShufflingStream(window=1), config,
+                     on_shard=lambda position, ref: alive.append(samples_alive() - before))
     assert len(alive) == 6 and max(alive) <= 6 * 2, alive
